@@ -1,0 +1,1246 @@
+"""DDSP Grown Timbres: everything both notebooks share, in the order the data flows.
+
+    audio -> features -> synthesizer -> model -> loss -> training -> batching -> growth -> checkpoints
+
+Shapes use B (files in a batch), T (frames, one per HOP_LENGTH samples), N = T * HOP_LENGTH
+(audio samples), H (harmonics) and M (noise bands). f0 is in Hz, loudness in A-weighted dB.
+The design follows magenta/ddsp (core.py, synths.py, decoders.py) in PyTorch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------- configuration
+SAMPLE_RATE = 22050
+HOP_LENGTH = 256  # 86 frames per second
+FFT_SIZES = (2048, 1024, 512, 256)  # multi-scale loss; hop = size / 4
+MIN_AUDIO_SAMPLES = max(FFT_SIZES)  # shorter input cannot fill the largest loss frame
+MAX_AUDIO_SECONDS = 60.0  # longer files are cut here, with a warning, to bound memory
+SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is "silent"
+
+F0_MIN_HZ = 65.41  # C2
+F0_MAX_HZ = 2093.0  # C7
+PYIN_FRAME_LENGTH = 2048
+LOUDNESS_N_FFT = 2048
+LOUDNESS_FLOOR_DB = -80.0  # loudness is clipped here; the model scales it as db / 80 + 1
+N_MFCC = 20
+MFCC_N_FFT = 1024
+MFCC_N_MELS = 64
+
+N_HARMONICS = 64
+N_NOISE_BANDS = 65  # noise filter: 65 magnitudes -> a 128-tap linear-phase FIR per frame
+HIDDEN_SIZE = 512
+Z_DIM = 16
+NOISE_INITIAL_BIAS = -5.0  # magenta: start with quiet noise so harmonics are learned first
+
+LOG_MAG_FLOOR = 1e-5  # magenta's safe_log
+TIME_LOSS_WEIGHT = 0.1  # the seed: spectral loss + 0.1 x L1 in time
+LEARNING_RATE = 1e-3
+CLIP_GRAD_NORM = 1.0
+
+CROSSFADE_SECONDS = 0.08  # between growth stages
+EDGE_FADE_SECONDS = 0.01  # at the very start and end of a render
+
+
+# ----------------------------------------------------------------------------- audio
+class AudioInputError(ValueError):
+    """The one error for unusable input. `str(err)` is "<path>: <reason>"."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
+    """Read any soundfile-readable file as float32 mono at SAMPLE_RATE: [n_samples] in [-1, 1].
+
+    Stereo is averaged, other rates resampled (soxr), samples beyond +/-1 rescaled with a
+    warning, files longer than `max_seconds` cut with a warning (only that much is read).
+    Raises AudioInputError for missing, empty, unreadable, non-finite, silent or too-short input.
+    """
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioInputError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise AudioInputError(path, "file is empty (0 bytes)")
+    try:
+        info = sf.info(str(path))
+        max_frames = int(max_seconds * info.samplerate)
+        data, file_rate = sf.read(str(path), frames=min(info.frames, max_frames),
+                                  dtype="float32", always_2d=True)
+    except Exception as err:  # libsndfile reports every unreadable format its own way
+        raise AudioInputError(path, f"not a readable audio file ({err})") from None
+    if info.frames > max_frames:
+        warnings.warn(f"{path}: {info.frames / info.samplerate:.1f} s long; "
+                      f"only the first {max_seconds:.0f} s are used", stacklevel=2)
+    if data.size == 0:
+        raise AudioInputError(path, "contains no audio samples")
+    audio = data.mean(axis=1)
+    if not np.all(np.isfinite(audio)):
+        raise AudioInputError(path, "contains NaN or infinite samples")
+    peak = float(np.max(np.abs(audio)))
+    if peak < SILENCE_PEAK:
+        raise AudioInputError(path, f"is silent (peak {20 * np.log10(peak + 1e-12):.0f} dBFS)")
+    if peak > 1.0:
+        warnings.warn(f"{path}: samples reach {peak:.2f} (beyond full scale); rescaled to 1.0",
+                      stacklevel=2)
+        audio = audio / peak
+    if file_rate != SAMPLE_RATE:
+        import librosa
+
+        audio = librosa.resample(audio, orig_sr=file_rate, target_sr=SAMPLE_RATE,
+                                 res_type="soxr_hq")
+    if len(audio) < MIN_AUDIO_SAMPLES:
+        raise AudioInputError(path, f"too short: {1000 * len(audio) / SAMPLE_RATE:.0f} ms, "
+                                    f"needs at least {1000 * MIN_AUDIO_SAMPLES / SAMPLE_RATE:.0f} ms")
+    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- features
+def hz_to_midi(f0):
+    """Hz -> MIDI note number (float); works on numpy arrays and torch tensors."""
+    log2 = torch.log2 if isinstance(f0, torch.Tensor) else np.log2
+    return 12.0 * log2(f0 / 440.0) + 69.0
+
+
+def estimate_f0(audio: np.ndarray, path="<audio>") -> tuple[np.ndarray, np.ndarray]:
+    """pYIN f0 per frame: audio [N] -> (f0 [N // HOP_LENGTH] Hz, voiced [same] bool).
+
+    Unvoiced frames are filled by linear interpolation between voiced ones (held at the
+    edges), so f0 is never NaN. Raises AudioInputError when no frame is voiced.
+    """
+    import librosa
+
+    n_frames = len(audio) // HOP_LENGTH
+    f0, voiced, _ = librosa.pyin(audio, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=SAMPLE_RATE,
+                                 frame_length=PYIN_FRAME_LENGTH, hop_length=HOP_LENGTH)
+    f0, voiced = f0[:n_frames], voiced[:n_frames] & np.isfinite(f0[:n_frames])
+    if not voiced.any():
+        raise AudioInputError(path, f"no pitched frames (pYIN found no pitch between "
+                                    f"{F0_MIN_HZ:.0f} and {F0_MAX_HZ:.0f} Hz)")
+    frames = np.arange(n_frames)
+    filled = np.interp(frames, frames[voiced], f0[voiced])
+    return filled.astype(np.float32), voiced
+
+
+def a_weighted_power(n_fft: int = LOUDNESS_N_FFT) -> np.ndarray:
+    """Per-bin weights [n_fft // 2 + 1] turning |rfft|^2 of a Hann frame into mean-square power,
+    A-weighted. Bins at DC and Nyquist count once, the others twice (one-sided spectrum)."""
+    import librosa
+
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE)
+    a_weight = 10.0 ** (librosa.A_weighting(freqs) / 10.0)
+    one_sided = np.full(len(freqs), 2.0)
+    one_sided[[0, -1]] = 1.0
+    window = np.hanning(n_fft + 1)[:-1]
+    return a_weight * one_sided / (n_fft * np.sum(window ** 2))
+
+
+def compute_loudness(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
+    """A-weighted loudness per frame: audio [N] -> [N // HOP_LENGTH] dB, floored at -80.
+
+    Power is averaged across frequency before taking dB, so a gain of g dB shifts loudness by
+    exactly g dB (above the floor). A full-scale 1 kHz sine reads -3 dB.
+    """
+    import librosa
+
+    n_frames = len(audio) // HOP_LENGTH if n_frames is None else n_frames
+    spectrum = librosa.stft(audio, n_fft=LOUDNESS_N_FFT, hop_length=HOP_LENGTH,
+                            window="hann", center=True, pad_mode="constant")
+    power = a_weighted_power() @ (np.abs(spectrum) ** 2)
+    loudness = 10.0 * np.log10(np.maximum(power, 1e-20))
+    return np.maximum(loudness, LOUDNESS_FLOOR_DB)[:n_frames].astype(np.float32)
+
+
+def compute_mfcc(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
+    """MFCC per frame: audio [N] -> [N // HOP_LENGTH, N_MFCC]."""
+    import librosa
+
+    n_frames = len(audio) // HOP_LENGTH if n_frames is None else n_frames
+    mfcc = librosa.feature.mfcc(y=audio, sr=SAMPLE_RATE, n_mfcc=N_MFCC, n_fft=MFCC_N_FFT,
+                                hop_length=HOP_LENGTH, n_mels=MFCC_N_MELS)
+    return mfcc.T[:n_frames].astype(np.float32)
+
+
+def extract_features(path) -> dict:
+    """One file's features (numpy): audio [N], f0 [T] Hz, voiced [T], loudness [T] dB,
+    mfcc [T, N_MFCC], with N == T * HOP_LENGTH exactly (the last partial frame is dropped)."""
+    audio = load_audio(path)
+    n_frames = len(audio) // HOP_LENGTH
+    audio = audio[: n_frames * HOP_LENGTH]
+    f0, voiced = estimate_f0(audio, path)
+    return {
+        "path": str(path),
+        "audio": audio,
+        "f0": f0,
+        "voiced": voiced,
+        "loudness": compute_loudness(audio, n_frames),
+        "mfcc": compute_mfcc(audio, n_frames),
+    }
+
+
+# ----------------------------------------------------------------------------- synthesizer
+def exp_sigmoid(x: torch.Tensor, exponent: float = 10.0, max_value: float = 2.0,
+                threshold: float = 1e-7) -> torch.Tensor:
+    """magenta's output nonlinearity: positive, 1e-7 floor, gentle slope for large inputs."""
+    return max_value * torch.sigmoid(x) ** math.log(exponent) + threshold
+
+
+def upsample_frames(x: torch.Tensor, hop_length: int = HOP_LENGTH) -> torch.Tensor:
+    """Linear interpolation from frame to audio rate: [B, T, C] -> [B, T * hop_length, C].
+
+    Sample t * hop_length sits exactly on frame t; the last frame is held."""
+    batch, n_frames, channels = x.shape
+    following = torch.cat([x[:, 1:], x[:, -1:]], dim=1)
+    ramp = torch.arange(hop_length, device=x.device, dtype=x.dtype) / hop_length
+    out = x[:, :, None, :] + (following - x)[:, :, None, :] * ramp[None, None, :, None]
+    return out.reshape(batch, n_frames * hop_length, channels)
+
+
+def nyquist_mask(f0: torch.Tensor, n_harmonics: int, sample_rate: int = SAMPLE_RATE):
+    """1 where harmonic k * f0 is below Nyquist, else 0: f0 [..., 1] Hz -> [..., H]."""
+    k = torch.arange(1, n_harmonics + 1, device=f0.device, dtype=f0.dtype)
+    return (f0 * k < sample_rate / 2).to(f0.dtype)
+
+
+def normalize_harmonic_distribution(distribution: torch.Tensor, f0: torch.Tensor,
+                                    sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Zero harmonics at or above Nyquist and rescale the rest to sum to 1: [B, T, H]."""
+    distribution = distribution * nyquist_mask(f0, distribution.shape[-1], sample_rate)
+    return distribution / distribution.sum(-1, keepdim=True).clamp_min(1e-7)
+
+
+def cumulative_phase(f0_audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """Phase in cycles, wrapped to [0, 1): f0 [B, N, 1] Hz -> [B, N, 1] float32.
+
+    Accumulated in float64: a float32 running sum of f0 / sr over 88k samples drifts by up to
+    half a cycle at harmonic 20. Wrapping before the cast keeps float32 resolution at 6e-8
+    cycles, so 2 * pi * k * phase stays within 3e-5 rad for every harmonic."""
+    cycles = torch.cumsum(f0_audio.double() / sample_rate, dim=1)
+    return (cycles - torch.floor(cycles)).float()
+
+
+def harmonic_synth(f0: torch.Tensor, harmonic_amplitudes: torch.Tensor,
+                   sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH) -> torch.Tensor:
+    """Additive synthesis: f0 [B, T, 1] Hz, amplitudes [B, T, H] -> audio [B, T * hop_length].
+
+    Amplitudes are interpolated linearly to audio rate; harmonics that cross Nyquist between
+    frames are silenced sample by sample. Inside frame t, sample j of the output is
+    sum_k wave[t, j, k] * (a[t, k] + j / hop * (a[t+1, k] - a[t, k])): two matrix products per
+    frame instead of an audio-rate [B, N, H] amplitude tensor, in both passes."""
+    batch, n_frames, n_harmonics = harmonic_amplitudes.shape
+    with torch.no_grad():  # f0 is an input: the waves need no gradient
+        f0_audio = upsample_frames(f0.float(), hop_length)
+        k = torch.arange(1, n_harmonics + 1, device=f0.device, dtype=torch.float32)
+        waves = torch.sin((2 * math.pi) * cumulative_phase(f0_audio, sample_rate) * k)
+        waves = waves * nyquist_mask(f0_audio, n_harmonics, sample_rate)
+        waves = waves.reshape(batch, n_frames, hop_length, n_harmonics)
+    amplitudes = harmonic_amplitudes.float()
+    following = torch.cat([amplitudes[:, 1:], amplitudes[:, -1:]], dim=1)
+    start_and_slope = torch.stack([amplitudes, following - amplitudes], dim=-1)  # [B, T, H, 2]
+    parts = torch.matmul(waves, start_and_slope)  # [B, T, hop, 2]
+    ramp = torch.arange(hop_length, device=f0.device, dtype=torch.float32) / hop_length
+    return (parts[..., 0] + parts[..., 1] * ramp).reshape(batch, n_frames * hop_length)
+
+
+def noise_impulse_responses(magnitudes: torch.Tensor) -> torch.Tensor:
+    """Linear-phase FIR filters from frequency magnitudes: [B, T, M] -> [B, T, 2 * (M - 1)].
+
+    Zero-phase inverse FFT, rotated to be causal (delay M - 1 taps), Hann-windowed."""
+    impulse = torch.fft.irfft(magnitudes.float(), dim=-1)
+    ir_size = impulse.shape[-1]
+    window = torch.hann_window(ir_size, periodic=False, device=impulse.device)
+    return torch.roll(impulse, ir_size // 2, dims=-1) * window
+
+
+def filtered_noise(magnitudes: torch.Tensor, hop_length: int = HOP_LENGTH,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform noise shaped per frame: magnitudes [B, T, M] -> audio [B, T * hop_length].
+
+    Each frame of noise is convolved with its frame's FIR by FFT, and the (longer) filtered
+    frames are overlap-added; the FIR's delay is removed so noise lines up with harmonics."""
+    batch, n_frames, _ = magnitudes.shape
+    impulse = noise_impulse_responses(magnitudes)
+    ir_size = impulse.shape[-1]
+    noise = torch.rand(batch, n_frames, hop_length, device=magnitudes.device,
+                       generator=generator) * 2 - 1
+    filtered_size = hop_length + ir_size - 1
+    n_fft = 1 << (filtered_size - 1).bit_length()
+    filtered = torch.fft.irfft(torch.fft.rfft(noise, n_fft) * torch.fft.rfft(impulse, n_fft),
+                               n_fft)[..., :filtered_size]
+    total = (n_frames - 1) * hop_length + filtered_size
+    audio = F.fold(filtered.transpose(1, 2), output_size=(1, total),
+                   kernel_size=(1, filtered_size), stride=(1, hop_length))
+    delay = ir_size // 2
+    return audio.reshape(batch, total)[:, delay: delay + n_frames * hop_length]
+
+
+# ----------------------------------------------------------------------------- model
+def mlp(in_size: int, hidden_size: int, n_layers: int = 3) -> nn.Sequential:
+    """magenta's fc_stack: n_layers x [Linear, LayerNorm, LeakyReLU]."""
+    layers = []
+    for i in range(n_layers):
+        layers += [nn.Linear(in_size if i == 0 else hidden_size, hidden_size),
+                   nn.LayerNorm(hidden_size), nn.LeakyReLU()]
+    return nn.Sequential(*layers)
+
+
+class DDSPModel(nn.Module):
+    """MFCC encoder + magenta-style RNN/FC decoder driving a harmonic-plus-noise synthesizer.
+
+    Inputs f0 [B, T, 1] Hz, loudness [B, T, 1] dB, mfcc [B, T, N_MFCC]. The encoder maps each
+    frame's MFCCs to a timbre code z [B, T, Z_DIM]; f0 (as MIDI / 127), loudness (as db / 80 + 1)
+    and z each pass through their own MLP, a GRU runs over time, and the output MLP sees the
+    three MLP outputs beside the GRU's. Heads: overall amplitude (1), harmonic distribution (H),
+    noise filter magnitudes (M).
+    """
+
+    def __init__(self, n_harmonics: int = N_HARMONICS, n_noise_bands: int = N_NOISE_BANDS,
+                 hidden_size: int = HIDDEN_SIZE, n_mfcc: int = N_MFCC, z_dim: int = Z_DIM,
+                 sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH):
+        super().__init__()
+        self.config = dict(n_harmonics=n_harmonics, n_noise_bands=n_noise_bands,
+                           hidden_size=hidden_size, n_mfcc=n_mfcc, z_dim=z_dim,
+                           sample_rate=sample_rate, hop_length=hop_length)
+        self.n_harmonics, self.n_noise_bands = n_harmonics, n_noise_bands
+        self.sample_rate, self.hop_length = sample_rate, hop_length
+        self.mfcc_norm = nn.LayerNorm(n_mfcc)
+        self.encoder = nn.Linear(n_mfcc, z_dim)
+        self.f0_mlp = mlp(1, hidden_size)
+        self.loudness_mlp = mlp(1, hidden_size)
+        self.z_mlp = mlp(z_dim, hidden_size)
+        self.gru = nn.GRU(3 * hidden_size, hidden_size, batch_first=True)
+        self.out_mlp = mlp(4 * hidden_size, hidden_size)
+        self.out_proj = nn.Linear(hidden_size, 1 + n_harmonics + n_noise_bands)
+
+    def get_controls(self, f0, loudness, mfcc) -> dict:
+        """Synthesizer controls at frame rate: amplitude [B, T, 1], harmonic_distribution
+        [B, T, H] (sums to 1 below Nyquist), noise_magnitudes [B, T, M]."""
+        stacks = [self.f0_mlp(hz_to_midi(f0) / 127.0),
+                  self.loudness_mlp(loudness / -LOUDNESS_FLOOR_DB + 1.0),
+                  self.z_mlp(self.encoder(self.mfcc_norm(mfcc)))]
+        recurrent, _ = self.gru(torch.cat(stacks, dim=-1))
+        out = self.out_proj(self.out_mlp(torch.cat(stacks + [recurrent], dim=-1))).float()
+        amplitude, distribution, noise = out.split(
+            [1, self.n_harmonics, self.n_noise_bands], dim=-1)
+        return {
+            "amplitude": exp_sigmoid(amplitude),
+            "harmonic_distribution": normalize_harmonic_distribution(
+                exp_sigmoid(distribution), f0.float(), self.sample_rate),
+            "noise_magnitudes": exp_sigmoid(noise + NOISE_INITIAL_BIAS),
+        }
+
+    def synthesize(self, f0, controls: dict, harmonic_gain=None, noise_gain=None):
+        """Audio [B, T * hop] from controls, in float32 whatever autocast says. Optional gains
+        at frame rate mute or fade parts of the sound: harmonic_gain [B or 1, T, H],
+        noise_gain [B or 1, T, 1] (used by the growth stages)."""
+        with torch.autocast(f0.device.type, enabled=False):
+            harmonic = controls["amplitude"] * controls["harmonic_distribution"]
+            noise = controls["noise_magnitudes"]
+            if harmonic_gain is not None:
+                harmonic = harmonic * harmonic_gain
+            if noise_gain is not None:
+                noise = noise * noise_gain
+            return (harmonic_synth(f0, harmonic, self.sample_rate, self.hop_length)
+                    + filtered_noise(noise, self.hop_length))
+
+    def forward(self, f0, loudness, mfcc):
+        """-> (audio [B, T * hop], harmonic controls {amplitude, harmonic_distribution},
+        noise controls [B, T, M])."""
+        controls = self.get_controls(f0, loudness, mfcc)
+        audio = self.synthesize(f0, controls)
+        harmonic = {k: controls[k] for k in ("amplitude", "harmonic_distribution")}
+        return audio, harmonic, controls["noise_magnitudes"]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module itself, also when `torch.compile(model)` wrapped it."""
+    return getattr(model, "_orig_mod", model)
+
+
+# ----------------------------------------------------------------------------- loss
+def sample_mask(lengths, n_samples: int, device, hop_length: int = HOP_LENGTH):
+    """[B, N] float: 1 on each file's valid samples (lengths: valid frames per file)."""
+    lengths = torch.as_tensor(lengths, device=device).reshape(-1, 1)
+    return (torch.arange(n_samples, device=device)[None] < lengths * hop_length).float()
+
+
+def magnitude_spectrogram(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
+    """|STFT|: audio [B, N] -> [B, n_fft // 2 + 1, N // (n_fft // 4) + 1], float32.
+
+    Zero (not reflect) padding at the edges, so a frame near a file's end sees the same zeros
+    whether or not padding follows the file."""
+    window = torch.hann_window(n_fft, device=audio.device)
+    spectrum = torch.stft(audio.float(), n_fft, hop_length=n_fft // 4, window=window,
+                          center=True, pad_mode="constant", return_complex=True)
+    power = torch.view_as_real(spectrum).square().sum(-1)
+    return power.clamp_min(1e-14).sqrt()  # clamp: the gradient of |z| at z = 0 is NaN
+
+
+def frame_mask(lengths, n_stft_frames: int, n_fft: int, device, hop_length: int = HOP_LENGTH):
+    """[B, 1, frames] float: STFT frames centred inside each file (frame j <= samples // hop)."""
+    if lengths is None:
+        return None
+    n_samples = torch.as_tensor(lengths, device=device).reshape(-1, 1, 1) * hop_length
+    frames = torch.arange(n_stft_frames, device=device)[None, None]
+    return (frames <= n_samples // (n_fft // 4)).float()
+
+
+def spectral_distance(pred_mag, target_mag, target_log_mag, mask) -> torch.Tensor:
+    """Mean L1 of magnitude plus mean L1 of log magnitude over valid frames: scalar."""
+    difference = (pred_mag - target_mag).abs() + (
+        torch.log(pred_mag.clamp_min(LOG_MAG_FLOOR)) - target_log_mag).abs()
+    if mask is None:
+        return difference.mean()
+    return (difference * mask).sum() / (mask.sum() * difference.shape[1])
+
+
+class MultiScaleSpectralLoss(nn.Module):
+    """magenta's multi-scale spectral loss, averaged over FFT sizes, always in float32.
+
+    forward(pred_audio [B, N], target_audio [B, N], lengths=None) -> scalar. `lengths` gives
+    the valid frames (HOP_LENGTH samples each) per file, as `load_multiple_files` returns them:
+    samples beyond are zeroed in both signals and STFT frames centred beyond are left out."""
+
+    def __init__(self, fft_sizes=FFT_SIZES):
+        super().__init__()
+        self.fft_sizes = tuple(fft_sizes)
+
+    def _masked(self, audio, lengths):
+        audio = audio.float()
+        if lengths is None:
+            return audio
+        return audio * sample_mask(lengths, audio.shape[-1], audio.device)
+
+    def _target_spectra(self, target_audio, lengths) -> dict:
+        spectra = {}
+        for n_fft in self.fft_sizes:
+            magnitude = magnitude_spectrogram(target_audio, n_fft)
+            spectra[n_fft] = (magnitude, torch.log(magnitude.clamp_min(LOG_MAG_FLOOR)),
+                              frame_mask(lengths, magnitude.shape[-1], n_fft, magnitude.device))
+        return spectra
+
+    def _loss(self, pred_audio, target_spectra: dict) -> torch.Tensor:
+        total = 0.0
+        for n_fft, (target_mag, target_log_mag, mask) in target_spectra.items():
+            pred_mag = magnitude_spectrogram(pred_audio, n_fft)
+            total = total + spectral_distance(pred_mag, target_mag, target_log_mag, mask)
+        return total / len(target_spectra)
+
+    def forward(self, pred_audio, target_audio, lengths=None):
+        with torch.autocast(pred_audio.device.type, enabled=False):
+            target = self._masked(target_audio, lengths)
+            return self._loss(self._masked(pred_audio, lengths),
+                              self._target_spectra(target, lengths))
+
+
+class OptimizedMultiScaleSpectralLoss(MultiScaleSpectralLoss):
+    """The same loss with the target's spectra computed once: call precompute_target before
+    training, then forward(pred_audio) computes only the prediction's STFTs."""
+
+    def __init__(self, fft_sizes=FFT_SIZES):
+        super().__init__(fft_sizes)
+        self.target_spectra = None
+        self.lengths = None
+
+    @torch.no_grad()
+    def precompute_target(self, target_audio, device, lengths=None):
+        target_audio = torch.as_tensor(target_audio).to(device)
+        self.lengths = None if lengths is None else torch.as_tensor(lengths).to(device)
+        with torch.autocast(target_audio.device.type, enabled=False):
+            self.target_spectra = self._target_spectra(
+                self._masked(target_audio, self.lengths), self.lengths)
+        return self
+
+    def forward(self, pred_audio):
+        if self.target_spectra is None:
+            raise RuntimeError("call precompute_target(target_audio, device) before the loss")
+        with torch.autocast(pred_audio.device.type, enabled=False):
+            return self._loss(self._masked(pred_audio, self.lengths), self.target_spectra)
+
+
+def time_domain_l1(pred_audio, target_audio, lengths=None) -> torch.Tensor:
+    """Mean |pred - target| over valid samples: [B, N], [B, N] -> scalar (float32)."""
+    difference = (pred_audio.float() - target_audio.float()).abs()
+    if lengths is None:
+        return difference.mean()
+    mask = sample_mask(lengths, difference.shape[-1], difference.device)
+    return (difference * mask).sum() / mask.sum()
+
+
+# ----------------------------------------------------------------------------- batching
+def pad_to(array: np.ndarray, n_frames: int, frame_axis: int = 0, hop: int = 1,
+           value: float | None = None) -> np.ndarray:
+    """Pad along `frame_axis` to n_frames * hop: with `value`, or by holding the last entry."""
+    missing = n_frames * hop - array.shape[frame_axis]
+    widths = [(0, 0)] * array.ndim
+    widths[frame_axis] = (0, missing)
+    if value is None:
+        return np.pad(array, widths, mode="edge")
+    return np.pad(array, widths, mode="constant", constant_values=value)
+
+
+def collate(features: list, errors: dict | None = None) -> dict:
+    """extract_features dicts -> one padded batch of torch tensors (CPU).
+
+    f0 [B, T, 1], loudness [B, T, 1], mfcc [B, T, N_MFCC], audio [B, T * HOP_LENGTH],
+    voiced [B, T], lengths [B] (valid frames per file), file_paths, errors. Padding holds f0
+    and MFCCs, floors loudness and zeroes audio; the loss masks it out."""
+    n_frames = max(len(f["f0"]) for f in features)
+
+    def stack(key, hop=1, value=None):
+        return torch.from_numpy(np.stack([pad_to(f[key], n_frames, 0, hop, value)
+                                          for f in features]))
+
+    return {
+        "f0": stack("f0")[..., None],
+        "loudness": stack("loudness", value=LOUDNESS_FLOOR_DB)[..., None],
+        "mfcc": stack("mfcc"),
+        "audio": stack("audio", HOP_LENGTH, 0.0),
+        "voiced": stack("voiced", value=False),
+        "lengths": torch.tensor([len(f["f0"]) for f in features]),
+        "file_paths": [f["path"] for f in features],
+        "errors": dict(errors or {}),
+    }
+
+
+def load_multiple_files(file_paths, progress: bool = True) -> dict:
+    """Features of many files as one padded batch (see `collate` for the keys).
+
+    A file that fails is skipped with a warning and listed in `errors` {path: reason}.
+    Raises AudioInputError only when no file is usable."""
+    from tqdm.auto import tqdm
+
+    file_paths = [str(p) for p in file_paths]
+    features, errors = [], {}
+    for path in tqdm(file_paths, desc="features", disable=not progress):
+        try:
+            features.append(extract_features(path))
+        except AudioInputError as err:
+            errors[path] = err.reason
+            warnings.warn(str(err), stacklevel=2)
+    if not features:
+        detail = "; ".join(f"{Path(p).name}: {r}" for p, r in errors.items()) or "no files given"
+        raise AudioInputError(", ".join(file_paths) or "<none>", f"no usable audio file ({detail})")
+    return collate(features, errors)
+
+
+def batch_to_device(batch: dict, device) -> dict:
+    """The same dict with every tensor moved to `device`."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- training
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE) -> torch.optim.Optimizer:
+    """Adam; the fused kernel on CUDA (one launch for all parameters)."""
+    device = next(model.parameters()).device
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
+
+
+def training_step(model, optimizer, batch: dict, spectral_loss: MultiScaleSpectralLoss,
+                  scaler=None, amp_dtype=None, clip_grad_norm: float = CLIP_GRAD_NORM):
+    """One full-batch step; returns (total loss, spectral loss) as detached tensors (no sync).
+
+    Only the model runs under autocast (`amp_dtype`); both losses are float32. With a
+    GradScaler the gradients are unscaled before clipping, so the clip sees true norms."""
+    optimizer.zero_grad(set_to_none=True)
+    device_type = batch["f0"].device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        pred_audio, _, _ = model(batch["f0"], batch["loudness"], batch["mfcc"])
+    target, lengths = batch["audio"], batch.get("lengths")
+    if isinstance(spectral_loss, OptimizedMultiScaleSpectralLoss):
+        spectral = spectral_loss(pred_audio)
+    else:
+        spectral = spectral_loss(pred_audio, target, lengths)
+    loss = spectral + TIME_LOSS_WEIGHT * time_domain_l1(pred_audio, target, lengths)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
+    return loss.detach(), spectral.detach()
+
+
+def synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=None,
+          amp_dtype=None, sync_every: int | None = None, progress: bool = True,
+          desc: str = "training", history: dict | None = None) -> dict:
+    """Run `n_epochs` full-batch steps with a tqdm bar; returns the history dict:
+    loss and spectral_loss per epoch, elapsed_seconds at each synchronised epoch (`timed_epochs`).
+
+    The host waits for the GPU only every `sync_every` steps (default: 25 on CUDA, 1 on CPU),
+    to read the loss for the bar and to take honest wall times. Pass an earlier history to
+    continue its curves."""
+    from tqdm.auto import tqdm
+
+    device = batch["f0"].device
+    sync_every = sync_every or (25 if device.type == "cuda" else 1)
+    history = history or {"loss": [], "spectral_loss": [], "timed_epochs": [],
+                          "elapsed_seconds": []}
+    first_epoch = len(history["loss"])
+    time_offset = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
+    compiled_graphs = hasattr(torch.compiler, "cudagraph_mark_step_begin")
+    pending = []
+    synchronize(device)
+    start = time.perf_counter()
+    bar = tqdm(range(n_epochs), desc=desc, disable=not progress)
+    for step in bar:
+        if compiled_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        pending.append(training_step(model, optimizer, batch, spectral_loss, scaler, amp_dtype))
+        if (step + 1) % sync_every == 0 or step + 1 == n_epochs:
+            values = torch.stack([torch.stack(p) for p in pending]).cpu()  # the one sync
+            pending.clear()
+            history["loss"] += values[:, 0].tolist()
+            history["spectral_loss"] += values[:, 1].tolist()
+            history["timed_epochs"].append(first_epoch + step + 1)
+            history["elapsed_seconds"].append(time_offset + time.perf_counter() - start)
+            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+    return history
+
+
+# ----------------------------------------------------------------------------- growth
+# A stage is data: what sounds (harmonic count, None = all; noise on or off) and for how long.
+GROWTH_STAGES = [
+    {"name": "fundamental", "n_harmonics": 1, "noise": False, "duration": 1.0},
+    {"name": "3 harmonics", "n_harmonics": 3, "noise": False, "duration": 1.0},
+    {"name": "8 harmonics", "n_harmonics": 8, "noise": False, "duration": 1.0},
+    {"name": "all harmonics", "n_harmonics": None, "noise": False, "duration": 1.0},
+    {"name": "full timbre (harmonics + noise)", "n_harmonics": None, "noise": True,
+     "duration": 1.5},
+]
+
+
+def stage_weights(stages, n_frames: int, frame_seconds: float,
+                  crossfade_seconds: float = CROSSFADE_SECONDS) -> np.ndarray:
+    """How much each stage sounds in each frame: [n_stages, n_frames], summing to 1 per frame.
+
+    Neighbouring stages cross linearly over `crossfade_seconds` centred on their boundary."""
+    times = np.arange(n_frames) * frame_seconds
+    boundaries = np.cumsum([s["duration"] for s in stages])[:-1]
+    width = max(crossfade_seconds, 1e-9)
+    entered = [np.ones(n_frames)] + [np.clip((times - b) / width + 0.5, 0, 1) for b in boundaries]
+    entered.append(np.zeros(n_frames))
+    return np.stack([entered[i] - entered[i + 1] for i in range(len(stages))])
+
+
+def stage_gains(stages, n_frames: int, n_harmonics: int, frame_seconds: float):
+    """Frame-rate gains for the synthesizer: harmonic [1, T, H] and noise [1, T, 1]."""
+    weights = stage_weights(stages, n_frames, frame_seconds)
+    harmonic_masks = np.stack([np.arange(n_harmonics) < (s["n_harmonics"] or n_harmonics)
+                               for s in stages]).astype(np.float64)
+    noise_on = np.array([float(s["noise"]) for s in stages])
+    harmonic = torch.from_numpy((weights.T @ harmonic_masks).astype(np.float32))
+    noise = torch.from_numpy((weights.T @ noise_on).astype(np.float32))
+    return harmonic[None], noise[None, :, None]
+
+
+def validate_stages(stages) -> list:
+    """Check a stage list; returns it. Raises ValueError saying which stage is wrong and why."""
+    if not stages:
+        raise ValueError("a growth needs at least one stage")
+    for i, stage in enumerate(stages):
+        name = stage.get("name", f"stage {i}")
+        missing = {"n_harmonics", "noise", "duration"} - set(stage)
+        if missing:
+            raise ValueError(f"stage {name!r} lacks {sorted(missing)}")
+        if not stage["duration"] > 0:
+            raise ValueError(f"stage {name!r}: duration must be > 0 s, got {stage['duration']}")
+        count = stage["n_harmonics"]
+        if count is not None and (int(count) != count or count < 0):
+            raise ValueError(f"stage {name!r}: n_harmonics must be None or a count >= 0")
+    return list(stages)
+
+
+@torch.no_grad()
+def render_stages(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages,
+                  seed: int = 0) -> np.ndarray:
+    """Render `stages` back to back from one steady note: float32 [sum of durations * SR].
+
+    The note (f0_mean Hz, loudness_mean dB, mfcc_mean [N_MFCC]) is held for the whole render;
+    controls and phase run continuously and only the stage gains change, crossfading at
+    boundaries, so nothing clicks. Short fades at both ends; scaled down if it would clip."""
+    stages = validate_stages(stages)
+    core = unwrap_model(model)
+    device = next(core.parameters()).device
+    sample_rate, hop = core.sample_rate, core.hop_length
+    n_samples = int(round(sum(s["duration"] for s in stages) * sample_rate))
+    n_frames = -(-n_samples // hop)
+    mfcc_mean = torch.as_tensor(np.asarray(mfcc_mean, dtype=np.float32), device=device)
+    f0 = torch.full((1, n_frames, 1), float(f0_mean), device=device)
+    loudness = torch.full((1, n_frames, 1), float(loudness_mean), device=device)
+    mfcc = mfcc_mean.reshape(1, 1, -1).expand(1, n_frames, -1)
+    harmonic_gain, noise_gain = stage_gains(stages, n_frames, core.n_harmonics, hop / sample_rate)
+    was_training = core.training
+    core.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    try:
+        controls = core.get_controls(f0, loudness, mfcc)
+        harmonic = controls["amplitude"] * controls["harmonic_distribution"] * harmonic_gain.to(device)
+        audio = (harmonic_synth(f0, harmonic, sample_rate, hop)
+                 + filtered_noise(controls["noise_magnitudes"] * noise_gain.to(device), hop,
+                                  generator))
+    finally:
+        core.train(was_training)
+    audio = audio[0, :n_samples].cpu().numpy().astype(np.float64)
+    fade = min(int(EDGE_FADE_SECONDS * sample_rate), n_samples // 2)
+    ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
+    audio[:fade] *= ramp
+    audio[n_samples - fade:] *= ramp[::-1]
+    peak = np.max(np.abs(audio))
+    if peak > 0.99:
+        audio *= 0.99 / peak
+    return audio.astype(np.float32)
+
+
+def synthesize_stage(model, f0_mean, loudness_mean, mfcc_mean, stage: dict,
+                     seed: int = 0) -> np.ndarray:
+    """One growth stage as float32 audio [stage duration * SR]."""
+    return render_stages(model, f0_mean, loudness_mean, mfcc_mean, [stage], seed)
+
+
+def grow_timbre(model, f0_mean, loudness_mean, mfcc_mean, stages=GROWTH_STAGES,
+                seed: int = 0) -> np.ndarray:
+    """All stages in order, crossfaded: float32 audio [sum of durations * SR], peak <= 0.99."""
+    return render_stages(model, f0_mean, loudness_mean, mfcc_mean, stages, seed)
+
+
+def mean_note(batch: dict, index: int) -> tuple[float, float, np.ndarray]:
+    """A file's average note for growth: (f0 Hz over voiced frames, loudness dB, mfcc [N_MFCC]),
+    averaged over its valid frames only."""
+    n = int(batch["lengths"][index])
+    f0 = batch["f0"][index, :n, 0].cpu().numpy()
+    voiced = batch["voiced"][index, :n].cpu().numpy() if "voiced" in batch else np.ones(n, bool)
+    f0_mean = float(np.exp(np.mean(np.log(f0[voiced] if voiced.any() else f0))))
+    loudness_mean = float(batch["loudness"][index, :n, 0].mean())
+    mfcc_mean = batch["mfcc"][index, :n].mean(0).cpu().numpy()
+    return f0_mean, loudness_mean, mfcc_mean
+
+
+# ----------------------------------------------------------------------------- files
+def atomic_write(path, write) -> Path:
+    """Call write(tmp_path), then move tmp_path over `path`: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_wav(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write float audio [N] in [-1, 1] as 16-bit PCM wav, atomically."""
+    import soundfile as sf
+
+    audio = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16",
+                                                   format="WAV"))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+COMPILED_PREFIX = "_orig_mod."
+
+
+def clean_state_dict(state_dict: dict) -> dict:
+    """Drop torch.compile's `_orig_mod.` prefix from every key."""
+    return {key.replace(COMPILED_PREFIX, ""): value for key, value in state_dict.items()}
+
+
+def save_checkpoint(path, model, **extras) -> Path:
+    """Write {"model_state_dict", "config", **extras} atomically. Keys are those of the plain
+    module, whether or not `model` was compiled. Extras must be weights_only-loadable
+    (tensors, numbers, strings, lists, dicts)."""
+    core = unwrap_model(model)
+    state = {k: v.detach().cpu() for k, v in clean_state_dict(core.state_dict()).items()}
+    payload = {"model_state_dict": state, "config": dict(core.config), **extras}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path, model=None, map_location="cpu"):
+    """Load a checkpoint safely (weights_only=True) -> (model, checkpoint dict).
+
+    Without `model` one is built from the saved config; with one (compiled or not) its config
+    must match, else ValueError lists what differs. `_orig_mod.` keys are accepted."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{path}: not a loadable checkpoint ({err})") from None
+    if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:
+        raise ValueError(f"{path}: not a DDSP checkpoint (no model_state_dict)")
+    saved_config = checkpoint.get("config", {})
+    if model is None:
+        model = DDSPModel(**saved_config)
+    core = unwrap_model(model)
+    differences = [f"{key}: checkpoint {saved_config.get(key)!r}, model {value!r}"
+                   for key, value in core.config.items() if saved_config.get(key) != value]
+    if differences:
+        raise ValueError(f"{path}: checkpoint was saved with another model configuration ("
+                         + "; ".join(differences) + ")")
+    core.load_state_dict(clean_state_dict(checkpoint["model_state_dict"]))
+    return model, checkpoint
+
+
+# ----------------------------------------------------------------------------- notebook support
+RUNTIME_PACKAGES = {"librosa": "librosa", "soundfile": "soundfile", "tqdm": "tqdm",
+                    "matplotlib": "matplotlib", "ipywidgets": "ipywidgets"}
+
+
+def install_missing(packages: dict = RUNTIME_PACKAGES) -> list[str]:
+    """pip-install the runtime packages ({import name: pip name}) that are missing; never torch,
+    so Colab keeps its CUDA build. Returns what was installed."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    missing = [pip for module, pip in packages.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
+    return missing
+
+
+def device_report(device=None) -> dict:
+    """What the run ran on, for the notebook's first cell and the run record."""
+    import platform
+
+    device = torch.device(device or pick_device())
+    report = {"device_type": device.type, "torch": torch.__version__,
+              "python": platform.python_version(), "cpu_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        report.update(device=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
+                      cuda=torch.version.cuda)
+    else:
+        report["device"] = platform.processor() or platform.machine() or "cpu"
+    return report
+
+
+def safe_upload_name(name: str) -> str:
+    """A bare file name from an uploaded name: no folders (`../../x.wav` -> `x.wav`), no leading
+    dots, no characters outside letters, digits and `-_. `. Raises ValueError if nothing is left."""
+    base = name.replace("\\", "/").split("/")[-1]
+    cleaned = "".join(c if c.isalnum() or c in "-_. " else "_" for c in base).strip().lstrip(".")
+    if not cleaned:
+        raise ValueError(f"{name!r} is not a usable file name")
+    return cleaned
+
+
+def save_uploads(uploads, folder) -> list[Path]:
+    """Write uploaded files into `folder` only: uploads is {name: bytes} (Colab's
+    files.upload()) or a sequence of {"name", "content"} dicts (ipywidgets 8 FileUpload.value).
+    Same-named uploads are kept apart (`x.wav`, `x_2.wav`). Returns the written paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    items = uploads.items() if isinstance(uploads, dict) else (
+        (item["name"], item["content"]) for item in uploads)
+    written = []
+    for name, content in items:
+        target = folder / safe_upload_name(name)
+        stem, suffix, n = target.stem, target.suffix, 2
+        while target.exists() or target in written:
+            target = folder / f"{stem}_{n}{suffix}"
+            n += 1
+        written.append(atomic_write(target, lambda tmp, data=bytes(content):
+                                    Path(tmp).write_bytes(data)))
+    return written
+
+
+def audio_player(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
+    """HTML <audio> element at the clip's true level (no normalisation): [N] in [-1, 1]."""
+    from IPython.display import Audio
+
+    clip = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    return Audio(clip, rate=sample_rate, normalize=False)._repr_html_()
+
+
+def players_table(rows: dict, columns) -> str:
+    """HTML table of players: rows {label: {column: audio [N] or None}}; renders in Jupyter,
+    Colab and on GitHub."""
+    head = "".join(f"<th>{c}</th>" for c in ["file", *columns])
+    body = ""
+    for label, clips in rows.items():
+        cells = "".join(f"<td>{audio_player(clips[c]) if clips.get(c) is not None else '-'}</td>"
+                        for c in columns)
+        body += f"<tr><td>{label}</td>{cells}</tr>"
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+# ----------------------------------------------------------------------------- evaluation
+def sine_baseline(f0: np.ndarray, loudness: np.ndarray) -> np.ndarray:
+    """A plain sine at f0 [T] Hz whose A-weighted loudness matches loudness [T] dB: audio [N].
+
+    Inverts compute_loudness for one partial: mean-square a^2 / 2 times the A-weight at f0."""
+    import librosa
+
+    a_weight_db = librosa.A_weighting(np.asarray(f0, dtype=np.float64))
+    amplitude = np.sqrt(2.0 * 10.0 ** ((np.asarray(loudness) - a_weight_db) / 10.0))
+    amplitude[np.asarray(loudness) <= LOUDNESS_FLOOR_DB] = 0.0
+    f0_t = torch.as_tensor(np.asarray(f0, dtype=np.float32)).reshape(1, -1, 1)
+    amp_t = torch.as_tensor(amplitude.astype(np.float32)).reshape(1, -1, 1)
+    return harmonic_synth(f0_t, amp_t)[0].numpy().clip(-1.0, 1.0)
+
+
+def resynthesis_metrics(output: np.ndarray, target: np.ndarray, f0: np.ndarray,
+                        voiced: np.ndarray, loudness: np.ndarray) -> dict:
+    """How close `output` [N] is to `target` [N] (N = T * HOP_LENGTH), given the target's
+    features f0 [T], voiced [T], loudness [T]:
+    spectral_distance (the multi-scale loss), f0_error_cents (mean |cents| of pYIN on the output
+    vs the input, frames voiced in both) and loudness_l1_db (mean |dB| difference)."""
+    output = np.asarray(output, dtype=np.float32)[: len(target)]
+    with torch.no_grad():
+        spectral = float(MultiScaleSpectralLoss()(torch.from_numpy(output)[None],
+                                                  torch.from_numpy(target)[None]))
+    try:
+        out_f0, out_voiced = estimate_f0(output)
+        both = voiced & out_voiced
+        cents = np.abs(1200.0 * np.log2(out_f0[both] / f0[both])) if both.any() else []
+        f0_error = float(np.mean(cents)) if len(cents) else float("nan")
+        voiced_share = float(both.sum() / max(voiced.sum(), 1))
+    except AudioInputError:  # the output has no pitch at all
+        f0_error, voiced_share = float("nan"), 0.0
+    loudness_l1 = float(np.mean(np.abs(compute_loudness(output, len(loudness)) - loudness)))
+    return {"spectral_distance": spectral, "f0_error_cents": f0_error,
+            "voiced_frames_matched": voiced_share, "loudness_l1_db": loudness_l1}
+
+
+@torch.no_grad()
+def resynthesize(model, batch: dict, seed: int = 0) -> list[np.ndarray]:
+    """The model's output for every file of a batch, each cut to its valid length (float32)."""
+    core = unwrap_model(model)
+    was_training = core.training
+    core.eval()
+    torch.manual_seed(seed)
+    try:  # eager calls: a compiled forward would recompile for no_grad
+        controls = core.get_controls(batch["f0"], batch["loudness"], batch["mfcc"])
+        audio = core.synthesize(batch["f0"], controls)
+    finally:
+        core.train(was_training)
+    audio = audio.float().cpu().numpy()
+    return [audio[i, : int(n) * core.hop_length].clip(-1.0, 1.0)
+            for i, n in enumerate(batch["lengths"])]
+
+
+def evaluate_batch(model, batch: dict, progress: bool = True) -> tuple[dict, list]:
+    """Metrics per file for the model and for the sine baseline -> ({stem: {"model": {...},
+    "sine": {...}}}, resynthesized audio per file)."""
+    from tqdm.auto import tqdm
+
+    outputs = resynthesize(model, batch)
+    metrics = {}
+    for i in tqdm(range(len(outputs)), desc="metrics", disable=not progress):
+        n = int(batch["lengths"][i])
+        target = batch["audio"][i, : n * HOP_LENGTH].cpu().numpy()
+        f0 = batch["f0"][i, :n, 0].cpu().numpy()
+        voiced = batch["voiced"][i, :n].cpu().numpy()
+        loudness = batch["loudness"][i, :n, 0].cpu().numpy()
+        metrics[Path(batch["file_paths"][i]).stem] = {
+            "model": resynthesis_metrics(outputs[i], target, f0, voiced, loudness),
+            "sine": resynthesis_metrics(sine_baseline(f0, loudness), target, f0, voiced,
+                                        loudness),
+        }
+    return metrics, outputs
+
+
+def metrics_table(metrics: dict) -> str:
+    """Markdown table of evaluate_batch's metrics, model beside sine baseline."""
+    lines = ["| file | spectral distance (model / sine) | f0 error cents (model / sine) "
+             "| loudness L1 dB (model / sine) |", "|---|---|---|---|"]
+    for stem, m in metrics.items():
+        lines.append(f"| {stem} | {m['model']['spectral_distance']:.3f} / "
+                     f"{m['sine']['spectral_distance']:.3f} | {m['model']['f0_error_cents']:.1f} / "
+                     f"{m['sine']['f0_error_cents']:.1f} | {m['model']['loudness_l1_db']:.2f} / "
+                     f"{m['sine']['loudness_l1_db']:.2f} |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- run records
+def epoch_seconds(history: dict) -> list[float]:
+    """Wall time of every epoch, from the synchronised timestamps (each window's mean)."""
+    seconds, previous_epoch, previous_time = [], 0, 0.0
+    for epoch, elapsed in zip(history["timed_epochs"], history["elapsed_seconds"]):
+        window = epoch - previous_epoch
+        seconds += [(elapsed - previous_time) / window] * window
+        previous_epoch, previous_time = epoch, elapsed
+    return seconds
+
+
+def make_run_record(notebook: str, model, batch: dict, history: dict, config: dict,
+                    metrics: dict, wavs: list, feature_seconds: float, device=None,
+                    **extras) -> dict:
+    """Everything the side-by-side comparison needs from one notebook run (JSON-ready)."""
+    total = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
+    n_files = len(batch["file_paths"])
+    tail = history["spectral_loss"][-10:]
+    return {
+        "notebook": notebook,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **device_report(device),
+        "config": {**config, "model": dict(unwrap_model(model).config)},
+        "files": batch["file_paths"],
+        "rejected_files": batch.get("errors", {}),
+        "n_files": n_files,
+        "n_epochs": len(history["loss"]),
+        "feature_seconds": feature_seconds,
+        "total_training_seconds": total,
+        "seconds_per_file": total / max(n_files, 1),
+        "epoch_seconds": epoch_seconds(history),
+        "loss_curve": history["loss"],
+        "spectral_loss_curve": history["spectral_loss"],
+        "timed_epochs": history["timed_epochs"],
+        "elapsed_seconds": history["elapsed_seconds"],
+        "final_loss": history["loss"][-1] if history["loss"] else None,
+        "final_spectral_loss": float(np.mean(tail)) if tail else None,
+        "metrics": metrics,
+        "wavs": [str(w) for w in wavs],
+        **extras,
+    }
+
+
+def save_run_record(path, record: dict) -> Path:
+    import json
+
+    text = json.dumps(record, indent=1, default=str)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def load_run_record(path) -> dict | None:
+    """The record at `path`, or None if there is none yet."""
+    import json
+
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ----------------------------------------------------------------------------- plots and comparison
+def plot_features(features: dict, title: str = ""):
+    """f0, loudness and spectrogram of one file's features (extract_features' dict)."""
+    import librosa
+    import matplotlib.pyplot as plt
+
+    times = np.arange(len(features["f0"])) * HOP_LENGTH / SAMPLE_RATE
+    fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
+    axes[0].plot(times, features["f0"], label="f0 (filled)")
+    voiced_f0 = np.where(features["voiced"], features["f0"], np.nan)
+    axes[0].plot(times, voiced_f0, lw=3, alpha=0.6, label="voiced")
+    axes[0].set_ylabel("f0 (Hz)")
+    axes[0].legend(loc="upper right")
+    axes[1].plot(times, features["loudness"])
+    axes[1].set_ylabel("loudness (dB A)")
+    spectrum = librosa.amplitude_to_db(np.abs(librosa.stft(features["audio"], n_fft=1024,
+                                                           hop_length=HOP_LENGTH)), ref=np.max)
+    axes[2].imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=-80,
+                   extent=[0, times[-1] if len(times) else 1, 0, SAMPLE_RATE / 2])
+    axes[2].set_ylabel("frequency (Hz)")
+    axes[2].set_xlabel("time (s)")
+    fig.suptitle(title or Path(features.get("path", "")).name)
+    fig.tight_layout()
+    return fig
+
+
+def plot_growth(audio: np.ndarray, stages, title: str = "grown timbre"):
+    """Waveform and spectrogram of a growth render, stage boundaries marked and named."""
+    import librosa
+    import matplotlib.pyplot as plt
+
+    times = np.arange(len(audio)) / SAMPLE_RATE
+    fig, axes = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
+    axes[0].plot(times, audio, lw=0.4)
+    axes[0].set_ylabel("amplitude")
+    spectrum = librosa.amplitude_to_db(np.abs(librosa.stft(audio, n_fft=2048,
+                                                           hop_length=HOP_LENGTH)), ref=np.max)
+    axes[1].imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=-80,
+                   extent=[0, times[-1], 0, SAMPLE_RATE / 2])
+    axes[1].set_ylim(0, 8000)
+    axes[1].set_ylabel("frequency (Hz)")
+    axes[1].set_xlabel("time (s)")
+    start = 0.0
+    for stage in stages:
+        for ax in axes:
+            ax.axvline(start, color="w" if ax is axes[1] else "k", lw=0.8, ls="--")
+        axes[0].text(start + 0.03, 0.95, stage["name"], transform=axes[0].get_xaxis_transform(),
+                     va="top", fontsize=8)
+        start += stage["duration"]
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss(history_or_record: dict, title: str = "training loss"):
+    """Total and spectral loss against epoch (a train() history or a run record)."""
+    import matplotlib.pyplot as plt
+
+    loss = history_or_record.get("loss") or history_or_record.get("loss_curve")
+    spectral = (history_or_record.get("spectral_loss")
+                or history_or_record.get("spectral_loss_curve"))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(np.arange(1, len(loss) + 1), loss, label="total")
+    ax.plot(np.arange(1, len(spectral) + 1), spectral, label="spectral")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+RUN_LABELS = {"ddsp_original": "original", "ddsp_optimized": "optimized"}
+
+
+def comparison_rows(records: dict) -> list[dict]:
+    """One row per run record {label: record}: what the side-by-side table shows."""
+    rows = []
+    baseline = next(iter(records.values()))
+    for label, record in records.items():
+        model_metrics = [m["model"] for m in record["metrics"].values()]
+        sine_metrics = [m["sine"] for m in record["metrics"].values()]
+
+        def mean(items, key):
+            values = [x[key] for x in items if np.isfinite(x[key])]
+            return float(np.mean(values)) if values else float("nan")
+
+        rows.append({
+            "run": label,
+            "device": record["device"],
+            "files": record["n_files"],
+            "epochs": record["n_epochs"],
+            "training s": record["total_training_seconds"],
+            "s per file": record["seconds_per_file"],
+            "s per file per 1000 epochs": 1000 * record["seconds_per_file"] / max(record["n_epochs"], 1),
+            "speedup per file": (baseline["seconds_per_file"] / max(baseline["n_epochs"], 1))
+            / (record["seconds_per_file"] / max(record["n_epochs"], 1)),
+            "final spectral loss": record["final_spectral_loss"],
+            "spectral distance (sine)": f"{mean(model_metrics, 'spectral_distance'):.3f} "
+                                        f"({mean(sine_metrics, 'spectral_distance'):.3f})",
+            "f0 error cents (sine)": f"{mean(model_metrics, 'f0_error_cents'):.1f} "
+                                     f"({mean(sine_metrics, 'f0_error_cents'):.1f})",
+            "loudness L1 dB (sine)": f"{mean(model_metrics, 'loudness_l1_db'):.2f} "
+                                     f"({mean(sine_metrics, 'loudness_l1_db'):.2f})",
+        })
+    return rows
+
+
+def comparison_markdown(records: dict) -> str:
+    """The side-by-side table as markdown (speedup: time per file per epoch vs the first run)."""
+    rows = comparison_rows(records)
+    keys = list(rows[0])
+
+    def cell(value):
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(row[k]) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def plot_loss_comparison(records: dict):
+    """Spectral loss curves of several runs against epoch and against wall-clock time."""
+    import matplotlib.pyplot as plt
+
+    fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4))
+    for label, record in records.items():
+        curve = np.asarray(record["spectral_loss_curve"])
+        by_epoch.plot(np.arange(1, len(curve) + 1), curve, label=label)
+        seconds = np.cumsum(record["epoch_seconds"]) if record["epoch_seconds"] else []
+        by_time.plot(seconds, curve[: len(seconds)], label=label)
+    for ax, xlabel in ((by_epoch, "epoch"), (by_time, "training time (s)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("spectral loss")
+        ax.set_yscale("log")
+        ax.legend()
+    by_time.set_xscale("log")
+    fig.tight_layout()
+    return fig
+
+
+def plot_spectrogram_comparison(clips: dict, title: str = ""):
+    """Spectrograms side by side: clips {label: audio [N]}."""
+    import librosa
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(clips), figsize=(4 * len(clips), 3.5), sharey=True)
+    for ax, (label, audio) in zip(np.atleast_1d(axes), clips.items()):
+        spectrum = librosa.amplitude_to_db(np.abs(librosa.stft(audio, n_fft=1024,
+                                                               hop_length=HOP_LENGTH)), ref=1.0)
+        ax.imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=20,
+                  extent=[0, len(audio) / SAMPLE_RATE, 0, SAMPLE_RATE / 2])
+        ax.set_ylim(0, 8000)
+        ax.set_title(label)
+        ax.set_xlabel("time (s)")
+    np.atleast_1d(axes)[0].set_ylabel("frequency (Hz)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def resynthesis_wav(record: dict, stem: str) -> Path | None:
+    """The resynthesis wav of `stem` that a run record lists, if it exists."""
+    return next((Path(w) for w in record["wavs"]
+                 if Path(w).name == f"resynth_{stem}.wav" and Path(w).is_file()), None)
+
+
+def show_comparison(runs_dir) -> dict | None:
+    """The side-by-side section: table, loss curves (by epoch and by wall time), spectrograms
+    and players of one tone that both runs learned. Says what to run when a record is missing."""
+    from IPython.display import HTML, Markdown, display
+
+    runs_dir = Path(runs_dir)
+    records = {label: load_run_record(runs_dir / f"{name}.json")
+               for name, label in RUN_LABELS.items()}
+    missing = [f"`notebooks/{name}.ipynb`" for name, label in RUN_LABELS.items()
+               if records[label] is None]
+    if missing:
+        display(Markdown(f"No run record yet in `{runs_dir}` from {' and '.join(missing)}: run "
+                         "that notebook to the end, then re-run this cell."))
+        return None
+    display(Markdown(comparison_markdown(records)))
+    if len({r["device"] for r in records.values()}) > 1:
+        display(Markdown("**The two runs used different devices**: the speedup mixes hardware "
+                         "with optimizations."))
+    plot_loss_comparison(records)
+    original, optimized = records["original"], records["optimized"]
+    stem = Path(original["files"][0]).stem
+    original_wav, optimized_wav = resynthesis_wav(original, stem), resynthesis_wav(optimized, stem)
+    if original_wav is None or optimized_wav is None:
+        display(Markdown(f"The optimized run did not learn `{stem}` (the original's file): no "
+                         "sound to compare."))
+        return records
+    clips = {"target": load_audio(original["files"][0]), "original": load_audio(original_wav),
+             "optimized": load_audio(optimized_wav)}
+    plot_spectrogram_comparison(clips, stem)
+    display(HTML(players_table({stem: clips}, list(clips))))
+    return records
