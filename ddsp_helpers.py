@@ -25,7 +25,7 @@ SAMPLE_RATE = 22050
 HOP_LENGTH = 256  # 86 frames per second
 FFT_SIZES = (2048, 1024, 512, 256)  # multi-scale loss; hop = size / 4
 MIN_AUDIO_SAMPLES = max(FFT_SIZES)  # shorter input cannot fill the largest loss frame
-MAX_AUDIO_SECONDS = 60.0  # longer files are cut here, with a warning, to bound memory
+MAX_AUDIO_SECONDS = 30.0  # longer files are cut here, with a warning, to bound memory
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is "silent"
 
 F0_MIN_HZ = 65.41  # C2
@@ -142,7 +142,8 @@ def a_weighted_power(n_fft: int = LOUDNESS_N_FFT) -> np.ndarray:
     import librosa
 
     freqs = np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE)
-    a_weight = 10.0 ** (librosa.A_weighting(freqs) / 10.0)
+    with np.errstate(divide="ignore"):  # log10(0) at DC: floored to -80 dB by librosa
+        a_weight = 10.0 ** (librosa.A_weighting(freqs) / 10.0)
     one_sided = np.full(len(freqs), 2.0)
     one_sided[[0, -1]] = 1.0
     window = np.hanning(n_fft + 1)[:-1]
@@ -175,14 +176,44 @@ def compute_mfcc(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
     return mfcc.T[:n_frames].astype(np.float32)
 
 
-def extract_features(path) -> dict:
+FEATURE_SETTINGS = {  # what the features depend on besides the file's bytes: the cache key
+    "version": 1, "sample_rate": SAMPLE_RATE, "hop_length": HOP_LENGTH,
+    "max_audio_seconds": MAX_AUDIO_SECONDS, "f0_range_hz": (F0_MIN_HZ, F0_MAX_HZ),
+    "pyin_frame_length": PYIN_FRAME_LENGTH, "loudness_n_fft": LOUDNESS_N_FFT,
+    "loudness_floor_db": LOUDNESS_FLOOR_DB, "n_mfcc": N_MFCC, "mfcc_n_fft": MFCC_N_FFT,
+    "mfcc_n_mels": MFCC_N_MELS,
+}
+FEATURE_KEYS = ("audio", "f0", "voiced", "loudness", "mfcc")
+
+
+def feature_cache_path(path, cache_dir) -> Path:
+    """Where a file's features are cached: named by a hash of its bytes and FEATURE_SETTINGS, so
+    an edited file or a changed setting misses, and a renamed or re-uploaded copy hits."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(FEATURE_SETTINGS, sort_keys=True).encode())
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return Path(cache_dir) / f"{digest.hexdigest()[:32]}.npz"
+
+
+def extract_features(path, cache_dir=None) -> dict:
     """One file's features (numpy): audio [N], f0 [T] Hz, voiced [T], loudness [T] dB,
-    mfcc [T, N_MFCC], with N == T * HOP_LENGTH exactly (the last partial frame is dropped)."""
+    mfcc [T, N_MFCC], with N == T * HOP_LENGTH exactly (the last partial frame is dropped).
+
+    With `cache_dir`, features are read from and written to `<cache_dir>/<hash>.npz`; a cache
+    hit needs neither soundfile nor librosa (a GPU box can train from carried caches)."""
+    cached = feature_cache_path(path, cache_dir) if cache_dir and Path(path).is_file() else None
+    if cached is not None and cached.is_file():
+        with np.load(cached) as stored:
+            return {"path": str(path), **{key: stored[key] for key in FEATURE_KEYS}}
     audio = load_audio(path)
     n_frames = len(audio) // HOP_LENGTH
     audio = audio[: n_frames * HOP_LENGTH]
     f0, voiced = estimate_f0(audio, path)
-    return {
+    features = {
         "path": str(path),
         "audio": audio,
         "f0": f0,
@@ -190,6 +221,10 @@ def extract_features(path) -> dict:
         "loudness": compute_loudness(audio, n_frames),
         "mfcc": compute_mfcc(audio, n_frames),
     }
+    if cached is not None:
+        arrays = {key: features[key] for key in FEATURE_KEYS}
+        atomic_write(cached, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    return features
 
 
 # ----------------------------------------------------------------------------- synthesizer
@@ -517,21 +552,53 @@ def collate(features: list, errors: dict | None = None) -> dict:
     }
 
 
-def load_multiple_files(file_paths, progress: bool = True) -> dict:
+def _features_or_error(path, cache_dir):
+    """extract_features for a worker process: returns features or the AudioInputError."""
+    try:
+        return extract_features(path, cache_dir)
+    except AudioInputError as err:
+        return err
+
+
+def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
+                        n_workers: int | None = None) -> dict:
     """Features of many files as one padded batch (see `collate` for the keys).
 
     A file that fails is skipped with a warning and listed in `errors` {path: reason}.
-    Raises AudioInputError only when no file is usable."""
+    Raises AudioInputError only when no file is usable. `cache_dir`: see extract_features.
+    `n_workers` > 1 extracts in that many processes (default: one per core, at most one per
+    file); 1 extracts here, in order."""
     from tqdm.auto import tqdm
 
     file_paths = [str(p) for p in file_paths]
+    n_workers = min(n_workers or os.cpu_count() or 1, max(len(file_paths), 1))
+    bar = tqdm(total=len(file_paths), desc="features", disable=not progress)
+    if n_workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork where there is one: spawn would re-run a calling script that lacks a __main__
+        # guard. The workers use numpy, soundfile and librosa only, never torch's OpenMP pool.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
+            futures = [pool.submit(_features_or_error, p, cache_dir) for p in file_paths]
+            for future in futures:
+                future.add_done_callback(lambda _: bar.update())
+            results = [future.result() for future in futures]
+    else:
+        results = []
+        for path in file_paths:
+            results.append(_features_or_error(path, cache_dir))
+            bar.update()
+    bar.close()
     features, errors = [], {}
-    for path in tqdm(file_paths, desc="features", disable=not progress):
-        try:
-            features.append(extract_features(path))
-        except AudioInputError as err:
-            errors[path] = err.reason
-            warnings.warn(str(err), stacklevel=2)
+    for path, result in zip(file_paths, results):
+        if isinstance(result, AudioInputError):
+            errors[path] = result.reason
+            warnings.warn(str(result), stacklevel=2)
+        else:
+            features.append(result)
     if not features:
         detail = "; ".join(f"{Path(p).name}: {r}" for p, r in errors.items()) or "no files given"
         raise AudioInputError(", ".join(file_paths) or "<none>", f"no usable audio file ({detail})")
@@ -546,6 +613,15 @@ def batch_to_device(batch: dict, device) -> dict:
 # ----------------------------------------------------------------------------- training
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """True where the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16): only there does
+    CPU autocast to bfloat16 pay (measured 1.5x per step on a 2-core AMX Xeon); elsewhere it is
+    emulated and slower than float32."""
+    checks = [getattr(torch.cpu, name, None)
+              for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if check is not None)
 
 
 def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE) -> torch.optim.Optimizer:
@@ -589,41 +665,123 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def new_history() -> dict:
+    """An empty training history (see train)."""
+    return {"loss": [], "spectral_loss": [], "timed_epochs": [], "elapsed_seconds": [],
+            "skipped_steps": 0, "status": "not started"}
+
+
+def parameters_finite(model) -> bool:
+    norms = torch.stack([p.detach().float().norm() for p in model.parameters()])
+    return bool(torch.isfinite(norms).all())
+
+
 def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=None,
           amp_dtype=None, sync_every: int | None = None, progress: bool = True,
-          desc: str = "training", history: dict | None = None) -> dict:
-    """Run `n_epochs` full-batch steps with a tqdm bar; returns the history dict:
-    loss and spectral_loss per epoch, elapsed_seconds at each synchronised epoch (`timed_epochs`).
+          desc: str = "training", history: dict | None = None, checkpoint_path=None,
+          checkpoint_every: int = 100) -> dict:
+    """Run `n_epochs` full-batch steps with a tqdm bar and return the history: loss and
+    spectral_loss per epoch, elapsed_seconds at each synchronised epoch (timed_epochs),
+    skipped_steps (GradScaler overflow skips) and status.
 
-    The host waits for the GPU only every `sync_every` steps (default: 25 on CUDA, 1 on CPU),
-    to read the loss for the bar and to take honest wall times. Pass an earlier history to
-    continue its curves."""
+    The host waits for the device only every `sync_every` steps (default: 25 on CUDA, 1 on CPU)
+    to read the losses, take honest wall times and check for trouble:
+    - a NaN or inf loss stops training: the weights of the last good check are restored and
+      `status` says what happened (no exception: the notebook can still save and listen);
+    - an interrupt (KeyboardInterrupt, Colab's stop button) stops cleanly the same way;
+    - with `checkpoint_path`, a resumable checkpoint (weights, optimizer, scaler, history) is
+      written atomically every `checkpoint_every` epochs and when training stops.
+    Pass an earlier history (resume_training) to continue its curves and epoch count."""
     from tqdm.auto import tqdm
 
     device = batch["f0"].device
+    core = unwrap_model(model)
     sync_every = sync_every or (25 if device.type == "cuda" else 1)
-    history = history or {"loss": [], "spectral_loss": [], "timed_epochs": [],
-                          "elapsed_seconds": []}
+    history = history or new_history()
     first_epoch = len(history["loss"])
     time_offset = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
-    compiled_graphs = hasattr(torch.compiler, "cudagraph_mark_step_begin")
+    good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+    scale = scaler.get_scale() if scaler is not None else None
+    history["status"] = "running"
     pending = []
     synchronize(device)
     start = time.perf_counter()
+
+    def drain() -> bool:
+        """Record the pending losses; False if one is not finite (weights then restored)."""
+        nonlocal good_state, scale
+        if not pending:
+            return True
+        values = torch.stack([torch.stack(p) for p in pending]).cpu()  # the one sync
+        pending.clear()
+        finite = torch.isfinite(values).all(dim=1)
+        n_good = len(values) if finite.all() else int((~finite).int().argmax())
+        history["loss"] += values[:n_good, 0].tolist()
+        history["spectral_loss"] += values[:n_good, 1].tolist()
+        epoch = len(history["loss"])
+        history["timed_epochs"].append(epoch)
+        history["elapsed_seconds"].append(time_offset + time.perf_counter() - start)
+        if scaler is not None:  # each skipped step halves the scale
+            new_scale = scaler.get_scale()
+            history["skipped_steps"] += max(0, round(math.log2(scale / new_scale)))
+            scale = new_scale
+        if n_good < len(values) or not parameters_finite(core):
+            core.load_state_dict(good_state)
+            history["status"] = (f"stopped at epoch {epoch + 1}: the loss became "
+                                 f"{values[n_good, 0].item()}; weights restored from the last "
+                                 "good check")
+            warnings.warn(history["status"], stacklevel=3)
+            return False
+        good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+        return True
+
+    def save():
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, model, history=history,
+                            optimizer_state_dict=optimizer.state_dict(),
+                            scaler_state_dict=scaler.state_dict() if scaler else None,
+                            rng_state=torch.get_rng_state(),  # the noise continues exactly
+                            cuda_rng_state=torch.cuda.get_rng_state(device)
+                            if device.type == "cuda" else None)
+
     bar = tqdm(range(n_epochs), desc=desc, disable=not progress)
-    for step in bar:
-        if compiled_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        pending.append(training_step(model, optimizer, batch, spectral_loss, scaler, amp_dtype))
-        if (step + 1) % sync_every == 0 or step + 1 == n_epochs:
-            values = torch.stack([torch.stack(p) for p in pending]).cpu()  # the one sync
-            pending.clear()
-            history["loss"] += values[:, 0].tolist()
-            history["spectral_loss"] += values[:, 1].tolist()
-            history["timed_epochs"].append(first_epoch + step + 1)
-            history["elapsed_seconds"].append(time_offset + time.perf_counter() - start)
-            bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+    try:
+        for step in bar:
+            if device.type == "cuda":  # CUDA graphs must know where a step begins
+                torch.compiler.cudagraph_mark_step_begin()
+            pending.append(training_step(model, optimizer, batch, spectral_loss, scaler,
+                                         amp_dtype))
+            if (step + 1) % sync_every == 0 or step + 1 == n_epochs:
+                if not drain():
+                    break
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+                if (first_epoch + step + 1) % checkpoint_every < sync_every:
+                    save()
+        else:
+            history["status"] = "finished"
+    except KeyboardInterrupt:
+        drain()
+        history["status"] = f"interrupted at epoch {len(history['loss'])}"
+        warnings.warn(history["status"], stacklevel=2)
+    finally:
+        bar.close()
+    save()
     return history
+
+
+def resume_training(path, model, optimizer=None, scaler=None) -> dict:
+    """Load a checkpoint written by train into model (and optimizer, scaler): returns its
+    history, to pass to train so that epochs and curves continue where they stopped."""
+    _, checkpoint = load_checkpoint(path, model)
+    if optimizer is not None and checkpoint.get("optimizer_state_dict"):
+        optimizer.load_state_dict(checkpoint["optimizer_state_dict"])  # moves state to params
+    if scaler is not None and checkpoint.get("scaler_state_dict"):
+        scaler.load_state_dict(checkpoint["scaler_state_dict"])
+    if checkpoint.get("rng_state") is not None:
+        torch.set_rng_state(checkpoint["rng_state"])
+    if checkpoint.get("cuda_rng_state") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+    return checkpoint.get("history") or new_history()
 
 
 # ----------------------------------------------------------------------------- growth
@@ -1022,6 +1180,8 @@ def make_run_record(notebook: str, model, batch: dict, history: dict, config: di
         "spectral_loss_curve": history["spectral_loss"],
         "timed_epochs": history["timed_epochs"],
         "elapsed_seconds": history["elapsed_seconds"],
+        "training_status": history.get("status"),
+        "skipped_steps": history.get("skipped_steps", 0),
         "final_loss": history["loss"][-1] if history["loss"] else None,
         "final_spectral_loss": float(np.mean(tail)) if tail else None,
         "metrics": metrics,
