@@ -31,6 +31,7 @@ SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is "silent"
 F0_MIN_HZ = 65.41  # C2
 F0_MAX_HZ = 2093.0  # C7
 PYIN_FRAME_LENGTH = 2048
+VOICED_PROB_MIN = 0.1  # pYIN's voicing: bundled tones >= 0.85 when voiced, white noise <= 0.01
 LOUDNESS_N_FFT = 2048
 LOUDNESS_FLOOR_DB = -80.0  # loudness is clipped here; the model scales it as db / 80 + 1
 N_MFCC = 20
@@ -60,6 +61,9 @@ class AudioInputError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # picklable: worker processes of load_multiple_files return these
+        return type(self), (self.path, self.reason)
 
 
 def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
@@ -125,9 +129,11 @@ def estimate_f0(audio: np.ndarray, path="<audio>") -> tuple[np.ndarray, np.ndarr
     import librosa
 
     n_frames = len(audio) // HOP_LENGTH
-    f0, voiced, _ = librosa.pyin(audio, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=SAMPLE_RATE,
-                                 frame_length=PYIN_FRAME_LENGTH, hop_length=HOP_LENGTH)
-    f0, voiced = f0[:n_frames], voiced[:n_frames] & np.isfinite(f0[:n_frames])
+    f0, voiced, voiced_prob = librosa.pyin(audio, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ,
+                                           sr=SAMPLE_RATE, frame_length=PYIN_FRAME_LENGTH,
+                                           hop_length=HOP_LENGTH)
+    f0 = f0[:n_frames]
+    voiced = voiced[:n_frames] & np.isfinite(f0) & (voiced_prob[:n_frames] >= VOICED_PROB_MIN)
     if not voiced.any():
         raise AudioInputError(path, f"no pitched frames (pYIN found no pitch between "
                                     f"{F0_MIN_HZ:.0f} and {F0_MAX_HZ:.0f} Hz)")
@@ -265,7 +271,8 @@ def cumulative_phase(f0_audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> 
     half a cycle at harmonic 20. Wrapping before the cast keeps float32 resolution at 6e-8
     cycles, so 2 * pi * k * phase stays within 3e-5 rad for every harmonic."""
     cycles = torch.cumsum(f0_audio.double() / sample_rate, dim=1)
-    return (cycles - torch.floor(cycles)).float()
+    wrapped = (cycles - torch.floor(cycles)).float()
+    return torch.where(wrapped >= 1.0, wrapped - 1.0, wrapped)  # 1 - 1e-12 rounds up to 1.0
 
 
 def harmonic_synth(f0: torch.Tensor, harmonic_amplitudes: torch.Tensor,
@@ -812,7 +819,8 @@ def stage_weights(stages, n_frames: int, frame_seconds: float,
 def stage_gains(stages, n_frames: int, n_harmonics: int, frame_seconds: float):
     """Frame-rate gains for the synthesizer: harmonic [1, T, H] and noise [1, T, 1]."""
     weights = stage_weights(stages, n_frames, frame_seconds)
-    harmonic_masks = np.stack([np.arange(n_harmonics) < (s["n_harmonics"] or n_harmonics)
+    harmonic_masks = np.stack([np.arange(n_harmonics) < (n_harmonics if s["n_harmonics"] is None
+                                                          else s["n_harmonics"])
                                for s in stages]).astype(np.float64)
     noise_on = np.array([float(s["noise"]) for s in stages])
     harmonic = torch.from_numpy((weights.T @ harmonic_masks).astype(np.float32))
@@ -829,8 +837,9 @@ def validate_stages(stages) -> list:
         missing = {"n_harmonics", "noise", "duration"} - set(stage)
         if missing:
             raise ValueError(f"stage {name!r} lacks {sorted(missing)}")
-        if not stage["duration"] > 0:
-            raise ValueError(f"stage {name!r}: duration must be > 0 s, got {stage['duration']}")
+        if not 0 < stage["duration"] < math.inf:
+            raise ValueError(f"stage {name!r}: duration must be a finite number of seconds > 0, "
+                             f"got {stage['duration']}")
         count = stage["n_harmonics"]
         if count is not None and (int(count) != count or count < 0):
             raise ValueError(f"stage {name!r}: n_harmonics must be None or a count >= 0")
@@ -965,7 +974,8 @@ def load_checkpoint(path, model=None, map_location="cpu"):
         model = DDSPModel(**saved_config)
     core = unwrap_model(model)
     differences = [f"{key}: checkpoint {saved_config.get(key)!r}, model {value!r}"
-                   for key, value in core.config.items() if saved_config.get(key) != value]
+                   for key, value in core.config.items()
+                   if key in saved_config and saved_config[key] != value]
     if differences:
         raise ValueError(f"{path}: checkpoint was saved with another model configuration ("
                          + "; ".join(differences) + ")")

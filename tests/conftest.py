@@ -1,0 +1,106 @@
+"""Shared fixtures. The bundled tones' features (pYIN is ~1 s per file) are computed once per
+session; everything else builds small synthetic signals."""
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import ddsp_helpers as dh  # noqa: E402
+
+# One intra-op thread by default (DDSP_TEST_THREADS=2 for two). The models here are small: on an
+# idle 2-core machine 1 and 2 threads train at the same speed (about 75 ms per step), but when
+# anything else is running (a notebook, a second pytest), 2 OpenMP threads wait on each other at
+# every op and steps intermittently take 10 to 100 times longer.
+torch.set_num_threads(max(1, min(2, int(os.environ.get("DDSP_TEST_THREADS", "1")))))
+
+TONE_DIR = REPO_ROOT / "scale_tones"
+FIRST_MIDI = 60  # 01_C4.wav .. 12_B4.wav are MIDI 60..71, chromatic
+
+
+def cents(f_hz, ref_hz) -> float:
+    return float(1200.0 * np.log2(f_hz / ref_hz))
+
+
+def midi_to_hz(midi) -> float:
+    return 440.0 * 2.0 ** ((midi - 69) / 12.0)
+
+
+def spectrum_db(x: np.ndarray, sample_rate: int = dh.SAMPLE_RATE, window: str = "blackmanharris",
+                n_fft: int | None = None):
+    """(freqs, magnitude dB re. the largest bin) of a windowed, optionally zero-padded FFT."""
+    import scipy.signal
+
+    x = np.asarray(x, dtype=np.float64)
+    w = scipy.signal.get_window(window, len(x))
+    mag = np.abs(np.fft.rfft(x * w, n_fft or len(x)))
+    freqs = np.fft.rfftfreq(n_fft or len(x), 1.0 / sample_rate)
+    return freqs, 20 * np.log10(mag / mag.max() + 1e-300)
+
+
+def peak_frequency(x: np.ndarray, sample_rate: int, fmin: float = 20.0, pad: int = 4) -> float:
+    """Frequency of the strongest spectral peak: Hann window, zero-padded FFT, parabolic
+    interpolation on log magnitude."""
+    x = np.asarray(x, dtype=np.float64)
+    n_fft = pad * len(x)
+    mag = np.abs(np.fft.rfft(x * np.hanning(len(x)), n_fft))
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    mag[freqs < fmin] = 0
+    i = int(np.argmax(mag))
+    a, b, c = np.log(mag[i - 1: i + 2] + 1e-300)
+    offset = 0.5 * (a - c) / (a - 2 * b + c)
+    return float((i + offset) * sample_rate / n_fft)
+
+
+def batch_from_features(features: list[dict]) -> dict:
+    """The padded batch load_multiple_files would build from these features (no second pYIN)."""
+    return dh.collate(features)
+
+
+@pytest.fixture(scope="session")
+def tone_paths() -> list[Path]:
+    paths = sorted(TONE_DIR.glob("*.wav"))
+    assert len(paths) == 12, paths
+    return paths
+
+
+@pytest.fixture(scope="session")
+def bundled_features(tone_paths) -> list[dict]:
+    """extract_features of all 12 bundled tones, computed once per session, in two processes
+    (pYIN is single-threaded numpy; the machine has 2 cores)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with ProcessPoolExecutor(2, mp_context=context) as pool:
+            return list(pool.map(dh.extract_features, tone_paths))
+
+
+@pytest.fixture(scope="session")
+def bundled_batch(bundled_features) -> dict:
+    return batch_from_features(bundled_features)
+
+
+@pytest.fixture
+def write_wav_file(tmp_path):
+    """write_wav_file(name, data, rate=22050, subtype='FLOAT') -> Path (soundfile, any subtype)."""
+    import soundfile as sf
+
+    def write(name, data, rate=dh.SAMPLE_RATE, subtype="FLOAT"):
+        path = tmp_path / name
+        sf.write(str(path), np.asarray(data), rate, subtype=subtype, format="WAV")
+        return path
+
+    return write

@@ -1,0 +1,115 @@
+"""Features of the bundled tones: f0 (pYIN), loudness (A-weighted dB), MFCC; mean_note."""
+import numpy as np
+import pytest
+import torch
+
+import ddsp_helpers as dh
+from conftest import FIRST_MIDI, cents, midi_to_hz
+
+
+@pytest.mark.parametrize("index", range(12))
+def test_f0_of_bundled_tone_within_20_cents(bundled_features, index):
+    feats = bundled_features[index]
+    voiced = feats["voiced"]
+    assert voiced.mean() > 0.8, f"only {voiced.mean():.0%} voiced"
+    nominal = midi_to_hz(FIRST_MIDI + index)
+    error = cents(np.median(feats["f0"][voiced]), nominal)
+    print(f"{feats['path'].split('/')[-1]}: median f0 {np.median(feats['f0'][voiced]):.2f} Hz, "
+          f"nominal {nominal:.2f} Hz, error {error:+.2f} cents")
+    assert abs(error) < 20
+
+
+def test_feature_shapes_and_dtypes(bundled_features):
+    for feats in bundled_features:
+        n_frames = len(feats["f0"])
+        assert n_frames > 0
+        assert feats["audio"].shape == (n_frames * dh.HOP_LENGTH,)
+        assert feats["voiced"].shape == (n_frames,) and feats["voiced"].dtype == bool
+        assert feats["loudness"].shape == (n_frames,)
+        assert feats["mfcc"].shape == (n_frames, dh.N_MFCC)
+        for key in ("audio", "f0", "loudness", "mfcc"):
+            assert feats[key].dtype == np.float32, key
+            assert np.all(np.isfinite(feats[key])), key
+        assert np.all(feats["f0"] >= dh.F0_MIN_HZ) and np.all(feats["f0"] <= dh.F0_MAX_HZ)
+        assert np.all(feats["loudness"] >= dh.LOUDNESS_FLOOR_DB)
+
+
+def test_f0_interpolates_unvoiced_frames():
+    """A tone with a silent gap in the middle: f0 has no NaN and the gap holds the pitch."""
+    sr = dh.SAMPLE_RATE
+    t = np.arange(sr * 2) / sr
+    audio = (0.5 * np.sin(2 * np.pi * 330.0 * t)).astype(np.float32)
+    audio[int(0.8 * sr): int(1.2 * sr)] = 0.0
+    audio = audio[: len(audio) // dh.HOP_LENGTH * dh.HOP_LENGTH]
+    f0, voiced = dh.estimate_f0(audio)
+    assert f0.shape == voiced.shape == (len(audio) // dh.HOP_LENGTH,)
+    assert not voiced.all() and voiced.any()
+    assert np.all(np.isfinite(f0))
+    assert np.all(np.abs([cents(f, 330.0) for f in f0]) < 20)
+
+
+def test_loudness_follows_gain_exactly(bundled_features):
+    audio = bundled_features[0]["audio"] * 0.25  # stays below full scale after +6 dB
+    louder = audio * 10 ** (6 / 20)
+    assert np.max(np.abs(louder)) < 1.0
+    base, raised = dh.compute_loudness(audio), dh.compute_loudness(louder)
+    above = (base > dh.LOUDNESS_FLOOR_DB + 10) & (raised > dh.LOUDNESS_FLOOR_DB + 10)
+    assert above.sum() > 0.5 * len(base)
+    shift = float(np.median(raised[above] - base[above]))
+    print(f"+6 dB gain -> loudness +{shift:.3f} dB")
+    assert abs(shift - 6.0) < 0.5
+
+
+def test_loudness_of_full_scale_1khz_sine():
+    sr = dh.SAMPLE_RATE
+    t = np.arange(sr) / sr
+    sine = np.sin(2 * np.pi * 1000.0 * t).astype(np.float32)
+    loudness = dh.compute_loudness(sine)
+    assert loudness.shape == (sr // dh.HOP_LENGTH,) and loudness.dtype == np.float32
+    middle = float(np.median(loudness[10:-10]))
+    print(f"full-scale 1 kHz sine: {middle:.3f} dB")
+    assert abs(middle - (-3.0)) < 0.5
+
+
+def test_loudness_floor_on_silence():
+    assert np.all(dh.compute_loudness(np.zeros(4096, np.float32)) == dh.LOUDNESS_FLOOR_DB)
+
+
+def test_mfcc_shape():
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, 40 * dh.HOP_LENGTH).astype(np.float32)
+    mfcc = dh.compute_mfcc(audio)
+    assert mfcc.shape == (40, dh.N_MFCC) and mfcc.dtype == np.float32
+
+
+def test_hz_to_midi_numpy_and_torch():
+    assert dh.hz_to_midi(np.float64(440.0)) == pytest.approx(69.0)
+    assert dh.hz_to_midi(np.array([261.6256]))[0] == pytest.approx(60.0, abs=1e-3)
+    assert torch.allclose(dh.hz_to_midi(torch.tensor([220.0, 880.0])), torch.tensor([57.0, 81.0]))
+
+
+def test_mean_note_over_bundled_batch(bundled_batch):
+    assert bundled_batch["f0"].shape[0] == 12 and not bundled_batch["errors"]
+    for index in range(12):
+        f0_mean, loudness_mean, mfcc_mean = dh.mean_note(bundled_batch, index)
+        error = cents(f0_mean, midi_to_hz(FIRST_MIDI + index))
+        assert abs(error) < 20, (index, error)
+        assert dh.LOUDNESS_FLOOR_DB < loudness_mean < 0
+        assert mfcc_mean.shape == (dh.N_MFCC,) and np.all(np.isfinite(mfcc_mean))
+
+
+def test_mean_note_ignores_padding(bundled_features):
+    """A short file in a batch with a long one: its mean uses only its own frames."""
+    short = dict(bundled_features[9])  # A4
+    n = 60
+    short.update(path=short["path"] + "#short", audio=short["audio"][: n * dh.HOP_LENGTH],
+                 f0=short["f0"][:n], voiced=short["voiced"][:n],
+                 loudness=short["loudness"][:n], mfcc=short["mfcc"][:n])
+    from conftest import batch_from_features
+
+    batch = batch_from_features([bundled_features[0], short])
+    assert batch["lengths"].tolist() == [len(bundled_features[0]["f0"]), n]
+    f0_mean, loudness_mean, mfcc_mean = dh.mean_note(batch, 1)
+    expected_loudness = float(np.mean(short["loudness"]))
+    assert loudness_mean == pytest.approx(expected_loudness, abs=1e-3)
+    np.testing.assert_allclose(mfcc_mean, short["mfcc"].mean(0), rtol=1e-5, atol=1e-4)
+    assert abs(cents(f0_mean, 440.0)) < 20

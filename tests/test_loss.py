@@ -1,0 +1,131 @@
+"""Multi-scale spectral loss: cached-target equivalence, masking of padding, AMP, gradients."""
+
+import pytest
+import torch
+
+import ddsp_helpers as dh
+
+HOP = dh.HOP_LENGTH
+
+
+def signals(batch=2, n_frames=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n_frames * HOP) / dh.SAMPLE_RATE
+    f = torch.tensor([220.0, 330.0, 440.0, 550.0])[:batch, None]
+    target = 0.5 * torch.sin(2 * torch.pi * f * t) + 0.05 * torch.randn(batch, len(t), generator=g)
+    pred = 0.4 * torch.sin(2 * torch.pi * 1.01 * f * t) + 0.1 * torch.randn(batch, len(t),
+                                                                             generator=g)
+    return pred, target
+
+
+def optimized(target, lengths=None):
+    return dh.OptimizedMultiScaleSpectralLoss().precompute_target(target, "cpu", lengths)
+
+
+def test_optimized_equals_plain_loss():
+    pred, target = signals()
+    plain = dh.MultiScaleSpectralLoss()(pred, target)
+    cached = optimized(target)(pred)
+    assert plain.dtype == cached.dtype == torch.float32 and plain.ndim == 0
+    assert plain.item() > 0
+    torch.testing.assert_close(cached, plain, rtol=1e-5, atol=0)
+
+
+def test_optimized_equals_plain_loss_with_lengths():
+    pred, target = signals()
+    lengths = torch.tensor([60, 37])
+    plain = dh.MultiScaleSpectralLoss()(pred, target, lengths)
+    torch.testing.assert_close(optimized(target, lengths)(pred), plain, rtol=1e-5, atol=0)
+    assert plain.item() != pytest.approx(dh.MultiScaleSpectralLoss()(pred, target).item())
+
+
+def test_loss_is_zero_for_identical_inputs():
+    _, target = signals()
+    assert dh.MultiScaleSpectralLoss()(target, target.clone()).item() == 0.0
+    assert optimized(target)(target.clone()).item() == 0.0
+    assert dh.MultiScaleSpectralLoss()(target, target, torch.tensor([60, 20])).item() == 0.0
+
+
+@pytest.mark.parametrize("extra_frames", [1, 7, 40])
+def test_padding_with_true_lengths_leaves_loss_unchanged(extra_frames):
+    pred, target = signals(n_frames=50)
+    reference = dh.MultiScaleSpectralLoss()(pred, target)
+    n = pred.shape[-1]
+    padded_target = torch.cat([target, torch.zeros(2, extra_frames * HOP)], dim=-1)
+    garbage = torch.randn(2, extra_frames * HOP, generator=torch.Generator().manual_seed(9)) * 3
+    padded_pred = torch.cat([pred, garbage], dim=-1)  # padded region of pred: anything at all
+    lengths = torch.full((2,), n // HOP)
+    padded = dh.MultiScaleSpectralLoss()(padded_pred, padded_target, lengths)
+    torch.testing.assert_close(padded, reference, rtol=1e-5, atol=0)
+    torch.testing.assert_close(optimized(padded_target, lengths)(padded_pred), reference,
+                               rtol=1e-5, atol=0)
+    torch.testing.assert_close(dh.MultiScaleSpectralLoss()(pred, target, lengths), reference,
+                               rtol=1e-5, atol=0)
+
+
+def test_batch_of_different_lengths_weighs_files_by_frames():
+    """A padded batch equals the frame-weighted mean of each file's own (unpadded) loss, per
+    FFT size: padding neither adds frames nor changes the valid ones."""
+    pred, target = signals(n_frames=64)
+    lengths = [64, 23]
+    total = 0.0
+    for n_fft in dh.FFT_SIZES:
+        batch_loss = dh.MultiScaleSpectralLoss((n_fft,))(pred, target, torch.tensor(lengths))
+        sums, counts = 0.0, 0
+        for i, n in enumerate(lengths):
+            p, t = pred[i: i + 1, : n * HOP], target[i: i + 1, : n * HOP]
+            frames = dh.magnitude_spectrogram(t, n_fft).shape[-1]
+            sums += dh.MultiScaleSpectralLoss((n_fft,))(p, t).item() * frames
+            counts += frames
+        assert batch_loss.item() == pytest.approx(sums / counts, rel=1e-5), n_fft
+        total += sums / counts
+    full = dh.MultiScaleSpectralLoss()(pred, target, torch.tensor(lengths))
+    assert full.item() == pytest.approx(total / len(dh.FFT_SIZES), rel=1e-5)
+
+
+def test_loss_stays_float32_under_bfloat16_autocast():
+    pred, target = signals()
+    reference = dh.MultiScaleSpectralLoss()(pred, target)
+    cached = optimized(target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = dh.MultiScaleSpectralLoss()(pred, target)
+        from_bf16 = dh.MultiScaleSpectralLoss()(pred.bfloat16(), target)
+        fast = cached(pred.bfloat16())
+        with_lengths = dh.MultiScaleSpectralLoss()(pred, target, torch.tensor([60, 30]))
+    for value in (plain, from_bf16, fast, with_lengths):
+        assert value.dtype == torch.float32 and torch.isfinite(value)
+    torch.testing.assert_close(plain, reference, rtol=1e-6, atol=0)
+    torch.testing.assert_close(fast, from_bf16, rtol=1e-5, atol=0)
+    assert from_bf16.item() == pytest.approx(reference.item(), rel=2e-2)
+
+
+def test_gradient_finite_with_exact_zeros():
+    _, target = signals()
+    lengths = torch.tensor([60, 30])
+    padded_target = target * dh.sample_mask(lengths, target.shape[-1], "cpu")
+    for pred in (torch.zeros_like(target), padded_target.clone()):  # all zero / zero padding
+        pred.requires_grad_(True)
+        loss = dh.MultiScaleSpectralLoss()(pred, padded_target, lengths)
+        loss = loss + dh.time_domain_l1(pred, padded_target, lengths)
+        loss.backward()
+        assert torch.isfinite(loss) and torch.all(torch.isfinite(pred.grad))
+    pred = torch.zeros_like(target, requires_grad=True)
+    optimized(padded_target, lengths)(pred).backward()
+    assert torch.all(torch.isfinite(pred.grad))
+    assert torch.all(pred.grad[1, 30 * HOP:] == 0)  # padding gets no gradient
+
+
+def test_optimized_loss_needs_precompute():
+    with pytest.raises(RuntimeError, match="precompute_target"):
+        dh.OptimizedMultiScaleSpectralLoss()(torch.zeros(1, 4096))
+
+
+def test_time_domain_l1_masks_padding():
+    pred, target = signals()
+    lengths = torch.tensor([60, 10])
+    expected = torch.cat([(pred[0] - target[0]).abs(), (pred[1, : 10 * HOP]
+                                                         - target[1, : 10 * HOP]).abs()]).mean()
+    torch.testing.assert_close(dh.time_domain_l1(pred, target, lengths), expected)
+    torch.testing.assert_close(dh.time_domain_l1(pred, target), (pred - target).abs().mean())
+
+
