@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,7 @@ LOG_MAG_FLOOR = 1e-5  # magenta's safe_log
 TIME_LOSS_WEIGHT = 0.1  # the seed: spectral loss + 0.1 x L1 in time
 LEARNING_RATE = 1e-3
 CLIP_GRAD_NORM = 1.0
+SNAPSHOT_EVERY = 25  # epochs between in-memory copies of good weights (restored on a NaN loss)
 
 CROSSFADE_SECONDS = 0.08  # between growth stages
 EDGE_FADE_SECONDS = 0.01  # at the very start and end of a render
@@ -708,6 +711,7 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
     first_epoch = len(history["loss"])
     time_offset = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
     good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+    good_epoch = first_epoch
     scale = scaler.get_scale() if scaler is not None else None
     history["status"] = "running"
     pending = []
@@ -716,7 +720,7 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
 
     def drain() -> bool:
         """Record the pending losses; False if one is not finite (weights then restored)."""
-        nonlocal good_state, scale
+        nonlocal good_state, good_epoch, scale
         if not pending:
             return True
         values = torch.stack([torch.stack(p) for p in pending]).cpu()  # the one sync
@@ -735,11 +739,13 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
         if n_good < len(values) or not parameters_finite(core):
             core.load_state_dict(good_state)
             history["status"] = (f"stopped at epoch {epoch + 1}: the loss became "
-                                 f"{values[n_good, 0].item()}; weights restored from the last "
-                                 "good check")
+                                 f"{values[n_good, 0].item()}; weights restored from epoch "
+                                 f"{good_epoch}")
             warnings.warn(history["status"], stacklevel=3)
             return False
-        good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+        if epoch - good_epoch >= SNAPSHOT_EVERY:  # a copy of the weights costs a step's 1-5%
+            good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+            good_epoch = epoch
         return True
 
     def save():
@@ -1414,3 +1420,704 @@ def show_comparison(runs_dir) -> dict | None:
     plot_spectrogram_comparison(clips, stem)
     display(HTML(players_table({stem: clips}, list(clips))))
     return records
+
+
+# ----------------------------------------------------------------------------- timbre transfer
+# A melody for a trained model comes as frame-rate controls, f0 [T] Hz and loudness [T] dB, from
+# one of three sources: a note list ("C4:0.5 E4:0.5 G4:1"), a MIDI file, or another recording's
+# f0 and loudness moved into the training range. The timbre is an MFCC vector [N_MFCC]: one
+# file's (timbre_mfcc(batch, i)) or the mean over all files ("the whole model").
+
+FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # control frames per second (86.13)
+MELODY_LOUDNESS_DB = -20.0  # a note list's level unless told (see training_ranges)
+ATTACK_SECONDS = 0.03  # floor -> note level, linear in dB
+RELEASE_SECONDS = 0.1  # note level -> floor, linear in dB
+PORTAMENTO_SECONDS = 0.03  # legato glide between tied notes, linear in log frequency
+VIBRATO_DELAY_SECONDS = 0.25  # after each note's onset, vibrato starts ...
+VIBRATO_FADE_SECONDS = 0.15  # ... and reaches full depth this much later
+PERCUSSION_CHANNEL = 9  # General MIDI drums (channel 10, 0-based 9): skipped unless asked for
+MELODY_MAX_SECONDS = 120.0  # render_melody refuses longer (the synthesizer holds [N, H] waves)
+NOTE_OFFSETS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+_ACCIDENTALS = {"": 0, "#": 1, "\u266f": 1, "b": -1, "\u266d": -1}
+_NOTE_NAME = re.compile(r"^([A-Ga-g])([#b\u266f\u266d]?)(-?\d+)$")
+_REST_NAMES = {"r", "rest"}
+
+
+@dataclass(frozen=True)
+class Note:
+    """One note of a melody: pitch_midi (float MIDI number, 60 = C4; None for a rest) held for
+    `duration` seconds (onset to release; the release tail follows, see notes_to_controls)."""
+
+    pitch_midi: float | None
+    duration: float
+
+    @property
+    def is_rest(self) -> bool:
+        return self.pitch_midi is None
+
+
+def midi_to_hz(midi):
+    """MIDI note number -> Hz (the inverse of hz_to_midi); numpy arrays, tensors or floats."""
+    return 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
+
+
+def note_to_midi(name: str) -> float:
+    """'C4' -> 60, 'C#4' / 'Db4' -> 61, 'Bb3' -> 58, 'C-1' -> 0 (scientific pitch, letters in
+    either case, one # or b), or a MIDI number as text ('60', '61.5'). Raises ValueError."""
+    text = name.strip()
+    match = _NOTE_NAME.match(text)
+    if match:
+        letter, accidental, octave = match.groups()
+        midi = 12 * (int(octave) + 1) + NOTE_OFFSETS[letter.upper()] + _ACCIDENTALS[accidental]
+    else:
+        try:
+            midi = float(text)
+        except ValueError:
+            raise ValueError(f"{name!r} is not a note: use a name A-G with optional # or b and "
+                             "an octave (C4, F#3, Bb2), a MIDI number (60) or R for a rest"
+                             ) from None
+    if not 0 <= midi <= 127:
+        raise ValueError(f"{name!r} is MIDI {midi:g}, outside 0..127 (C-1..G9)")
+    return float(midi)
+
+
+def parse_note_list(text: str) -> list:
+    """'C4:0.5 E4:0.5 R:0.25 G4:1' -> [Note(60, 0.5), Note(64, 0.5), Note(None, 0.25), ...].
+
+    Tokens are `pitch:seconds`, separated by whitespace or commas (spaces around ':' are fine).
+    pitch: a note name (C4, c#4, Db4, Bb3, C-1), a MIDI number (60, 61.5) or R / rest.
+    Raises ValueError naming the bad token and why (unknown pitch, missing or non-positive
+    duration, empty list)."""
+    if not isinstance(text, str):
+        raise ValueError(f"a note list is text like 'C4:0.5 E4:1', got {type(text).__name__}")
+    tokens = [t for t in re.split(r"[\s,]+", re.sub(r"\s*:\s*", ":", text.strip())) if t]
+    if not tokens:
+        raise ValueError("the note list is empty: write notes like 'C4:0.5 E4:0.5 G4:1'")
+    notes = []
+    for i, token in enumerate(tokens, start=1):
+        where = f"note {i} {token!r}"
+        if token.count(":") != 1:
+            raise ValueError(f"{where}: expected pitch:seconds (like C4:0.5), "
+                             + ("missing ':duration'" if ":" not in token else "too many ':'"))
+        pitch_text, duration_text = token.split(":")
+        if pitch_text.lower() in _REST_NAMES:
+            pitch = None
+        else:
+            try:
+                pitch = note_to_midi(pitch_text)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from None
+        try:
+            duration = float(duration_text)
+        except ValueError:
+            raise ValueError(f"{where}: duration {duration_text!r} is not a number of "
+                             "seconds") from None
+        if not (math.isfinite(duration) and duration > 0):
+            raise ValueError(f"{where}: duration must be a finite number of seconds > 0, "
+                             f"got {duration_text}")
+        notes.append(Note(pitch, duration))
+    return notes
+
+
+def _as_notes(notes) -> list:
+    """A note list given as text, Notes, dicts {pitch_midi, duration} or (pitch, duration)
+    pairs; a pitch may be a MIDI number, a note name or None / 'R' for a rest."""
+    if isinstance(notes, str):
+        return parse_note_list(notes)
+    result = []
+    for note in notes:
+        if isinstance(note, Note):
+            pitch, duration = note.pitch_midi, note.duration
+        elif isinstance(note, dict):
+            pitch, duration = note.get("pitch_midi"), note["duration"]
+        else:
+            pitch, duration = note
+        if isinstance(pitch, str):
+            pitch = None if pitch.strip().lower() in _REST_NAMES else note_to_midi(pitch)
+        elif pitch is not None and not 0 <= float(pitch) <= 127:
+            raise ValueError(f"{note}: pitch {pitch} is outside MIDI 0..127")
+        if not (math.isfinite(float(duration)) and float(duration) > 0):
+            raise ValueError(f"{note}: duration must be a finite number of seconds > 0")
+        result.append(Note(None if pitch is None else float(pitch), float(duration)))
+    return result
+
+
+# ----------------------------------------------------------------------------- MIDI files
+def _tempo_map(tracks):
+    """[(tick, tempo us per beat)] sorted, from set_tempo events (type 0/1: all tracks share
+    them; type 2: each track has its own, so pass one track)."""
+    changes = []
+    for track in tracks:
+        tick = 0
+        for message in track:
+            tick += message.time
+            if message.type == "set_tempo":
+                changes.append((tick, message.tempo))
+    changes.sort(key=lambda c: c[0])  # stable: the later of two at one tick wins below
+    return [(0, 500000)] + changes  # 120 bpm until the first change (the MIDI default)
+
+
+def _ticks_to_seconds(ticks: np.ndarray, tempo_map, ticks_per_beat: int) -> np.ndarray:
+    """Absolute ticks [K] -> seconds [K] under a piecewise-constant tempo map."""
+    change_ticks = np.array([c[0] for c in tempo_map], dtype=np.float64)
+    tempos = np.array([c[1] for c in tempo_map], dtype=np.float64) / 1e6 / ticks_per_beat
+    # seconds at each change: integrate the previous segment's seconds-per-tick
+    starts = np.concatenate([[0.0], np.cumsum(np.diff(change_ticks) * tempos[:-1])])
+    index = np.searchsorted(change_ticks, ticks, side="right") - 1
+    return starts[index] + (ticks - change_ticks[index]) * tempos[index]
+
+
+def _track_notes(track):
+    """(start tick, end tick, pitch, channel) of every note in one track. A note still on at
+    the track's end ends there; a re-struck sounding pitch ends the earlier note."""
+    sounding, notes, tick = {}, [], 0
+    for message in track:
+        tick += message.time
+        if message.type not in ("note_on", "note_off"):
+            continue
+        key = (message.channel, message.note)
+        if key in sounding:  # note_off, note_on velocity 0, or a re-strike
+            notes.append((sounding.pop(key), tick, message.note, message.channel))
+        if message.type == "note_on" and message.velocity > 0:
+            sounding[key] = tick
+    notes += [(start, tick, note, channel) for (channel, note), start in sounding.items()]
+    return [n for n in notes if n[1] > n[0]]
+
+
+def _monophonic(intervals, overlap: str) -> list:
+    """Overlapping (start s, end s, pitch) -> Notes with rests, one pitch at a time.
+
+    Wherever notes overlap, `overlap="highest"` sounds the highest, "latest" the most recently
+    started (falling back to a still-held earlier note when it ends). Leading silence is
+    dropped."""
+    if overlap not in ("highest", "latest"):
+        raise ValueError(f"overlap must be 'highest' or 'latest', got {overlap!r}")
+    starting, ending = {}, {}
+    for i, (start, end, _) in enumerate(intervals):
+        starting.setdefault(start, []).append(i)
+        ending.setdefault(end, []).append(i)
+    times = sorted(set(starting) | set(ending))
+    active, chosen = set(), []  # chosen: [start, end, interval index or None]
+    for start, end in zip(times[:-1], times[1:]):  # a sweep: polyphony stays small
+        active.difference_update(ending.get(start, ()))
+        active.update(starting.get(start, ()))
+        if not active:
+            pick = None
+        elif overlap == "highest":
+            pick = max(active, key=lambda i: (intervals[i][2], intervals[i][0]))
+        else:
+            pick = max(active, key=lambda i: (intervals[i][0], intervals[i][2]))
+        if chosen and chosen[-1][2] == pick:
+            chosen[-1][1] = end
+        else:
+            chosen.append([start, end, pick])
+    return [Note(None if pick is None else float(intervals[pick][2]), end - start)
+            for start, end, pick in chosen]
+
+
+def read_midi(path, track: int | None = None, channel: int | None = None, merge: bool = False,
+              overlap: str = "highest") -> list:
+    """A MIDI file's melody as Notes (with rests), tempo changes honoured.
+
+    Which notes: `track` / `channel` pick them; by default the first track with notes and, in
+    it, the channel of its first note; `merge=True` takes every track and channel. The General
+    MIDI drum channel (PERCUSSION_CHANNEL) is left out unless `channel` names it or it is all
+    there is. The result is monophonic: where notes overlap, `overlap="highest"` keeps the
+    highest, "latest" the most recently started. Velocities are ignored (the loudness curve
+    comes from notes_to_controls). Needs `mido` (pip install mido). Raises ValueError naming
+    the file when it is missing, not MIDI, or has no notes (in the chosen track/channel)."""
+    try:
+        import mido
+    except ImportError:
+        raise ImportError("reading MIDI files needs mido: pip install mido") from None
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        midi = mido.MidiFile(str(path))
+    except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError ...
+        raise ValueError(f"{path}: not a readable MIDI file ({type(err).__name__}: {err})"
+                         ) from None
+    if not 0 < midi.ticks_per_beat < 0x8000:
+        raise ValueError(f"{path}: SMPTE time division is not supported (only ticks per beat)")
+    shared_tempo = _tempo_map(midi.tracks) if midi.type != 2 else None
+    intervals_by_part = {}  # (track, channel) -> [(start s, end s, pitch)]
+    for index, midi_track in enumerate(midi.tracks):
+        notes = _track_notes(midi_track)
+        if not notes:
+            continue
+        tempo = shared_tempo or _tempo_map([midi_track])  # type 2: tracks keep their own
+        ticks = np.array([[n[0], n[1]] for n in notes], dtype=np.float64)
+        seconds = _ticks_to_seconds(ticks.ravel(), tempo, midi.ticks_per_beat).reshape(-1, 2)
+        for (start, end), (_, _, pitch, chan) in zip(seconds, notes):
+            intervals_by_part.setdefault((index, chan), []).append((start, end, pitch))
+    parts = [p for p in intervals_by_part
+             if (track is None or p[0] == track) and (channel is None or p[1] == channel)]
+    if channel is None and any(p[1] != PERCUSSION_CHANNEL for p in parts):
+        parts = [p for p in parts if p[1] != PERCUSSION_CHANNEL]  # drums have no melody
+    if not parts:
+        which = (f" in track {track}" if track is not None else "") + (
+            f" on channel {channel}" if channel is not None else "")
+        raise ValueError(f"{path}: the MIDI file has no notes{which}")
+    if not merge:
+        first_track = min(p[0] for p in parts)
+        parts = [min((p for p in parts if p[0] == first_track),
+                     key=lambda p: min(s for s, _, _ in intervals_by_part[p]))]
+    intervals = sorted(i for p in parts for i in intervals_by_part[p])
+    notes = _monophonic(intervals, overlap)
+    while notes and notes[0].is_rest:
+        notes.pop(0)
+    return notes
+
+
+# ----------------------------------------------------------------------------- note shapes
+def _frame_range(times: np.ndarray, start: float, end: float) -> slice:
+    """Frames with start <= time < end."""
+    return slice(int(np.searchsorted(times, start - 1e-9)),
+                 int(np.searchsorted(times, end - 1e-9)))
+
+
+def notes_to_controls(notes, loudness_db: float = MELODY_LOUDNESS_DB,
+                      attack: float = ATTACK_SECONDS, release: float = RELEASE_SECONDS,
+                      legato: bool = True, portamento: float = PORTAMENTO_SECONDS,
+                      vibrato_rate: float = 0.0, vibrato_depth_cents: float = 0.0,
+                      vibrato_delay: float = VIBRATO_DELAY_SECONDS,
+                      vibrato_fade: float = VIBRATO_FADE_SECONDS, pitch_shift: float = 0.0,
+                      frame_rate: float = FRAME_RATE) -> tuple[np.ndarray, np.ndarray]:
+    """Notes -> (f0 [T] Hz, loudness [T] dB), float32 at `frame_rate` (frame t at t / frame_rate
+    seconds), T covering every note plus the last note's release (the last frame is at or past
+    its end, so the melody ends at the floor).
+
+    notes: parse_note_list text, Notes, or dicts {pitch_midi, duration}.
+    loudness: each phrase rises from LOUDNESS_FLOOR_DB to `loudness_db` over `attack` s and,
+    after its last note ends, falls back to the floor over `release` s, both linear in dB (a
+    phrase: one note, or with `legato` a run of notes with no rest between). Where a release
+    and the next attack overlap the louder wins, so nothing jumps. `loudness_db`: for a trained
+    model take a level it has heard, e.g. training_ranges(batch)["loudness_median_db"].
+    f0: each note's pitch (+ `pitch_shift` semitones), held through rests and the release; within
+    a legato phrase it glides to the next note over `portamento` s (linear in log frequency);
+    without legato every note is re-attacked and pitch steps.
+    vibrato: `vibrato_depth_cents` peak deviation (+/-) at `vibrato_rate` Hz, starting
+    `vibrato_delay` s after each note's onset and fading in over `vibrato_fade` s."""
+    notes = _as_notes(notes)
+    for name, value in dict(attack=attack, release=release, portamento=portamento,
+                            vibrato_rate=vibrato_rate, vibrato_depth_cents=vibrato_depth_cents,
+                            vibrato_delay=vibrato_delay, vibrato_fade=vibrato_fade).items():
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+    if not (math.isfinite(loudness_db) and loudness_db > LOUDNESS_FLOOR_DB):
+        raise ValueError(f"loudness_db must be above the floor ({LOUDNESS_FLOOR_DB:g} dB), "
+                         f"got {loudness_db}")
+    starts = np.concatenate([[0.0], np.cumsum([n.duration for n in notes])])
+    pitched = [(starts[i], starts[i + 1], n.pitch_midi + pitch_shift)
+               for i, n in enumerate(notes) if not n.is_rest]
+    if not pitched:
+        raise ValueError("the melody has no pitched note (only rests)")
+    tied = [legato and i > 0 and pitched[i - 1][1] == pitched[i][0] for i in range(len(pitched))]
+    end_time = max(starts[-1], pitched[-1][1] + release)
+    n_frames = math.ceil(end_time * frame_rate - 1e-6) + 1  # the last frame ends the release
+    times = np.arange(n_frames) / frame_rate
+
+    # f0 in MIDI: the latest note's pitch, glides into tied notes, vibrato per note
+    note_starts = np.array([p[0] for p in pitched])
+    current = np.clip(np.searchsorted(note_starts, times + 1e-9, side="right") - 1, 0, None)
+    midi = np.array([p[2] for p in pitched])[current]
+    for i, (start, end, pitch) in enumerate(pitched):
+        if tied[i] and portamento > 0:
+            glide = min(portamento, end - start)
+            frames = _frame_range(times, start, start + glide)
+            progress = (times[frames] - start) / glide
+            midi[frames] = pitched[i - 1][2] + (pitch - pitched[i - 1][2]) * progress
+    if vibrato_rate > 0 and vibrato_depth_cents > 0:
+        since = times - note_starts[current] - vibrato_delay
+        ramp = np.clip(since / max(vibrato_fade, 1e-9), 0.0, 1.0)
+        midi = midi + (vibrato_depth_cents / 100.0) * ramp * np.sin(
+            2 * np.pi * vibrato_rate * np.maximum(since, 0.0))
+
+    # loudness in dB: per phrase, attack -> hold -> release; the louder phrase wins
+    floor, span = LOUDNESS_FLOOR_DB, loudness_db - LOUDNESS_FLOOR_DB
+    loudness = np.full(n_frames, floor)
+    phrases = []
+    for i, (start, end, _) in enumerate(pitched):
+        if tied[i]:
+            phrases[-1][1] = end
+        else:
+            phrases.append([start, end])
+    for start, end in phrases:
+        frames = _frame_range(times, start, end + release + 1.0 / frame_rate)
+        t = times[frames] - start
+        rising = floor + span * np.clip(t / max(attack, 1e-9), 0.0, 1.0)
+        reached = floor + span * min((end - start) / max(attack, 1e-9), 1.0)
+        falling = reached - span * (t - (end - start)) / max(release, 1e-9)
+        envelope = np.where(t <= end - start, rising, np.maximum(falling, floor))
+        loudness[frames] = np.maximum(loudness[frames], envelope)
+    return midi_to_hz(midi).astype(np.float32), loudness.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- recordings
+def _voiced_frames(source) -> tuple[np.ndarray, np.ndarray]:
+    """(f0 [K] Hz, loudness [K] dB) of the valid, voiced frames of a collate/load_multiple_files
+    batch, one extract_features dict, or a list of them."""
+    def numpy(x):
+        return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+    if isinstance(source, dict) and "lengths" in source:
+        parts = []
+        for i, n in enumerate(numpy(source["lengths"])):
+            n = int(n)
+            f0 = numpy(source["f0"])[i, :n].reshape(n)
+            loudness = numpy(source["loudness"])[i, :n].reshape(n)
+            voiced = numpy(source["voiced"])[i, :n].astype(bool) if "voiced" in source else (
+                np.ones(n, bool))
+            parts.append((f0[voiced], loudness[voiced]))
+    else:
+        items = [source] if isinstance(source, dict) else list(source)
+        parts = []
+        for features in items:
+            f0 = numpy(features["f0"]).reshape(-1)
+            loudness = numpy(features["loudness"]).reshape(-1)
+            voiced = (numpy(features["voiced"]).reshape(-1).astype(bool) if "voiced" in features
+                      else np.ones(len(f0), bool))
+            parts.append((f0[voiced], loudness[voiced]))
+    f0 = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+    loudness = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+    keep = np.isfinite(f0) & (f0 > 0) & np.isfinite(loudness)
+    if not keep.any():
+        raise ValueError("no voiced frames to take pitch and loudness ranges from")
+    return f0[keep].astype(np.float64), loudness[keep].astype(np.float64)
+
+
+def training_ranges(batch, percentiles: tuple = (5.0, 95.0)) -> dict:
+    """Pitch and loudness ranges over the valid, voiced frames of a training batch (collate /
+    load_multiple_files; also one extract_features dict or a list of them):
+    {f0_median_hz, f0_low_hz, f0_high_hz, loudness_low_db, loudness_median_db,
+    loudness_high_db, percentiles, n_frames}; low/high are the given percentiles."""
+    f0, loudness = _voiced_frames(batch)
+    low, high = percentiles
+    return {"f0_median_hz": float(np.median(f0)),
+            "f0_low_hz": float(np.percentile(f0, low)),
+            "f0_high_hz": float(np.percentile(f0, high)),
+            "loudness_low_db": float(np.percentile(loudness, low)),
+            "loudness_median_db": float(np.median(loudness)),
+            "loudness_high_db": float(np.percentile(loudness, high)),
+            "percentiles": (float(low), float(high)), "n_frames": int(len(f0))}
+
+
+def recording_to_controls(recording, training=None, pitch_shift: float = 0.0,
+                          loudness_shift: float = 0.0, octave_shift="auto",
+                          match_loudness: bool = True, cache_dir=None) -> dict:
+    """Another recording's f0 and loudness, moved into the model's training range.
+
+    recording: an audio path (features via extract_features, `cache_dir` as there) or an
+    extract_features dict. training: a training batch, a training_ranges dict (at least
+    f0_median_hz, loudness_low_db, loudness_high_db), or None (no automatic moves). Steps,
+    measured on the recording's voiced frames:
+    1. octave_shift="auto": whole octaves k (round(log2(training median / recording median)))
+       so the median f0 lands closest to the training median; an int forces k, 0 disables.
+    2. match_loudness: loudness mapped linearly so the recording's loudness percentiles
+       (training's `percentiles`, 5th..95th) land on the training ones; a recording with under
+       1 dB of range is only shifted (midpoints matched); the scale is kept within 0.25..4.
+    3. pitch_shift semitones and loudness_shift dB on top. Frames at the floor stay there;
+       loudness is clipped below at LOUDNESS_FLOOR_DB.
+    Returns {f0 [T] Hz, loudness [T] dB (float32, for render_melody), original_f0,
+    original_loudness, voiced [T], octave_shift, pitch_shift, loudness_shift, loudness_scale,
+    loudness_offset (loudness = original * scale + offset + shift), path}. Only pitch and
+    loudness transfer: the timbre (MFCCs) comes from the model's side."""
+    features = recording if isinstance(recording, dict) else extract_features(recording, cache_dir)
+    original_f0 = np.asarray(features["f0"], dtype=np.float64).reshape(-1)
+    original_loudness = np.asarray(features["loudness"], dtype=np.float64).reshape(-1)
+    voiced = (np.asarray(features["voiced"], bool).reshape(-1) if "voiced" in features
+              else np.ones(len(original_f0), bool))
+    stats = None
+    if training is not None:
+        stats = training if isinstance(training, dict) and "f0_median_hz" in training else (
+            training_ranges(training))
+    own = training_ranges({"f0": original_f0, "loudness": original_loudness, "voiced": voiced},
+                          (stats or {}).get("percentiles", (5.0, 95.0)))
+    if isinstance(octave_shift, str):
+        if octave_shift != "auto":
+            raise ValueError(f"octave_shift must be 'auto' or a whole number, got {octave_shift!r}")
+        octave_shift = 0 if stats is None else int(
+            math.floor(math.log2(stats["f0_median_hz"] / own["f0_median_hz"]) + 0.5))
+    elif int(octave_shift) != octave_shift:
+        raise ValueError(f"octave_shift must be 'auto' or a whole number, got {octave_shift!r}")
+    octave_shift = int(octave_shift)
+    f0 = original_f0 * 2.0 ** (octave_shift + pitch_shift / 12.0)
+
+    scale, offset = 1.0, 0.0
+    if stats is not None and match_loudness:
+        own_range = own["loudness_high_db"] - own["loudness_low_db"]
+        train_range = stats["loudness_high_db"] - stats["loudness_low_db"]
+        if own_range >= 1.0:
+            scale = float(np.clip(train_range / own_range, 0.25, 4.0))
+        own_mid = 0.5 * (own["loudness_high_db"] + own["loudness_low_db"])
+        train_mid = 0.5 * (stats["loudness_high_db"] + stats["loudness_low_db"])
+        offset = train_mid - own_mid * scale
+    loudness = original_loudness * scale + offset + loudness_shift
+    loudness = np.where(original_loudness <= LOUDNESS_FLOOR_DB, LOUDNESS_FLOOR_DB,
+                        np.maximum(loudness, LOUDNESS_FLOOR_DB))
+    return {"f0": f0.astype(np.float32), "loudness": loudness.astype(np.float32),
+            "original_f0": original_f0.astype(np.float32),
+            "original_loudness": original_loudness.astype(np.float32), "voiced": voiced,
+            "octave_shift": octave_shift, "pitch_shift": float(pitch_shift),
+            "loudness_shift": float(loudness_shift), "loudness_scale": scale,
+            "loudness_offset": offset, "training_ranges": stats,
+            "path": str(features.get("path", "") if isinstance(recording, dict) else recording)}
+
+
+# ----------------------------------------------------------------------------- rendering
+def timbre_mfcc(batch: dict, index: int | None = None) -> np.ndarray:
+    """The timbre to render with: [N_MFCC] mean MFCCs of file `index` (as mean_note), or with
+    index None the mean over all files' means ("the whole model", each file weighted equally)."""
+    if index is not None:
+        return mean_note(batch, index)[2]
+    return np.mean([mean_note(batch, i)[2] for i in range(len(batch["lengths"]))], axis=0)
+
+
+@torch.no_grad()
+def render_melody(model, f0, loudness, mfcc, seed: int = 0,
+                  max_seconds: float = MELODY_MAX_SECONDS) -> np.ndarray:
+    """Audio of a melody: f0 [T] Hz, loudness [T] dB, mfcc [N_MFCC] (held) or [T, N_MFCC] ->
+    float32 [T * hop_length], peak <= 0.99, 10 ms fades at both ends.
+
+    Runs model.get_controls + model.synthesize in eval mode (training mode restored), with the
+    noise seeded by `seed` without touching the global RNG. Melodies longer than `max_seconds`
+    are refused (ValueError): the synthesizer's memory grows with length x harmonics, about
+    20 MB per second; render long pieces in parts. The model has no reverb: it is
+    harmonics + filtered noise only (magenta's learned reverb module is not part of it), so a
+    melody sounds as dry as the model's resynthesis of its training files."""
+    core = unwrap_model(model)
+    device = next(core.parameters()).device
+    f0 = np.asarray(f0.cpu() if isinstance(f0, torch.Tensor) else f0, np.float32).reshape(-1)
+    loudness = np.asarray(loudness.cpu() if isinstance(loudness, torch.Tensor) else loudness,
+                          np.float32).reshape(-1)
+    mfcc = np.asarray(mfcc.cpu() if isinstance(mfcc, torch.Tensor) else mfcc, np.float32)
+    n_frames = len(f0)
+    if n_frames == 0 or len(loudness) != n_frames:
+        raise ValueError(f"f0 [{n_frames}] and loudness [{len(loudness)}] need the same, "
+                         "non-zero number of frames")
+    if not (np.all(np.isfinite(f0)) and np.all(f0 > 0) and np.all(np.isfinite(loudness))):
+        raise ValueError("f0 must be finite and > 0 Hz, loudness finite")
+    seconds = n_frames * core.hop_length / core.sample_rate
+    if seconds > max_seconds:
+        raise ValueError(f"the melody lasts {seconds:.1f} s, more than max_seconds="
+                         f"{max_seconds:g}: render it in shorter parts")
+    n_mfcc = core.config.get("n_mfcc", N_MFCC)
+    if mfcc.shape == (n_mfcc,):
+        mfcc = np.broadcast_to(mfcc, (n_frames, n_mfcc))
+    elif mfcc.shape != (n_frames, n_mfcc):
+        raise ValueError(f"mfcc must be [{n_mfcc}] or [{n_frames}, {n_mfcc}], got {mfcc.shape}")
+    f0_t = torch.from_numpy(f0).to(device).reshape(1, n_frames, 1)
+    loudness_t = torch.from_numpy(loudness).to(device).reshape(1, n_frames, 1)
+    mfcc_t = torch.from_numpy(np.ascontiguousarray(mfcc)).to(device)[None]
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()
+                   ] if device.type == "cuda" else []
+    was_training = core.training
+    core.eval()
+    try:
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(seed)
+            controls = core.get_controls(f0_t, loudness_t, mfcc_t)
+            audio = core.synthesize(f0_t, controls)
+    finally:
+        core.train(was_training)
+    audio = audio[0].float().cpu().numpy().astype(np.float64)
+    fade = min(int(EDGE_FADE_SECONDS * core.sample_rate), len(audio) // 2)
+    ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
+    audio[:fade] *= ramp
+    audio[len(audio) - fade:] *= ramp[::-1]
+    peak = np.max(np.abs(audio))
+    if peak > 0.99:
+        audio *= 0.99 / peak
+    return audio.astype(np.float32)
+
+
+def render_notes(model, notes, mfcc, seed: int = 0, **shape) -> np.ndarray:
+    """parse/notes -> notes_to_controls(**shape) -> render_melody: float32 audio [T * hop]."""
+    f0, loudness = notes_to_controls(notes, **shape)
+    return render_melody(model, f0, loudness, mfcc, seed)
+
+
+def plot_transfer(before: dict, after: dict | None = None, title: str = ""):
+    """f0 (log scale) and loudness over time, before and after adjustment: dicts with f0 [T] and
+    loudness [T]. Pass a recording_to_controls result alone to compare it with its original;
+    its training ranges (if any) are drawn as dotted lines."""
+    import matplotlib.pyplot as plt
+
+    if after is None:
+        after = before
+        before = {"f0": before["original_f0"], "loudness": before["original_loudness"]}
+    fig, (f0_ax, loud_ax) = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
+    for label, controls, style in (("before", before, "--"), ("after", after, "-")):
+        times = np.arange(len(controls["f0"])) / FRAME_RATE
+        f0_ax.plot(times, controls["f0"], style, label=label)
+        loud_ax.plot(times, controls["loudness"], style, label=label)
+    stats = after.get("training_ranges")
+    if stats:
+        f0_ax.axhline(stats["f0_median_hz"], color="gray", ls=":", label="training median")
+        for key in ("loudness_low_db", "loudness_high_db"):
+            loud_ax.axhline(stats[key], color="gray", ls=":")
+    f0_ax.set_yscale("log")
+    f0_ax.set_ylabel("f0 (Hz)")
+    f0_ax.legend(loc="upper right")
+    loud_ax.set_ylabel("loudness (dB A)")
+    loud_ax.set_xlabel("time (s)")
+    if not title and "octave_shift" in after:
+        mapped = (f"mapped onto the training range (x{after['loudness_scale']:.2f})"
+                  if stats else "as recorded")
+        title = (f"octave shift {after['octave_shift']:+d}, pitch {after['pitch_shift']:+g} "
+                 f"semitones; loudness {mapped}, {after['loudness_shift']:+g} dB")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- stages as data
+_TRUE_WORDS = {"1", "true", "yes", "y", "on", "x"}
+_FALSE_WORDS = {"0", "false", "no", "n", "off", ""}
+_ALL_WORDS = {"", "all", "none", "*"}
+
+
+def stages_from_table(rows, max_duration: float = MAX_AUDIO_SECONDS) -> list:
+    """Edited form values -> a validated stage list like GROWTH_STAGES.
+
+    rows: dicts {name, n_harmonics, noise, duration} or sequences in that order (strings are
+    fine, as a form gives them): n_harmonics a count >= 0, or ''/'all'/None for all; noise a
+    bool or on/off, yes/no, true/false, 1/0 (empty or None = off); duration seconds in
+    (0, max_duration].
+    A missing name becomes 'stage <n>'. Raises ValueError naming the stage and what is wrong.
+    Render with grow_timbre(model, ..., stages=stages_from_table(rows)): no retraining."""
+    if hasattr(rows, "to_dict"):  # a pandas DataFrame
+        rows = rows.to_dict("records")
+    stages = []
+    for i, row in enumerate(rows, start=1):
+        if not isinstance(row, dict):
+            row = dict(zip(("name", "n_harmonics", "noise", "duration"), row))
+        name = str(row.get("name") or "").strip() or f"stage {i}"
+        where = f"stage {name!r} (row {i})"
+        missing = {"n_harmonics", "noise", "duration"} - set(row)
+        if missing:
+            raise ValueError(f"{where} lacks {sorted(missing)}")
+        count = row["n_harmonics"]
+        if count is None or (isinstance(count, str) and count.strip().lower() in _ALL_WORDS) or (
+                isinstance(count, float) and math.isnan(count)):  # a blank DataFrame cell
+            count = None
+        else:
+            try:
+                value = float(count)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: n_harmonics must be a count >= 0 or 'all', "
+                                 f"got {count!r}") from None
+            if isinstance(count, bool) or not (math.isfinite(value) and value >= 0
+                                               and value == int(value)):
+                raise ValueError(f"{where}: n_harmonics must be a count >= 0 or 'all', "
+                                 f"got {count!r}")
+            count = int(value)
+        noise = False if row["noise"] is None else row["noise"]
+        if isinstance(noise, str):
+            word = noise.strip().lower()
+            if word not in _TRUE_WORDS | _FALSE_WORDS:
+                raise ValueError(f"{where}: noise must be on or off, got {noise!r}")
+            noise = word in _TRUE_WORDS
+        elif isinstance(noise, (bool, np.bool_)) or noise in (0, 1):
+            noise = bool(noise)
+        else:
+            raise ValueError(f"{where}: noise must be on or off, got {noise!r}")
+        try:
+            duration = float(row["duration"])
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: duration must be seconds, got {row['duration']!r}"
+                             ) from None
+        if not (math.isfinite(duration) and 0 < duration <= max_duration):
+            raise ValueError(f"{where}: duration must be > 0 and <= {max_duration:g} s, "
+                             f"got {row['duration']!r}")
+        stages.append({"name": name, "n_harmonics": count, "noise": noise, "duration": duration})
+    return validate_stages(stages)
+
+
+def stages_to_table(stages=GROWTH_STAGES) -> list:
+    """A stage list as form rows (n_harmonics None -> 'all'), the inverse of stages_from_table."""
+    return [{"name": s.get("name", f"stage {i}"),
+             "n_harmonics": "all" if s["n_harmonics"] is None else int(s["n_harmonics"]),
+             "noise": bool(s["noise"]), "duration": float(s["duration"])}
+            for i, s in enumerate(validate_stages(stages), start=1)]
+
+
+@torch.no_grad()
+def stage_controls(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages) -> list:
+    """What sounds in each stage of grow_timbre's steady note: one dict per stage with
+    name, harmonic_frequencies [H] Hz, harmonic_amplitudes [H] (amplitude x distribution after
+    the stage's harmonic mask, averaged over the stage's own frames), noise_frequencies [K] Hz
+    and noise_response [K] (|FFT| of the noise FIR that sounds; zeros with noise off),
+    K = N_NOISE_BANDS for the default model."""
+    stages = validate_stages(stages)
+    core = unwrap_model(model)
+    device = next(core.parameters()).device
+    sample_rate, hop = core.sample_rate, core.hop_length
+    n_frames = -(-int(round(sum(s["duration"] for s in stages) * sample_rate)) // hop)
+    f0 = torch.full((1, n_frames, 1), float(f0_mean), device=device)
+    loudness = torch.full((1, n_frames, 1), float(loudness_mean), device=device)
+    mfcc = torch.as_tensor(np.asarray(mfcc_mean, np.float32), device=device).reshape(
+        1, 1, -1).expand(1, n_frames, -1)
+    was_training = core.training
+    core.eval()
+    try:
+        controls = core.get_controls(f0, loudness, mfcc)
+    finally:
+        core.train(was_training)
+    harmonics = (controls["amplitude"] * controls["harmonic_distribution"])[0].cpu().numpy()
+    noise = controls["noise_magnitudes"][0].cpu().numpy()
+    weights = stage_weights(stages, n_frames, hop / sample_rate)
+    result = []
+    for i, stage in enumerate(stages):
+        own = weights[i] >= 0.5
+        if not own.any():  # a stage shorter than the crossfade: its loudest frames
+            own = weights[i] == weights[i].max()
+        n_on = stage["n_harmonics"]
+        mask = np.arange(core.n_harmonics) < (core.n_harmonics if n_on is None else n_on)
+        magnitudes = noise[own].mean(0) * float(stage["noise"])
+        impulse = noise_impulse_responses(torch.from_numpy(magnitudes)[None, None])[0, 0]
+        response = torch.fft.rfft(impulse).abs().numpy()
+        result.append({
+            "name": stage.get("name", f"stage {i + 1}"),
+            "harmonic_frequencies": float(f0_mean) * np.arange(1, core.n_harmonics + 1),
+            "harmonic_amplitudes": harmonics[own].mean(0) * mask,
+            "noise_frequencies": np.fft.rfftfreq(len(impulse), 1.0 / sample_rate),
+            "noise_response": response,
+        })
+    return result
+
+
+def plot_stage_controls(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages):
+    """One column per stage: top, bars of the harmonic amplitudes that sound in it (after its
+    harmonic mask); bottom, the magnitude response of the noise filter that sounds in it (flat
+    zero with noise off). Axes are shared along each row, so the growth reads left to right.
+    Returns the figure (2 x len(stages) axes). The model has no reverb stage to show: it is
+    harmonics + filtered noise only."""
+    import matplotlib.pyplot as plt
+
+    per_stage = stage_controls(model, f0_mean, loudness_mean, mfcc_mean, stages)
+    n = len(per_stage)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n + 0.6, 4.8), sharey="row", squeeze=False)
+    for column, (stage, info) in enumerate(zip(validate_stages(stages), per_stage)):
+        harmonic_ax, noise_ax = axes[0, column], axes[1, column]
+        amplitudes = info["harmonic_amplitudes"]
+        harmonic_ax.bar(np.arange(1, len(amplitudes) + 1), amplitudes, width=0.8)
+        count = stage["n_harmonics"]
+        count = "all harmonics" if count is None else f"{count} harmonic{'s' * (count != 1)}"
+        harmonic_ax.set_title(f"{info['name']}\n{count}, noise "
+                              f"{'on' if stage['noise'] else 'off'}", fontsize=8)
+        harmonic_ax.set_xlabel("harmonic", fontsize=8)
+        noise_ax.plot(info["noise_frequencies"] / 1000, info["noise_response"])
+        noise_ax.set_xlabel("frequency (kHz)", fontsize=8)
+        if not stage["noise"]:
+            noise_ax.text(0.5, 0.5, "noise off", transform=noise_ax.transAxes, ha="center",
+                          va="center", fontsize=8, color="gray")
+        for ax in (harmonic_ax, noise_ax):
+            ax.tick_params(labelsize=7)
+    axes[0, 0].set_ylabel("harmonic amplitude", fontsize=8)
+    axes[1, 0].set_ylabel("noise filter |H|", fontsize=8)
+    fig.suptitle(f"what sounds in each stage ({float(f0_mean):.0f} Hz, "
+                 f"{float(loudness_mean):.0f} dB)", fontsize=9)
+    fig.tight_layout()
+    return fig
