@@ -1007,6 +1007,19 @@ def install_missing(packages: dict = RUNTIME_PACKAGES) -> list[str]:
     return missing
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else what platform knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
 def device_report(device=None) -> dict:
     """What the run ran on, for the notebook's first cell and the run record."""
     import platform
@@ -1019,7 +1032,7 @@ def device_report(device=None) -> dict:
         report.update(device=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
                       cuda=torch.version.cuda)
     else:
-        report["device"] = platform.processor() or platform.machine() or "cpu"
+        report["device"] = cpu_name()
     return report
 
 
