@@ -278,21 +278,33 @@ def cumulative_phase(f0_audio: torch.Tensor, sample_rate: int = SAMPLE_RATE) -> 
     return torch.where(wrapped >= 1.0, wrapped - 1.0, wrapped)  # 1 - 1e-12 rounds up to 1.0
 
 
+@torch.no_grad()  # f0 is an input: the waves need no gradient
+def harmonic_waves(f0: torch.Tensor, n_harmonics: int, sample_rate: int = SAMPLE_RATE,
+                   hop_length: int = HOP_LENGTH) -> torch.Tensor:
+    """Unit sinusoids of every harmonic, silenced at and above Nyquist sample by sample:
+    f0 [B, T, 1] Hz -> sin(2 pi k phase) [B, T, hop_length, H], float32.
+
+    They depend on f0 alone, so training (f0 fixed) can compute them once."""
+    batch, n_frames, _ = f0.shape
+    f0_audio = upsample_frames(f0.float(), hop_length)
+    k = torch.arange(1, n_harmonics + 1, device=f0.device, dtype=torch.float32)
+    waves = torch.sin((2 * math.pi) * cumulative_phase(f0_audio, sample_rate) * k)
+    waves = waves * nyquist_mask(f0_audio, n_harmonics, sample_rate)
+    return waves.reshape(batch, n_frames, hop_length, n_harmonics)
+
+
 def harmonic_synth(f0: torch.Tensor, harmonic_amplitudes: torch.Tensor,
-                   sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH) -> torch.Tensor:
+                   sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH,
+                   waves: torch.Tensor | None = None) -> torch.Tensor:
     """Additive synthesis: f0 [B, T, 1] Hz, amplitudes [B, T, H] -> audio [B, T * hop_length].
 
-    Amplitudes are interpolated linearly to audio rate; harmonics that cross Nyquist between
-    frames are silenced sample by sample. Inside frame t, sample j of the output is
-    sum_k wave[t, j, k] * (a[t, k] + j / hop * (a[t+1, k] - a[t, k])): two matrix products per
-    frame instead of an audio-rate [B, N, H] amplitude tensor, in both passes."""
+    Amplitudes are interpolated linearly to audio rate. Inside frame t, sample j of the output
+    is sum_k wave[t, j, k] * (a[t, k] + j / hop * (a[t+1, k] - a[t, k])): two matrix products
+    per frame instead of an audio-rate [B, N, H] amplitude tensor, in both passes. `waves`:
+    harmonic_waves(f0, H) computed beforehand (same result, less work per call)."""
     batch, n_frames, n_harmonics = harmonic_amplitudes.shape
-    with torch.no_grad():  # f0 is an input: the waves need no gradient
-        f0_audio = upsample_frames(f0.float(), hop_length)
-        k = torch.arange(1, n_harmonics + 1, device=f0.device, dtype=torch.float32)
-        waves = torch.sin((2 * math.pi) * cumulative_phase(f0_audio, sample_rate) * k)
-        waves = waves * nyquist_mask(f0_audio, n_harmonics, sample_rate)
-        waves = waves.reshape(batch, n_frames, hop_length, n_harmonics)
+    if waves is None:
+        waves = harmonic_waves(f0, n_harmonics, sample_rate, hop_length)
     amplitudes = harmonic_amplitudes.float()
     following = torch.cat([amplitudes[:, 1:], amplitudes[:, -1:]], dim=1)
     start_and_slope = torch.stack([amplitudes, following - amplitudes], dim=-1)  # [B, T, H, 2]
@@ -388,10 +400,10 @@ class DDSPModel(nn.Module):
             "noise_magnitudes": exp_sigmoid(noise + NOISE_INITIAL_BIAS),
         }
 
-    def synthesize(self, f0, controls: dict, harmonic_gain=None, noise_gain=None):
+    def synthesize(self, f0, controls: dict, harmonic_gain=None, noise_gain=None, waves=None):
         """Audio [B, T * hop] from controls, in float32 whatever autocast says. Optional gains
         at frame rate mute or fade parts of the sound: harmonic_gain [B or 1, T, H],
-        noise_gain [B or 1, T, 1] (used by the growth stages)."""
+        noise_gain [B or 1, T, 1] (used by the growth stages). `waves`: see harmonic_synth."""
         with torch.autocast(f0.device.type, enabled=False):
             harmonic = controls["amplitude"] * controls["harmonic_distribution"]
             noise = controls["noise_magnitudes"]
@@ -399,14 +411,14 @@ class DDSPModel(nn.Module):
                 harmonic = harmonic * harmonic_gain
             if noise_gain is not None:
                 noise = noise * noise_gain
-            return (harmonic_synth(f0, harmonic, self.sample_rate, self.hop_length)
+            return (harmonic_synth(f0, harmonic, self.sample_rate, self.hop_length, waves)
                     + filtered_noise(noise, self.hop_length))
 
-    def forward(self, f0, loudness, mfcc):
+    def forward(self, f0, loudness, mfcc, waves=None):
         """-> (audio [B, T * hop], harmonic controls {amplitude, harmonic_distribution},
-        noise controls [B, T, M])."""
+        noise controls [B, T, M]). `waves`: harmonic_waves(f0, H), when precomputed."""
         controls = self.get_controls(f0, loudness, mfcc)
-        audio = self.synthesize(f0, controls)
+        audio = self.synthesize(f0, controls, waves=waves)
         harmonic = {k: controls[k] for k in ("amplitude", "harmonic_distribution")}
         return audio, harmonic, controls["noise_magnitudes"]
 
@@ -620,6 +632,14 @@ def batch_to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def with_harmonic_waves(batch: dict, model) -> dict:
+    """The batch plus its harmonic_waves [B, T, hop, H] for `model`: training_step then skips
+    computing them every step (f0 never changes during training). Memory: B * N * H floats."""
+    core = unwrap_model(model)
+    waves = harmonic_waves(batch["f0"], core.n_harmonics, core.sample_rate, core.hop_length)
+    return {**batch, "harmonic_waves": waves}
+
+
 # ----------------------------------------------------------------------------- training
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -650,7 +670,8 @@ def training_step(model, optimizer, batch: dict, spectral_loss: MultiScaleSpectr
     device_type = batch["f0"].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
                         enabled=amp_dtype is not None):
-        pred_audio, _, _ = model(batch["f0"], batch["loudness"], batch["mfcc"])
+        pred_audio, _, _ = model(batch["f0"], batch["loudness"], batch["mfcc"],
+                                 batch.get("harmonic_waves"))
     target, lengths = batch["audio"], batch.get("lengths")
     if isinstance(spectral_loss, OptimizedMultiScaleSpectralLoss):
         spectral = spectral_loss(pred_audio)
@@ -736,14 +757,14 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
             new_scale = scaler.get_scale()
             history["skipped_steps"] += max(0, round(math.log2(scale / new_scale)))
             scale = new_scale
-        if n_good < len(values) or not parameters_finite(core):
+        if n_good < len(values):
             core.load_state_dict(good_state)
             history["status"] = (f"stopped at epoch {epoch + 1}: the loss became "
                                  f"{values[n_good, 0].item()}; weights restored from epoch "
                                  f"{good_epoch}")
             warnings.warn(history["status"], stacklevel=3)
             return False
-        if epoch - good_epoch >= SNAPSHOT_EVERY:  # a copy of the weights costs a step's 1-5%
+        if epoch - good_epoch >= SNAPSHOT_EVERY and parameters_finite(core):
             good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
             good_epoch = epoch
         return True
@@ -933,11 +954,20 @@ def atomic_write(path, write) -> Path:
     return path
 
 
+def fit_to_full_scale(audio: np.ndarray, peak: float = 0.99) -> np.ndarray:
+    """float32 audio [N] scaled down to `peak` if it would clip, untouched otherwise. A DDSP
+    resynthesis matches the target's spectrum, not its phases, so its waveform can peak higher
+    than the target's: scaling keeps the spectrum, clipping would add broadband distortion."""
+    audio = np.asarray(audio, dtype=np.float32)
+    loudest = float(np.max(np.abs(audio))) if audio.size else 0.0
+    return audio * (peak / loudest) if loudest > 1.0 else audio
+
+
 def write_wav(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write float audio [N] in [-1, 1] as 16-bit PCM wav, atomically."""
+    """Write float audio [N] as 16-bit PCM wav, atomically (scaled down if it would clip)."""
     import soundfile as sf
 
-    audio = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
+    audio = fit_to_full_scale(audio)
     return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16",
                                                    format="WAV"))
 
@@ -1067,11 +1097,11 @@ def save_uploads(uploads, folder) -> list[Path]:
 
 
 def audio_player(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
-    """HTML <audio> element at the clip's true level (no normalisation): [N] in [-1, 1]."""
+    """HTML <audio> element at the clip's true level (no normalisation; scaled down only if
+    it would clip): [N]."""
     from IPython.display import Audio
 
-    clip = np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0)
-    return Audio(clip, rate=sample_rate, normalize=False)._repr_html_()
+    return Audio(fit_to_full_scale(audio), rate=sample_rate, normalize=False)._repr_html_()
 
 
 def players_table(rows: dict, columns) -> str:
@@ -1098,7 +1128,7 @@ def sine_baseline(f0: np.ndarray, loudness: np.ndarray) -> np.ndarray:
     amplitude[np.asarray(loudness) <= LOUDNESS_FLOOR_DB] = 0.0
     f0_t = torch.as_tensor(np.asarray(f0, dtype=np.float32)).reshape(1, -1, 1)
     amp_t = torch.as_tensor(amplitude.astype(np.float32)).reshape(1, -1, 1)
-    return harmonic_synth(f0_t, amp_t)[0].numpy().clip(-1.0, 1.0)
+    return harmonic_synth(f0_t, amp_t)[0].numpy()
 
 
 def resynthesis_metrics(output: np.ndarray, target: np.ndarray, f0: np.ndarray,
@@ -1137,7 +1167,7 @@ def resynthesize(model, batch: dict, seed: int = 0) -> list[np.ndarray]:
     finally:
         core.train(was_training)
     audio = audio.float().cpu().numpy()
-    return [audio[i, : int(n) * core.hop_length].clip(-1.0, 1.0)
+    return [audio[i, : int(n) * core.hop_length]
             for i, n in enumerate(batch["lengths"])]
 
 

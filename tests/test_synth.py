@@ -216,3 +216,28 @@ def test_filtered_noise_low_pass():
     print(f"low-pass noise: above 2 kHz mean {stop_mean:.1f} dB, max {stop_max:.1f} dB "
           f"re. passband")
     assert stop_max < -30
+
+
+def test_precomputed_harmonic_waves_give_the_same_audio_and_step():
+    torch.manual_seed(0)
+    model = dh.DDSPModel(hidden_size=32)
+    frames = 20
+    f0 = torch.linspace(200, 900, frames).reshape(1, frames, 1).repeat(2, 1, 1)
+    amplitudes = torch.rand(2, frames, model.n_harmonics)
+    waves = dh.harmonic_waves(f0, model.n_harmonics)
+    assert waves.shape == (2, frames, dh.HOP_LENGTH, model.n_harmonics)
+    torch.testing.assert_close(dh.harmonic_synth(f0, amplitudes, waves=waves),
+                               dh.harmonic_synth(f0, amplitudes), rtol=0, atol=0)
+    batch = {"f0": f0, "loudness": torch.full((2, frames, 1), -20.0),
+             "mfcc": torch.randn(2, frames, dh.N_MFCC),
+             "audio": torch.randn(2, frames * dh.HOP_LENGTH) * 0.1,
+             "lengths": torch.tensor([frames, frames - 3])}
+    losses = []
+    for with_waves in (False, True):
+        torch.manual_seed(0)
+        model = dh.DDSPModel(hidden_size=32)
+        step_batch = dh.with_harmonic_waves(batch, model) if with_waves else batch
+        optimizer, loss = dh.make_optimizer(model), dh.MultiScaleSpectralLoss()
+        losses.append(torch.stack([dh.training_step(model, optimizer, step_batch, loss)[0]
+                                   for _ in range(2)]))
+    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)

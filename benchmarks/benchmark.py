@@ -1,0 +1,581 @@
+"""Benchmark the seed's optimizations one at a time and together, in one process.
+
+Every variant trains on the same bundled tones (`scale_tones/*.wav`) from the same seed with the
+code the notebooks run (`ddsp.training_step`, the losses, `ddsp.make_optimizer`); only the timing
+harness lives here. Rows: `original` (one file per run, float32, plain loss, eager, plain Adam),
+each optimization alone on top of it (`+cached`, `+batching`, `+amp`, `+compile`) and
+`optimized` (the optimized notebook's recipe). Also timed per file: feature extraction
+(sequential, parallel, on-disk cache), training scaled to 1000 epochs, growth rendering.
+Writes outputs/benchmarks/benchmark_<device>.json and .md and prints the markdown.
+
+    # CPU, full run (2 cores: a few minutes)
+    python benchmarks/benchmark.py --device cpu
+
+    # GPU (CUDA), full run; the features come from outputs/feature_cache when it holds them
+    # (fill it on a machine with librosa first, then carry the folder: no librosa needed here)
+    python benchmarks/benchmark.py --device cuda
+
+    # CI smoke run (2 files, hidden 64, 3 epochs): well under a minute on 2 CPU cores
+    python benchmarks/benchmark.py --tiny
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from contextlib import contextmanager
+from importlib.util import find_spec
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import ddsp_helpers as ddsp  # noqa: E402
+
+# ----------------------------------------------------------------------------- settings
+TONES_DIR = ROOT / "scale_tones"
+SEED = 0  # the notebooks' torch.manual_seed
+LOSS_TAIL = 5  # "final loss" = mean over this many last epochs
+PARITY_TOLERANCE = 0.05  # every variant's final spectral loss within 5% of the original's
+E2E_EPOCHS = 1000  # the seed's N_EPOCHS: the end-to-end estimate scales training to this
+TINY = dict(files=2, hidden_size=64, epochs=3, warmup=1, original_files=1)
+
+VARIANTS = ("original", "+cached", "+batching", "+amp", "+compile", "optimized")
+WHAT = {
+    "original": "1 file per run, float32, plain loss, eager, Adam",
+    "+cached": "original + cached target STFTs",
+    "+batching": "original + all files in one batch (masked plain loss)",
+    "+amp": "original + fp16 autocast + GradScaler",
+    "+compile": "original + model.compile(mode='reduce-overhead')",
+    "optimized": "batching + cached + amp + compile + fused Adam + TF32 + precomputed "
+                 "harmonic waves (the notebook)",
+}
+CLAIMS = {  # the seed's claimed speedups ("Nx" for batching: N files at once)
+    "original": "1x (2-3 h/file)", "+cached": "1.5x", "+batching": "{n}x ({n} files)",
+    "+amp": "2.5x", "+compile": "1.2x",
+    "optimized": "36-54x (2-3 h/file -> 3-4 min/file)",
+}
+
+
+# ----------------------------------------------------------------------------- variants
+def variant_settings(name: str, device: torch.device, args) -> dict | str:
+    """What a variant switches on, or (a string) why it is not measured on this device."""
+    cuda = device.type == "cuda"
+    s = dict(batched=False, cached=False, amp_dtype=None, scaler=False, compile=None,
+             fused_adam=False, tf32=False, waves=False, what=WHAT[name])
+    if name == "+cached":
+        s["cached"] = True
+    elif name == "+batching":
+        s["batched"] = True
+    elif name == "+amp":
+        if cuda:
+            s.update(amp_dtype=torch.float16, scaler=True)
+        elif args.cpu_amp_bf16:
+            s.update(amp_dtype=torch.bfloat16, what="original + CPU bfloat16 autocast, no scaler")
+        else:
+            return ("n/a on CPU (fp16 autocast + GradScaler are CUDA features; --cpu-amp-bf16 "
+                    "measures CPU bfloat16)")
+    elif name == "+compile":
+        if cuda:
+            s["compile"] = "reduce-overhead"
+        elif args.compile_on_cpu:
+            s.update(compile="default", what="original + model.compile() (default mode, CPU)")
+        else:
+            return "skipped on CPU (--compile-on-cpu to measure)"
+    elif name == "optimized":
+        s.update(batched=True, cached=True, fused_adam=True, tf32=True, waves=True)
+        if cuda:
+            s.update(amp_dtype=torch.float16, scaler=True, compile="reduce-overhead")
+        elif ddsp.cpu_has_fast_bfloat16():  # the notebook's own choice on a CPU
+            s.update(amp_dtype=torch.bfloat16, what="batching + cached + make_optimizer + TF32 "
+                     "setting + bfloat16 autocast + precomputed harmonic waves (the notebook on "
+                     "a CPU with AMX/AVX512-BF16; no compile)")
+        else:
+            s["what"] = ("batching + cached + make_optimizer + TF32 setting + precomputed "
+                         "harmonic waves (the notebook on a CPU without fast bfloat16: no amp, "
+                         "no compile)")
+    return s
+
+
+@contextmanager
+def matmul_precision(level: str | None):
+    """torch.set_float32_matmul_precision(level) inside, the previous setting restored after."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(level or previous)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def build(settings: dict, batch: dict, args, device):
+    """Model (seeded: identical initial weights in every variant), optimizer, loss, scaler,
+    and the batch to train on (with its harmonic waves when the variant precomputes them)."""
+    torch.manual_seed(args.seed)
+    model = ddsp.DDSPModel(hidden_size=args.hidden_size).to(device)
+    if settings["compile"]:
+        torch.compiler.reset()  # every compiled run pays (and reports) its own compilation
+        model.compile(**({} if settings["compile"] == "default" else {"mode": settings["compile"]}))
+    optimizer = (ddsp.make_optimizer(model) if settings["fused_adam"]
+                 else torch.optim.Adam(model.parameters(), lr=ddsp.LEARNING_RATE))
+    if settings["cached"]:
+        loss = ddsp.OptimizedMultiScaleSpectralLoss()
+        loss.precompute_target(batch["audio"], device, batch["lengths"])
+    else:
+        loss = ddsp.MultiScaleSpectralLoss()
+    scaler = torch.amp.GradScaler("cuda") if settings["scaler"] else None
+    if settings["waves"]:
+        batch = ddsp.with_harmonic_waves(batch, model)
+    return model, optimizer, loss, scaler, batch
+
+
+def file_distances(model, batch: dict, indices, device) -> list[float]:
+    """The notebooks' spectral distance (ddsp.resynthesize + MultiScaleSpectralLoss, float32,
+    eager) of batch rows `indices`. Training's random stream is left as it was."""
+    devices = [device.index or torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        outputs = ddsp.resynthesize(model, batch, seed=SEED)
+    measure = ddsp.MultiScaleSpectralLoss()
+    with torch.no_grad():
+        return [float(measure(torch.from_numpy(outputs[i])[None],
+                              batch["audio"][i, : len(outputs[i])].cpu()[None]))
+                for i in indices]
+
+
+def timed_run(settings: dict, batch: dict, args, device, parity_rows, desc: str):
+    """Train warm-up + timed epochs with ddsp.training_step, each epoch between two
+    ddsp.synchronize calls. Losses are read after the last epoch (no .item() in the timing);
+    the parity distances are measured after each of the last LOSS_TAIL epochs, untimed."""
+    model, optimizer, loss, scaler, batch = build(settings, batch, args, device)
+    n_epochs = args.warmup + args.epochs
+    tail = min(LOSS_TAIL, n_epochs)
+    seconds, losses, distances = [], [], []
+    for epoch in tqdm(range(n_epochs), desc=desc, leave=False, disable=None):  # bar on a TTY
+        if device.type == "cuda":  # as ddsp.train does: CUDA graphs need the step marker
+            torch.compiler.cudagraph_mark_step_begin()
+        ddsp.synchronize(device)
+        start = time.perf_counter()
+        losses.append(ddsp.training_step(model, optimizer, batch, loss, scaler,
+                                         settings["amp_dtype"]))
+        ddsp.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+        if epoch >= n_epochs - tail:
+            distances += file_distances(model, batch, parity_rows, device)
+    values = torch.stack([torch.stack(pair) for pair in losses]).float().cpu().numpy()
+    run = {"epoch_seconds": seconds, "loss": values[:, 0].tolist(),
+           "spectral_loss": values[:, 1].tolist(),
+           "final_spectral_loss": float(values[-tail:, 1].mean()),
+           "parity_distance": float(np.mean(distances)),
+           "grad_scale_end": scaler.get_scale() if scaler is not None else None}
+    return run, model
+
+
+def measure_variant(name: str, settings: dict, data: dict, args, device) -> tuple[dict, object]:
+    """All runs of one variant (one per original file, or one batched run) -> table row."""
+    if settings["batched"]:
+        files_per_run = len(data["batch"]["file_paths"])
+        jobs = [(data["batch"], list(range(len(data["single"]))), "all files")]
+    else:
+        files_per_run = 1
+        jobs = [(single, [0], Path(single["file_paths"][0]).stem) for single in data["single"]]
+    runs, model = [], None
+    with matmul_precision("high" if settings["tf32"] else None):
+        for batch, parity_rows, label in jobs:
+            run, model = timed_run(settings, batch, args, device, parity_rows,
+                                   f"{name} ({label})")
+            runs.append(run)
+    warm = args.warmup
+    per_epoch = statistics.median(statistics.median(r["epoch_seconds"][warm:]) for r in runs)
+    row = {
+        "variant": name, "status": "measured", "what": settings["what"],
+        "files_per_run": files_per_run, "runs": len(runs),
+        "run_files": [b["file_paths"] for b, _, _ in jobs],
+        "s_per_epoch": per_epoch,
+        "s_per_file_per_epoch": per_epoch / files_per_run,
+        "s_per_file_1000_epochs": 1000 * per_epoch / files_per_run,
+        "warmup_s": statistics.median(sum(r["epoch_seconds"][:warm]) for r in runs),
+        "first_epoch_s": statistics.median(r["epoch_seconds"][0] for r in runs),
+        "final_spectral_loss": float(np.mean([r["final_spectral_loss"] for r in runs])),
+        "parity_distance": float(np.mean([r["parity_distance"] for r in runs])),
+        "settings": {k: str(v) for k, v in settings.items()},
+        "runs_detail": runs,
+    }
+    row["warmup_overhead_s"] = row["warmup_s"] - warm * per_epoch  # compile, graph capture
+    return row, model
+
+
+def add_comparisons(rows: list, n_files: int) -> None:
+    """Speedup per file and loss parity against the `original` row, the seed's claim."""
+    original = next((r for r in rows if r["variant"] == "original"
+                     and r["status"] == "measured"), None)
+    for row in rows:
+        row["claim"] = CLAIMS[row["variant"]].format(n=n_files)
+        if row["status"] != "measured" or original is None:
+            continue
+        row["speedup_per_file"] = original["s_per_file_per_epoch"] / row["s_per_file_per_epoch"]
+        change = row["parity_distance"] / original["parity_distance"] - 1
+        row["parity_change"] = change
+        row["parity_ok"] = bool(abs(change) <= PARITY_TOLERANCE)
+
+
+# ----------------------------------------------------------------------------- features
+def installed(module: str) -> bool:
+    """Importable, without importing it."""
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None
+        return False
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def copy_cache_entries(paths, source_dir, cache_dir) -> None:
+    """Put the features just extracted into the temp cache into --features-cache as well."""
+    for path in paths:
+        source = ddsp.feature_cache_path(path, source_dir)
+        target = ddsp.feature_cache_path(path, cache_dir)
+        if source.is_file() and not target.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def load_features(paths, args) -> tuple[dict, dict]:
+    """Time feature extraction every way the notebooks can do it, then load the training
+    features from --features-cache -> (CPU batch, timings)."""
+    workers = min(os.cpu_count() or 1, len(paths))
+    cache_dir = Path(args.features_cache)
+    hits = sum(ddsp.feature_cache_path(p, cache_dir).is_file() for p in paths)
+    have_librosa = installed("librosa") and installed("soundfile")
+    timings = {"n_files": len(paths), "n_workers": workers, "methods": {}}
+    load = ddsp.load_multiple_files
+    if not have_librosa and hits < len(paths):
+        sys.exit(f"librosa/soundfile are not installed and {len(paths) - hits} of {len(paths)} "
+                 f"files are not in {cache_dir}: fill the cache where librosa is installed "
+                 "(run this script there) and carry the folder here.")
+    if args.skip_extraction or not have_librosa:
+        timings["skipped"] = "--skip-extraction" if have_librosa else "librosa not installed"
+    else:
+        print(f"features: timing extraction of {len(paths)} files ...", flush=True)
+        load(paths[:1], progress=False, n_workers=1)  # untimed: librosa import, numba JIT
+        methods = timings["methods"]
+        _, methods["sequential (n_workers=1, no cache)"] = timed(
+            load, paths, progress=False, n_workers=1)
+        _, methods[f"parallel (n_workers={workers}, no cache)"] = timed(
+            load, paths, progress=False, n_workers=workers)
+        with tempfile.TemporaryDirectory(prefix="ddsp_feature_cache_") as cold:
+            _, methods[f"cold cache (fresh dir, n_workers={workers}: extract + write)"] = timed(
+                load, paths, progress=False, cache_dir=cold, n_workers=workers)
+            _, methods["warm cache (n_workers=1: read)"] = timed(
+                load, paths, progress=False, cache_dir=cold, n_workers=1)
+            _, methods[f"warm cache (n_workers={workers}: read)"] = timed(
+                load, paths, progress=False, cache_dir=cold, n_workers=workers)
+            copy_cache_entries(paths, cold, cache_dir)
+    batch, seconds = timed(load, paths, progress=False, cache_dir=cache_dir,
+                           n_workers=1 if hits == len(paths) else workers)
+    timings["training_features"] = {"cache_dir": str(cache_dir), "hits_before": hits,
+                                    "seconds": seconds}
+    timings["librosa_or_soundfile_imported"] = any(
+        sys.modules.get(name) is not None for name in ("librosa", "soundfile"))
+    print(f"features: {len(batch['file_paths'])} files from {cache_dir} in {seconds:.2f} s "
+          f"({hits}/{len(paths)} were cached before this run)", flush=True)
+    return batch, timings
+
+
+# ----------------------------------------------------------------------------- growth, end to end
+def time_growth(model, batch: dict, device) -> list[float]:
+    """Seconds per file of ddsp.grow_timbre(model, *ddsp.mean_note(batch, i))."""
+    seconds = []
+    for i in range(len(batch["file_paths"])):
+        ddsp.synchronize(device)
+        start = time.perf_counter()
+        ddsp.grow_timbre(model, *ddsp.mean_note(batch, i))
+        ddsp.synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def end_to_end(rows: list, features: dict, growth_s: float, epochs: int) -> list[dict]:
+    """Seconds per file: features + training for `epochs` epochs + growth rendering."""
+    by_name = {r["variant"]: r for r in rows if r["status"] == "measured"}
+    n = features["n_files"]
+    per_file = {k: v / n for k, v in features["methods"].items()}
+    sequential = next((v for k, v in per_file.items() if k.startswith("sequential")), None)
+    cold = next((v for k, v in per_file.items() if k.startswith("cold")), None)
+    warm = features["training_features"]["seconds"] / n if not features["methods"] else next(
+        v for k, v in per_file.items() if k.startswith("warm cache (n_workers=1"))
+    paths = []
+    if "original" in by_name:
+        paths.append(("original: sequential features, 1 file per run", sequential,
+                      by_name["original"]))
+    if "optimized" in by_name:
+        paths += [("optimized: parallel features into a cold cache", cold, by_name["optimized"]),
+                  ("optimized: features from a warm cache", warm, by_name["optimized"])]
+    table = []
+    for label, feature_s, row in paths:
+        train_s = (epochs * row["s_per_file_per_epoch"]
+                   + max(row["warmup_overhead_s"], 0.0) / row["files_per_run"])
+        total = None if feature_s is None else feature_s + train_s + growth_s
+        table.append({"path": label, "features_s": feature_s, "training_s": train_s,
+                      "growth_s": growth_s, "total_s": total})
+    if table and table[0]["path"].startswith("original") and table[0]["total_s"]:
+        for entry in table:
+            entry["speedup"] = (table[0]["total_s"] / entry["total_s"]
+                                if entry["total_s"] else None)
+    return table
+
+
+# ----------------------------------------------------------------------------- report
+def cell(value, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "**NO**"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def markdown_table(headers, rows) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict) -> str:
+    meta, cfg, rows = report["meta"], report["config"], report["variants"]
+    original = next((r for r in rows if r["variant"] == "original" and r["status"] == "measured"),
+                    None)
+    out = [f"# DDSP training benchmark ({meta['device_type']})", "",
+           f"- machine: {meta['platform']}; {meta['cpu']}, {meta['cpu_count']} CPUs "
+           f"(torch threads {meta['torch_threads']}, load average at start "
+           f"{meta['load_average_at_start'][0]})",
+           f"- device: {meta['device']}; torch {meta['torch']}; python {meta['python']}"
+           + ("" if meta["device_type"] == "cuda" else
+              f"; CPU bfloat16 in hardware: {'yes' if meta['cpu_fast_bfloat16'] else 'no'}"),
+           f"- date: {meta['date']}",
+           f"- command: `{meta['command']}`",
+           f"- {cfg['files']} files, hidden size {cfg['hidden_size']}, seed {cfg['seed']}; each "
+           f"variant trains {cfg['warmup']} warm-up + {cfg['epochs']} timed epochs; s/epoch is "
+           "the median of the timed epochs, each between two device synchronizations", ""]
+    headers = ["variant", "what", "files/batch", "s/epoch", "s/file/epoch",
+               "s/file per 1000 epochs", "speedup/file", "seed's claim", "warm-up s (1st epoch)",
+               "final spectral loss", "distance on original files", "vs original",
+               f"parity (<= {PARITY_TOLERANCE:.0%})"]
+    table = []
+    for r in rows:
+        if r["status"] != "measured":
+            table.append([r["variant"], r["status"]] + ["-"] * 5 + [r["claim"]] + ["-"] * 5)
+            continue
+        change = r.get("parity_change")
+        table.append([
+            r["variant"], r["what"],
+            r["files_per_run"], r["s_per_epoch"], r["s_per_file_per_epoch"],
+            r["s_per_file_1000_epochs"],
+            None if r.get("speedup_per_file") is None else f"{r['speedup_per_file']:.2f}x",
+            r["claim"], f"{r['warmup_s']:.3g} ({r['first_epoch_s']:.3g})",
+            r["final_spectral_loss"], r["parity_distance"],
+            None if change is None else f"{change:+.1%}", r.get("parity_ok")])
+    out += [markdown_table(headers, table), ""]
+    singles = [r for r in rows if r["status"] == "measured" and r["variant"] not in
+               ("original", "optimized") and r.get("speedup_per_file")]
+    together = next((r for r in rows if r["variant"] == "optimized" and r.get("speedup_per_file")),
+                    None)
+    if singles:
+        product = float(np.prod([r["speedup_per_file"] for r in singles]))
+        names = " x ".join(r["variant"] for r in singles)
+        out.append(f"Product of the single speedups ({names}): {product:.2f}x"
+                   + (f"; measured together (optimized): {together['speedup_per_file']:.2f}x."
+                      if together else "."))
+    if original:
+        names = ", ".join(Path(f[0]).stem for f in original["run_files"])
+        out.append(f"`original` and the other one-file rows: one run per file on {original['runs']}"
+                   f" of the {cfg['files']} files ({names}); s/epoch is the median over those "
+                   "runs. Batched rows train all files in one batch.")
+    tail = min(cfg["loss_tail"], cfg["warmup"] + cfg["epochs"])
+    out += [f"Final spectral loss: training's spectral loss, mean of the last {tail} "
+            "epochs (one-file rows: mean over their runs; batched rows: over the whole batch). "
+            "Distance on original files: the notebooks' spectral distance (ddsp.resynthesize + "
+            f"MultiScaleSpectralLoss) on the original row's files, mean over the last "
+            f"{tail} epochs; parity compares it with the original's. Warm-up s: the "
+            f"first {cfg['warmup']} epochs (compilation and CUDA-graph capture included), apart "
+            "from the steady state.", ""]
+    features = report["features"]
+    out.append("## Features (per file; after one untimed extraction for imports and JIT)")
+    if features.get("skipped"):
+        out.append(f"Extraction not timed: {features['skipped']}.")
+    else:
+        out.append(markdown_table(["method", "s total", "s/file"],
+                                  [[k, v, v / features["n_files"]]
+                                   for k, v in features["methods"].items()]))
+    tf = features["training_features"]
+    out += ["", f"Training features read from `{tf['cache_dir']}` in {tf['seconds']:.3g} s "
+            f"({tf['hits_before']}/{features['n_files']} cached before this run).", ""]
+    growth = report["growth"]
+    out += [f"## Growth rendering: {growth['median_s']:.3g} s per file "
+            f"(ddsp.grow_timbre, median of {len(growth['seconds'])}, {growth['model']})", ""]
+    if report["end_to_end"]:
+        out += [f"## End to end per file ({cfg['e2e_epochs']} training epochs)",
+                markdown_table(["path", "features s", "training s", "growth s", "total s",
+                                "speedup"],
+                               [[e["path"], e["features_s"], e["training_s"], e["growth_s"],
+                                 e["total_s"], None if e.get("speedup") is None
+                                 else f"{e['speedup']:.2f}x"] for e in report["end_to_end"]]),
+                "", "Training = steady s/file/epoch x epochs + the warm-up overhead (compilation) "
+                "shared by the files of one run."]
+    return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def parse_args(argv=None):
+    class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+        pass
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter)
+    parser.add_argument("--epochs", type=int, default=30, help="timed epochs per variant")
+    parser.add_argument("--warmup", type=int, default=5,
+                        help="first epochs, timed apart from the steady-state median")
+    parser.add_argument("--files", type=int, default=12, help="bundled tones to use")
+    parser.add_argument("--original-files", type=int, default=2,
+                        help="files the one-file-per-run rows run on (median over them)")
+    parser.add_argument("--hidden-size", type=int, default=ddsp.HIDDEN_SIZE, help="model width")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma list of: " + ", ".join(VARIANTS) + " ('+' optional)")
+    parser.add_argument("--features-cache", default=str(ROOT / "outputs" / "feature_cache"),
+                        help="feature cache the training batch is read from (and filled)")
+    parser.add_argument("--out", default=str(ROOT / "outputs" / "benchmarks"),
+                        help="folder for benchmark_<device>.json and .md")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device")
+    parser.add_argument("--seed", type=int, default=SEED, help="torch.manual_seed per model")
+    parser.add_argument("--e2e-epochs", type=int, default=E2E_EPOCHS,
+                        help="epochs the end-to-end estimate scales training to")
+    parser.add_argument("--cpu-amp-bf16", action="store_true",
+                        help="on CPU, measure +amp as bfloat16 autocast without GradScaler")
+    parser.add_argument("--compile-on-cpu", action="store_true",
+                        help="on CPU, measure +compile with model.compile() default mode")
+    parser.add_argument("--skip-extraction", action="store_true",
+                        help="do not time feature extraction (training features still load)")
+    parser.add_argument("--tiny", action="store_true", help="CI preset: " + ", ".join(
+        f"{k.replace('_', '-')} {v}" for k, v in TINY.items()) + " (explicit flags win)")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        parser.set_defaults(**TINY)
+        args = parser.parse_args(argv)
+    names = {v.lstrip("+"): v for v in VARIANTS}
+    chosen = [n.strip().lstrip("+") for n in args.variants.split(",") if n.strip()]
+    unknown = [n for n in chosen if n not in names]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    args.variants = [v for v in VARIANTS if v.lstrip("+") in chosen]
+    if min(args.epochs, args.files, args.original_files) < 1 or args.warmup < 0:
+        parser.error("--epochs, --files and --original-files must be >= 1, --warmup >= 0")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    device = torch.device(args.device)
+    report_device = ddsp.device_report(device)
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform(),
+            "cpu": cpu_name(), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "cpu_fast_bfloat16": ddsp.cpu_has_fast_bfloat16(),
+            "command": "python " + shlex.join(sys.argv if argv is None else [sys.argv[0], *argv]),
+            **report_device}
+    print(f"{meta['device']} ({device}), torch {meta['torch']}, {meta['cpu_count']} CPUs",
+          flush=True)
+    paths = sorted(TONES_DIR.glob("*.wav"))[: args.files]
+    cpu_batch, features = load_features(paths, args)
+    batch = ddsp.batch_to_device(cpu_batch, device)
+    k = min(args.original_files, len(batch["file_paths"]))
+    single = [ddsp.batch_to_device(ddsp.collate([ddsp.extract_features(p, args.features_cache)]),
+                                   device) for p in batch["file_paths"][:k]]
+    data = {"batch": batch, "single": single}
+
+    # one untimed step first: the first variant should not pay for library start-up
+    warm_model, warm_optimizer, warm_loss, _, warm_batch = build(
+        variant_settings("original", device, args), single[0], args, device)
+    if device.type == "cuda":
+        torch.compiler.cudagraph_mark_step_begin()  # its first call imports torch._inductor
+    ddsp.training_step(warm_model, warm_optimizer, warm_batch, warm_loss)
+    del warm_model, warm_optimizer
+
+    rows, growth_model = [], None
+    for number, name in enumerate(args.variants, 1):
+        settings = variant_settings(name, device, args)
+        if isinstance(settings, str):
+            print(f"[{number}/{len(args.variants)}] {name}: {settings}", flush=True)
+            rows.append({"variant": name, "status": settings, "what": WHAT[name]})
+            continue
+        print(f"[{number}/{len(args.variants)}] {name}: {settings['what']} ...", flush=True)
+        try:
+            row, model = measure_variant(name, settings, data, args, device)
+        except Exception as err:  # one failing variant (e.g. no compiler) must not stop the rest
+            traceback.print_exc()
+            rows.append({"variant": name, "status": f"failed: {type(err).__name__}: "
+                                                    f"{str(err).splitlines()[0][:120]}",
+                         "what": WHAT[name]})
+            continue
+        if name == "optimized" or (growth_model is None and settings["batched"]):
+            growth_model = model
+        rows.append(row)
+        print(f"[{number}/{len(args.variants)}] {name}: {row['s_per_epoch']:.4f} s/epoch "
+              f"({row['files_per_run']} file(s)/batch, {row['runs']} run(s)), "
+              f"{row['s_per_file_per_epoch']:.4f} s/file/epoch, warm-up {row['warmup_s']:.2f} s, "
+              f"final spectral loss {row['final_spectral_loss']:.4f}", flush=True)
+    add_comparisons(rows, len(batch["file_paths"]))
+
+    model_label = "the optimized row's model" if growth_model is not None else "an untrained model"
+    if growth_model is None:  # rendering time does not depend on training
+        torch.manual_seed(args.seed)
+        growth_model = ddsp.DDSPModel(hidden_size=args.hidden_size).to(device)
+    growth_seconds = time_growth(growth_model, batch, device)
+    growth = {"seconds": growth_seconds, "median_s": statistics.median(growth_seconds),
+              "model": model_label}
+
+    report = {"meta": meta, "config": {**{k: v for k, v in vars(args).items()},
+                                       "loss_tail": LOSS_TAIL, "files_used": batch["file_paths"]},
+              "variants": rows, "features": features, "growth": growth,
+              "end_to_end": end_to_end(rows, features, growth["median_s"], args.e2e_epochs)}
+    report["total_seconds"] = time.perf_counter() - started
+    markdown = render_markdown(report) + f"\nBenchmark ran in {report['total_seconds']:.1f} s.\n"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"benchmark_{device.type}"
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str))
+    (out / f"{stem}.md").write_text(markdown)
+    print("\n" + markdown)
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.md')}")
+    return report
+
+
+if __name__ == "__main__":  # load_multiple_files starts worker processes
+    main()
