@@ -55,6 +55,16 @@ SNAPSHOT_EVERY = 25  # epochs between in-memory copies of good weights (restored
 CROSSFADE_SECONDS = 0.08  # between growth stages
 EDGE_FADE_SECONDS = 0.01  # at the very start and end of a render
 
+FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # control frames per second (86.13)
+MELODY_LOUDNESS_DB = -20.0  # a note list's level unless told (see training_ranges)
+ATTACK_SECONDS = 0.03  # floor -> note level, linear in dB
+RELEASE_SECONDS = 0.1  # note level -> floor, linear in dB
+PORTAMENTO_SECONDS = 0.03  # legato glide between tied notes, linear in log frequency
+VIBRATO_DELAY_SECONDS = 0.25  # after each note's onset, vibrato starts ...
+VIBRATO_FADE_SECONDS = 0.15  # ... and reaches full depth this much later
+PERCUSSION_CHANNEL = 9  # General MIDI drums (channel 10, 0-based 9): skipped unless asked for
+MELODY_MAX_SECONDS = 120.0  # render_melody refuses longer (the synthesizer holds [N, H] waves)
+
 
 # ----------------------------------------------------------------------------- audio
 class AudioInputError(ValueError):
@@ -1471,15 +1481,6 @@ def show_comparison(runs_dir) -> dict | None:
 # f0 and loudness moved into the training range. The timbre is an MFCC vector [N_MFCC]: one
 # file's (timbre_mfcc(batch, i)) or the mean over all files ("the whole model").
 
-FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # control frames per second (86.13)
-MELODY_LOUDNESS_DB = -20.0  # a note list's level unless told (see training_ranges)
-ATTACK_SECONDS = 0.03  # floor -> note level, linear in dB
-RELEASE_SECONDS = 0.1  # note level -> floor, linear in dB
-PORTAMENTO_SECONDS = 0.03  # legato glide between tied notes, linear in log frequency
-VIBRATO_DELAY_SECONDS = 0.25  # after each note's onset, vibrato starts ...
-VIBRATO_FADE_SECONDS = 0.15  # ... and reaches full depth this much later
-PERCUSSION_CHANNEL = 9  # General MIDI drums (channel 10, 0-based 9): skipped unless asked for
-MELODY_MAX_SECONDS = 120.0  # render_melody refuses longer (the synthesizer holds [N, H] waves)
 NOTE_OFFSETS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _ACCIDENTALS = {"": 0, "#": 1, "\u266f": 1, "b": -1, "\u266d": -1}
 _NOTE_NAME = re.compile(r"^([A-Ga-g])([#b\u266f\u266d]?)(-?\d+)$")
