@@ -1,6 +1,8 @@
 """DDSP Grown Timbres: everything both notebooks share, in the order the data flows.
 
-    audio -> features -> synthesizer -> model -> loss -> training -> batching -> growth -> checkpoints
+    audio -> features -> synthesizer -> model -> loss -> batching -> training -> growth ->
+    files and checkpoints -> notebook support, evaluation, run records, comparison ->
+    timbre transfer (melodies from notes, MIDI or another recording) and stages as data
 
 Shapes use B (files in a batch), T (frames, one per HOP_LENGTH samples), N = T * HOP_LENGTH
 (audio samples), H (harmonics) and M (noise bands). f0 is in Hz, loudness in A-weighted dB.
@@ -584,6 +586,24 @@ def collate(features: list, errors: dict | None = None) -> dict:
     }
 
 
+_FEATURE_KERNELS_COMPILED = False
+
+
+def compile_feature_kernels() -> None:
+    """Run the feature pipeline once, in this process, on a short sine: librosa's numba kernels
+    are then compiled, and written to numba's on-disk cache, by one process before workers
+    fork (and inherit them). Two workers compiling at once can corrupt that cache: every later
+    pYIN call then segfaults (seen on a fresh install)."""
+    global _FEATURE_KERNELS_COMPILED
+    if not _FEATURE_KERNELS_COMPILED:
+        seconds = np.arange(4 * MIN_AUDIO_SAMPLES) / SAMPLE_RATE
+        sine = (0.5 * np.sin(2 * np.pi * 220.0 * seconds)).astype(np.float32)
+        estimate_f0(sine)
+        compute_loudness(sine)
+        compute_mfcc(sine)
+        _FEATURE_KERNELS_COMPILED = True
+
+
 def _features_or_error(path, cache_dir):
     """extract_features for a worker process: returns features or the AudioInputError."""
     try:
@@ -599,16 +619,20 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
     A file that fails is skipped with a warning and listed in `errors` {path: reason}.
     Raises AudioInputError only when no file is usable. `cache_dir`: see extract_features.
     `n_workers` > 1 extracts in that many processes (default: one per core, at most one per
-    file); 1 extracts here, in order."""
+    file not yet cached); 1 extracts here, in order."""
     from tqdm.auto import tqdm
 
     file_paths = [str(p) for p in file_paths]
-    n_workers = min(n_workers or os.cpu_count() or 1, max(len(file_paths), 1))
+    uncached = [p for p in file_paths if not (
+        cache_dir and Path(p).is_file() and feature_cache_path(p, cache_dir).is_file())]
+    # one process per core, at most one per file to extract: cache hits need no pool
+    n_workers = min(n_workers or os.cpu_count() or 1, max(len(uncached), 1))
     bar = tqdm(total=len(file_paths), desc="features", disable=not progress)
     if n_workers > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        compile_feature_kernels()
         # fork where there is one: spawn would re-run a calling script that lacks a __main__
         # guard. The workers use numpy, soundfile and librosa only, never torch's OpenMP pool.
         methods = multiprocessing.get_all_start_methods()

@@ -84,6 +84,7 @@ def bundled_features(tone_paths) -> list[dict]:
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        dh.compile_feature_kernels()  # before the fork: concurrent numba compiles corrupt its cache
         with ProcessPoolExecutor(2, mp_context=context) as pool:
             return list(pool.map(dh.extract_features, tone_paths))
 
