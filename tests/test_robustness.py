@@ -217,3 +217,26 @@ def test_feature_cache_misses_when_a_setting_changes(tmp_path, tone_paths, monke
     before = dh.feature_cache_path(tone_paths[0], tmp_path)
     monkeypatch.setitem(dh.FEATURE_SETTINGS, "n_mfcc", 13)
     assert dh.feature_cache_path(tone_paths[0], tmp_path) != before
+
+
+def test_ten_minute_file_is_capped_with_bounded_memory(tmp_path):
+    """Only the first MAX_AUDIO_SECONDS are read: a full read of 10 minutes would allocate
+    53 MB of float32 samples."""
+    import tracemalloc
+
+    import soundfile as sf
+
+    path = tmp_path / "ten_minutes.wav"
+    t = np.arange(600 * dh.SAMPLE_RATE) / dh.SAMPLE_RATE
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), dh.SAMPLE_RATE,
+             subtype="PCM_16")
+    del t
+    tracemalloc.start()
+    try:
+        with pytest.warns(UserWarning, match="600.0 s long; only the first 30 s are used"):
+            audio = dh.load_audio(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(audio) == dh.MAX_AUDIO_SECONDS * dh.SAMPLE_RATE
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB"
