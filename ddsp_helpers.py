@@ -907,6 +907,17 @@ def validate_stages(stages) -> list:
     return list(stages)
 
 
+def finish_render(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A render ready to play: EDGE_FADE_SECONDS fades at both ends (no click where it starts
+    or stops), scaled down if it would clip: float32 [N]."""
+    audio = np.asarray(audio, dtype=np.float64).copy()
+    fade = min(int(EDGE_FADE_SECONDS * sample_rate), len(audio) // 2)
+    ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
+    audio[:fade] *= ramp
+    audio[len(audio) - fade:] *= ramp[::-1]
+    return fit_to_full_scale(audio.astype(np.float32))
+
+
 @torch.no_grad()
 def render_stages(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages,
                   seed: int = 0) -> np.ndarray:
@@ -937,15 +948,7 @@ def render_stages(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages
                                   generator))
     finally:
         core.train(was_training)
-    audio = audio[0, :n_samples].cpu().numpy().astype(np.float64)
-    fade = min(int(EDGE_FADE_SECONDS * sample_rate), n_samples // 2)
-    ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
-    audio[:fade] *= ramp
-    audio[n_samples - fade:] *= ramp[::-1]
-    peak = np.max(np.abs(audio))
-    if peak > 0.99:
-        audio *= 0.99 / peak
-    return audio.astype(np.float32)
+    return finish_render(audio[0, :n_samples].cpu().numpy(), sample_rate)
 
 
 def synthesize_stage(model, f0_mean, loudness_mean, mfcc_mean, stage: dict,
@@ -956,7 +959,7 @@ def synthesize_stage(model, f0_mean, loudness_mean, mfcc_mean, stage: dict,
 
 def grow_timbre(model, f0_mean, loudness_mean, mfcc_mean, stages=GROWTH_STAGES,
                 seed: int = 0) -> np.ndarray:
-    """All stages in order, crossfaded: float32 audio [sum of durations * SR], peak <= 0.99."""
+    """All stages in order, crossfaded: float32 audio [sum of durations * SR], peak <= 1 (scaled to 0.99 if it would clip)."""
     return render_stages(model, f0_mean, loudness_mean, mfcc_mean, stages, seed)
 
 
@@ -1946,7 +1949,7 @@ def timbre_mfcc(batch: dict, index: int | None = None) -> np.ndarray:
 def render_melody(model, f0, loudness, mfcc, seed: int = 0,
                   max_seconds: float = MELODY_MAX_SECONDS) -> np.ndarray:
     """Audio of a melody: f0 [T] Hz, loudness [T] dB, mfcc [N_MFCC] (held) or [T, N_MFCC] ->
-    float32 [T * hop_length], peak <= 0.99, 10 ms fades at both ends.
+    float32 [T * hop_length], peak <= 1 (scaled to 0.99 if it would clip), 10 ms fades at both ends.
 
     Runs model.get_controls + model.synthesize in eval mode (training mode restored), with the
     noise seeded by `seed` without touching the global RNG. Melodies longer than `max_seconds`
@@ -1989,15 +1992,7 @@ def render_melody(model, f0, loudness, mfcc, seed: int = 0,
             audio = core.synthesize(f0_t, controls)
     finally:
         core.train(was_training)
-    audio = audio[0].float().cpu().numpy().astype(np.float64)
-    fade = min(int(EDGE_FADE_SECONDS * core.sample_rate), len(audio) // 2)
-    ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
-    audio[:fade] *= ramp
-    audio[len(audio) - fade:] *= ramp[::-1]
-    peak = np.max(np.abs(audio))
-    if peak > 0.99:
-        audio *= 0.99 / peak
-    return audio.astype(np.float32)
+    return finish_render(audio[0].float().cpu().numpy(), core.sample_rate)
 
 
 def render_notes(model, notes, mfcc, seed: int = 0, **shape) -> np.ndarray:
