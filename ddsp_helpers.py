@@ -959,7 +959,8 @@ def synthesize_stage(model, f0_mean, loudness_mean, mfcc_mean, stage: dict,
 
 def grow_timbre(model, f0_mean, loudness_mean, mfcc_mean, stages=GROWTH_STAGES,
                 seed: int = 0) -> np.ndarray:
-    """All stages in order, crossfaded: float32 audio [sum of durations * SR], peak <= 1 (scaled to 0.99 if it would clip)."""
+    """All stages in order, crossfaded: float32 audio [sum of durations * SR], peak <= 1
+    (scaled to 0.99 if it would clip)."""
     return render_stages(model, f0_mean, loudness_mean, mfcc_mean, stages, seed)
 
 
@@ -1949,7 +1950,8 @@ def timbre_mfcc(batch: dict, index: int | None = None) -> np.ndarray:
 def render_melody(model, f0, loudness, mfcc, seed: int = 0,
                   max_seconds: float = MELODY_MAX_SECONDS) -> np.ndarray:
     """Audio of a melody: f0 [T] Hz, loudness [T] dB, mfcc [N_MFCC] (held) or [T, N_MFCC] ->
-    float32 [T * hop_length], peak <= 1 (scaled to 0.99 if it would clip), 10 ms fades at both ends.
+    float32 [T * hop_length], peak <= 1 (scaled to 0.99 if it would clip), 10 ms fades at both
+    ends.
 
     Runs model.get_controls + model.synthesize in eval mode (training mode restored), with the
     noise seeded by `seed` without touching the global RNG. Melodies longer than `max_seconds`
