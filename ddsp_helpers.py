@@ -16,6 +16,7 @@ import re
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -412,10 +413,12 @@ class DDSPModel(nn.Module):
             "noise_magnitudes": exp_sigmoid(noise + NOISE_INITIAL_BIAS),
         }
 
-    def synthesize(self, f0, controls: dict, harmonic_gain=None, noise_gain=None, waves=None):
+    def synthesize(self, f0, controls: dict, harmonic_gain=None, noise_gain=None, waves=None,
+                   generator: torch.Generator | None = None):
         """Audio [B, T * hop] from controls, in float32 whatever autocast says. Optional gains
         at frame rate mute or fade parts of the sound: harmonic_gain [B or 1, T, H],
-        noise_gain [B or 1, T, 1] (used by the growth stages). `waves`: see harmonic_synth."""
+        noise_gain [B or 1, T, 1] (used by the growth stages). `waves`: see harmonic_synth;
+        `generator`: the noise's random source (default: torch's global one)."""
         with torch.autocast(f0.device.type, enabled=False):
             harmonic = controls["amplitude"] * controls["harmonic_distribution"]
             noise = controls["noise_magnitudes"]
@@ -424,7 +427,7 @@ class DDSPModel(nn.Module):
             if noise_gain is not None:
                 noise = noise * noise_gain
             return (harmonic_synth(f0, harmonic, self.sample_rate, self.hop_length, waves)
-                    + filtered_noise(noise, self.hop_length))
+                    + filtered_noise(noise, self.hop_length, generator))
 
     def forward(self, f0, loudness, mfcc, waves=None):
         """-> (audio [B, T * hop], harmonic controls {amplitude, harmonic_distribution},
@@ -438,6 +441,30 @@ class DDSPModel(nn.Module):
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The module itself, also when `torch.compile(model)` wrapped it."""
     return getattr(model, "_orig_mod", model)
+
+
+@contextmanager
+def evaluating(model):
+    """Yield the plain module in eval mode without autograd; its mode is restored after.
+    Rendering calls get_controls and synthesize eagerly: a compiled forward would recompile."""
+    core = unwrap_model(model)
+    was_training = core.training
+    core.eval()
+    try:
+        with torch.no_grad():
+            yield core
+    finally:
+        core.train(was_training)
+
+
+def steady_note(core, f0_mean: float, loudness_mean: float, mfcc_mean, n_frames: int):
+    """One note held for n_frames, on the model's device: f0 [1, T, 1] Hz, loudness [1, T, 1] dB,
+    mfcc [1, T, N_MFCC] from scalars and an mfcc vector [N_MFCC]."""
+    device = next(core.parameters()).device
+    mfcc = torch.as_tensor(np.asarray(mfcc_mean, dtype=np.float32), device=device)
+    return (torch.full((1, n_frames, 1), float(f0_mean), device=device),
+            torch.full((1, n_frames, 1), float(loudness_mean), device=device),
+            mfcc.reshape(1, 1, -1).expand(1, n_frames, -1))
 
 
 # ----------------------------------------------------------------------------- loss
@@ -877,12 +904,16 @@ def stage_weights(stages, n_frames: int, frame_seconds: float,
     return np.stack([entered[i] - entered[i + 1] for i in range(len(stages))])
 
 
+def harmonic_mask(stage: dict, n_harmonics: int) -> np.ndarray:
+    """[H] bool: the harmonics that sound in `stage` (n_harmonics None = all)."""
+    count = n_harmonics if stage["n_harmonics"] is None else stage["n_harmonics"]
+    return np.arange(n_harmonics) < count
+
+
 def stage_gains(stages, n_frames: int, n_harmonics: int, frame_seconds: float):
     """Frame-rate gains for the synthesizer: harmonic [1, T, H] and noise [1, T, 1]."""
     weights = stage_weights(stages, n_frames, frame_seconds)
-    harmonic_masks = np.stack([np.arange(n_harmonics) < (n_harmonics if s["n_harmonics"] is None
-                                                          else s["n_harmonics"])
-                               for s in stages]).astype(np.float64)
+    harmonic_masks = np.stack([harmonic_mask(s, n_harmonics) for s in stages]).astype(np.float64)
     noise_on = np.array([float(s["noise"]) for s in stages])
     harmonic = torch.from_numpy((weights.T @ harmonic_masks).astype(np.float32))
     noise = torch.from_numpy((weights.T @ noise_on).astype(np.float32))
@@ -918,7 +949,6 @@ def finish_render(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarr
     return fit_to_full_scale(audio.astype(np.float32))
 
 
-@torch.no_grad()
 def render_stages(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages,
                   seed: int = 0) -> np.ndarray:
     """Render `stages` back to back from one steady note: float32 [sum of durations * SR].
@@ -927,27 +957,17 @@ def render_stages(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages
     controls and phase run continuously and only the stage gains change, crossfading at
     boundaries, so nothing clicks. Short fades at both ends; scaled down if it would clip."""
     stages = validate_stages(stages)
-    core = unwrap_model(model)
-    device = next(core.parameters()).device
-    sample_rate, hop = core.sample_rate, core.hop_length
-    n_samples = int(round(sum(s["duration"] for s in stages) * sample_rate))
-    n_frames = -(-n_samples // hop)
-    mfcc_mean = torch.as_tensor(np.asarray(mfcc_mean, dtype=np.float32), device=device)
-    f0 = torch.full((1, n_frames, 1), float(f0_mean), device=device)
-    loudness = torch.full((1, n_frames, 1), float(loudness_mean), device=device)
-    mfcc = mfcc_mean.reshape(1, 1, -1).expand(1, n_frames, -1)
-    harmonic_gain, noise_gain = stage_gains(stages, n_frames, core.n_harmonics, hop / sample_rate)
-    was_training = core.training
-    core.eval()
-    generator = torch.Generator(device=device).manual_seed(seed)
-    try:
-        controls = core.get_controls(f0, loudness, mfcc)
-        harmonic = controls["amplitude"] * controls["harmonic_distribution"] * harmonic_gain.to(device)
-        audio = (harmonic_synth(f0, harmonic, sample_rate, hop)
-                 + filtered_noise(controls["noise_magnitudes"] * noise_gain.to(device), hop,
-                                  generator))
-    finally:
-        core.train(was_training)
+    with evaluating(model) as core:
+        sample_rate, hop = core.sample_rate, core.hop_length
+        n_samples = int(round(sum(s["duration"] for s in stages) * sample_rate))
+        n_frames = -(-n_samples // hop)
+        f0, loudness, mfcc = steady_note(core, f0_mean, loudness_mean, mfcc_mean, n_frames)
+        harmonic_gain, noise_gain = stage_gains(stages, n_frames, core.n_harmonics,
+                                                hop / sample_rate)
+        generator = torch.Generator(device=f0.device).manual_seed(seed)
+        audio = core.synthesize(f0, core.get_controls(f0, loudness, mfcc),
+                                harmonic_gain.to(f0.device), noise_gain.to(f0.device),
+                                generator=generator)
     return finish_render(audio[0, :n_samples].cpu().numpy(), sample_rate)
 
 
@@ -1192,18 +1212,13 @@ def resynthesis_metrics(output: np.ndarray, target: np.ndarray, f0: np.ndarray,
             "voiced_frames_matched": voiced_share, "loudness_l1_db": loudness_l1}
 
 
-@torch.no_grad()
 def resynthesize(model, batch: dict, seed: int = 0) -> list[np.ndarray]:
-    """The model's output for every file of a batch, each cut to its valid length (float32)."""
-    core = unwrap_model(model)
-    was_training = core.training
-    core.eval()
-    torch.manual_seed(seed)
-    try:  # eager calls: a compiled forward would recompile for no_grad
+    """The model's output for every file of a batch, each cut to its valid length (float32).
+    The noise is seeded by `seed`; torch's global random state is left alone."""
+    with evaluating(model) as core:
+        generator = torch.Generator(device=batch["f0"].device).manual_seed(seed)
         controls = core.get_controls(batch["f0"], batch["loudness"], batch["mfcc"])
-        audio = core.synthesize(batch["f0"], controls)
-    finally:
-        core.train(was_training)
+        audio = core.synthesize(batch["f0"], controls, generator=generator)
     audio = audio.float().cpu().numpy()
     return [audio[i, : int(n) * core.hop_length]
             for i, n in enumerate(batch["lengths"])]
@@ -1946,7 +1961,6 @@ def timbre_mfcc(batch: dict, index: int | None = None) -> np.ndarray:
     return np.mean([mean_note(batch, i)[2] for i in range(len(batch["lengths"]))], axis=0)
 
 
-@torch.no_grad()
 def render_melody(model, f0, loudness, mfcc, seed: int = 0,
                   max_seconds: float = MELODY_MAX_SECONDS) -> np.ndarray:
     """Audio of a melody: f0 [T] Hz, loudness [T] dB, mfcc [N_MFCC] (held) or [T, N_MFCC] ->
@@ -1983,17 +1997,10 @@ def render_melody(model, f0, loudness, mfcc, seed: int = 0,
     f0_t = torch.from_numpy(f0).to(device).reshape(1, n_frames, 1)
     loudness_t = torch.from_numpy(loudness).to(device).reshape(1, n_frames, 1)
     mfcc_t = torch.from_numpy(np.ascontiguousarray(mfcc)).to(device)[None]
-    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()
-                   ] if device.type == "cuda" else []
-    was_training = core.training
-    core.eval()
-    try:
-        with torch.random.fork_rng(devices=rng_devices):
-            torch.manual_seed(seed)
-            controls = core.get_controls(f0_t, loudness_t, mfcc_t)
-            audio = core.synthesize(f0_t, controls)
-    finally:
-        core.train(was_training)
+    with evaluating(core):
+        generator = torch.Generator(device=device).manual_seed(seed)
+        audio = core.synthesize(f0_t, core.get_controls(f0_t, loudness_t, mfcc_t),
+                                generator=generator)
     return finish_render(audio[0].float().cpu().numpy(), core.sample_rate)
 
 
@@ -2116,20 +2123,11 @@ def stage_controls(model, f0_mean: float, loudness_mean: float, mfcc_mean, stage
     and noise_response [K] (|FFT| of the noise FIR that sounds; zeros with noise off),
     K = N_NOISE_BANDS for the default model."""
     stages = validate_stages(stages)
-    core = unwrap_model(model)
-    device = next(core.parameters()).device
-    sample_rate, hop = core.sample_rate, core.hop_length
-    n_frames = -(-int(round(sum(s["duration"] for s in stages) * sample_rate)) // hop)
-    f0 = torch.full((1, n_frames, 1), float(f0_mean), device=device)
-    loudness = torch.full((1, n_frames, 1), float(loudness_mean), device=device)
-    mfcc = torch.as_tensor(np.asarray(mfcc_mean, np.float32), device=device).reshape(
-        1, 1, -1).expand(1, n_frames, -1)
-    was_training = core.training
-    core.eval()
-    try:
-        controls = core.get_controls(f0, loudness, mfcc)
-    finally:
-        core.train(was_training)
+    with evaluating(model) as core:
+        sample_rate, hop = core.sample_rate, core.hop_length
+        n_frames = -(-int(round(sum(s["duration"] for s in stages) * sample_rate)) // hop)
+        controls = core.get_controls(*steady_note(core, f0_mean, loudness_mean, mfcc_mean,
+                                                  n_frames))
     harmonics = (controls["amplitude"] * controls["harmonic_distribution"])[0].cpu().numpy()
     noise = controls["noise_magnitudes"][0].cpu().numpy()
     weights = stage_weights(stages, n_frames, hop / sample_rate)
@@ -2138,8 +2136,7 @@ def stage_controls(model, f0_mean: float, loudness_mean: float, mfcc_mean, stage
         own = weights[i] >= 0.5
         if not own.any():  # a stage shorter than the crossfade: its loudest frames
             own = weights[i] == weights[i].max()
-        n_on = stage["n_harmonics"]
-        mask = np.arange(core.n_harmonics) < (core.n_harmonics if n_on is None else n_on)
+        mask = harmonic_mask(stage, core.n_harmonics)
         magnitudes = noise[own].mean(0) * float(stage["noise"])
         impulse = noise_impulse_responses(torch.from_numpy(magnitudes)[None, None])[0, 0]
         response = torch.fft.rfft(impulse).abs().numpy()

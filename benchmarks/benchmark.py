@@ -141,12 +141,11 @@ def build(settings: dict, batch: dict, args, device):
     return model, optimizer, loss, scaler, batch
 
 
-def file_distances(model, batch: dict, indices, device) -> list[float]:
+def file_distances(model, batch: dict, indices) -> list[float]:
     """The notebooks' spectral distance (ddsp.resynthesize + MultiScaleSpectralLoss, float32,
-    eager) of batch rows `indices`. Training's random stream is left as it was."""
-    devices = [device.index or torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        outputs = ddsp.resynthesize(model, batch, seed=SEED)
+    eager) of batch rows `indices`. resynthesize seeds its own noise: training's random stream
+    is left as it was."""
+    outputs = ddsp.resynthesize(model, batch, seed=SEED)
     measure = ddsp.MultiScaleSpectralLoss()
     with torch.no_grad():
         return [float(measure(torch.from_numpy(outputs[i])[None],
@@ -172,7 +171,7 @@ def timed_run(settings: dict, batch: dict, args, device, parity_rows, desc: str)
         ddsp.synchronize(device)
         seconds.append(time.perf_counter() - start)
         if epoch >= n_epochs - tail:
-            distances += file_distances(model, batch, parity_rows, device)
+            distances += file_distances(model, batch, parity_rows)
     values = torch.stack([torch.stack(pair) for pair in losses]).float().cpu().numpy()
     run = {"epoch_seconds": seconds, "loss": values[:, 0].tolist(),
            "spectral_loss": values[:, 1].tolist(),

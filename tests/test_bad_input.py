@@ -49,20 +49,19 @@ def make_all_zero(tmp_path):
     return path
 
 
-def make_nan(tmp_path):
-    path = tmp_path / "nan.wav"
-    data = _tone()
-    data[1000] = np.nan
-    sf.write(str(path), data, SR, subtype="FLOAT")
-    return path
+def make_non_finite(value, index):
+    """A maker of a float wav holding `value` (NaN or inf) at sample `index`."""
+    def make(tmp_path):
+        path = tmp_path / f"{value}.wav"
+        data = _tone()
+        data[index] = value
+        sf.write(str(path), data, SR, subtype="FLOAT")
+        return path
+    return make
 
 
-def make_inf(tmp_path):
-    path = tmp_path / "inf.wav"
-    data = _tone()
-    data[5000] = np.inf
-    sf.write(str(path), data, SR, subtype="FLOAT")
-    return path
+make_nan = make_non_finite(np.nan, 1000)
+make_inf = make_non_finite(np.inf, 5000)
 
 
 def make_too_short(tmp_path):
