@@ -1,21 +1,22 @@
 """Benchmark the seed's optimizations one at a time and together, in one process.
 
 Every variant trains on the same bundled tones (`scale_tones/*.wav`) from the same seed with the
-code the notebooks run (`ddsp.training_step`, the losses, `ddsp.make_optimizer`); only the timing
+code the notebooks run (`train.training_step`, the losses, `train.make_optimizer` of
+`grown_timbres`); only the timing
 harness lives here. Rows: `original` (one file per run, float32, plain loss, eager, plain Adam),
 each optimization alone on top of it (`+cached`, `+batching`, `+amp`, `+compile`) and
 `optimized` (the optimized notebook's recipe). Also timed per file: feature extraction
 (sequential, parallel, on-disk cache), training scaled to 1000 epochs, growth rendering.
 Writes outputs/benchmarks/benchmark_<device>.json and .md and prints the markdown.
 
-    # CPU, full run (2 cores: a few minutes)
+    # CPU, full run
     python benchmarks/benchmark.py --device cpu
 
     # GPU (CUDA), full run; the features come from outputs/feature_cache when it holds them
     # (fill it on a machine with librosa first, then carry the folder: no librosa needed here)
     python benchmarks/benchmark.py --device cuda
 
-    # CI smoke run (2 files, hidden 64, 3 epochs): well under a minute on 2 CPU cores
+    # CI smoke run (2 files, hidden 64, 3 epochs)
     python benchmarks/benchmark.py --tiny
 """
 from __future__ import annotations
@@ -42,13 +43,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import ddsp_helpers as ddsp  # noqa: E402
+from grown_timbres.features import (batch_to_device, collate, extract_features,  # noqa: E402
+                                    feature_cache_path, file_features, load_multiple_files,
+                                    mean_note)
+from grown_timbres.growth import grow_timbre  # noqa: E402
+from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
+from grown_timbres.model import HIDDEN_SIZE, DDSPModel  # noqa: E402
+from grown_timbres.report import resynthesize  # noqa: E402
+from grown_timbres.train import (LEARNING_RATE, cpu_has_fast_bfloat16, cpu_name,  # noqa: E402
+                                 device_report, make_optimizer, synchronize, training_step,
+                                 with_harmonic_waves)
 
 # ----------------------------------------------------------------------------- settings
 TONES_DIR = ROOT / "scale_tones"
 SEED = 0  # the notebooks' torch.manual_seed
 LOSS_TAIL = 5  # "final loss" = mean over this many last epochs
-PARITY_TOLERANCE = 0.05  # every variant's final spectral loss within 5% of the original's
+PARITY_TOLERANCE = 0.05  # every variant's distance on the original files within 5% of original's
 E2E_EPOCHS = 1000  # the seed's N_EPOCHS: the end-to-end estimate scales training to this
 TINY = dict(files=2, hidden_size=64, epochs=3, warmup=1, original_files=1)
 
@@ -98,7 +108,7 @@ def variant_settings(name: str, device: torch.device, args) -> dict | str:
         s.update(batched=True, cached=True, fused_adam=True, tf32=True, waves=True)
         if cuda:
             s.update(amp_dtype=torch.float16, scaler=True, compile="reduce-overhead")
-        elif ddsp.cpu_has_fast_bfloat16():  # the notebook's own choice on a CPU
+        elif cpu_has_fast_bfloat16():  # the notebook's own choice on a CPU
             s.update(amp_dtype=torch.bfloat16, what="batching + cached + make_optimizer + TF32 "
                      "setting + bfloat16 autocast + precomputed harmonic waves (the notebook on "
                      "a CPU with AMX/AVX512-BF16; no compile)")
@@ -124,58 +134,60 @@ def build(settings: dict, batch: dict, args, device):
     """Model (seeded: identical initial weights in every variant), optimizer, loss, scaler,
     and the batch to train on (with its harmonic waves when the variant precomputes them)."""
     torch.manual_seed(args.seed)
-    model = ddsp.DDSPModel(hidden_size=args.hidden_size).to(device)
+    model = DDSPModel(hidden_size=args.hidden_size).to(device)
     if settings["compile"]:
         torch.compiler.reset()  # every compiled run pays (and reports) its own compilation
         model.compile(**({} if settings["compile"] == "default" else {"mode": settings["compile"]}))
-    optimizer = (ddsp.make_optimizer(model) if settings["fused_adam"]
-                 else torch.optim.Adam(model.parameters(), lr=ddsp.LEARNING_RATE))
+    optimizer = (make_optimizer(model) if settings["fused_adam"]
+                 else torch.optim.Adam(model.parameters(), lr=LEARNING_RATE))
     if settings["cached"]:
-        loss = ddsp.OptimizedMultiScaleSpectralLoss()
+        loss = OptimizedMultiScaleSpectralLoss()
         loss.precompute_target(batch["audio"], device, batch["lengths"])
     else:
-        loss = ddsp.MultiScaleSpectralLoss()
+        loss = MultiScaleSpectralLoss()
     scaler = torch.amp.GradScaler("cuda") if settings["scaler"] else None
     if settings["waves"]:
-        batch = ddsp.with_harmonic_waves(batch, model)
+        batch = with_harmonic_waves(batch, model)
     return model, optimizer, loss, scaler, batch
 
 
 def file_distances(model, batch: dict, indices) -> list[float]:
-    """The notebooks' spectral distance (ddsp.resynthesize + MultiScaleSpectralLoss, float32,
+    """The notebooks' spectral distance (resynthesize + MultiScaleSpectralLoss, float32,
     eager) of batch rows `indices`. resynthesize seeds its own noise: training's random stream
     is left as it was."""
-    outputs = ddsp.resynthesize(model, batch, seed=SEED)
-    measure = ddsp.MultiScaleSpectralLoss()
+    outputs = resynthesize(model, batch, seed=SEED)
+    measure = MultiScaleSpectralLoss()
     with torch.no_grad():
         return [float(measure(torch.from_numpy(outputs[i])[None],
-                              batch["audio"][i, : len(outputs[i])].cpu()[None]))
+                              torch.from_numpy(file_features(batch, i)["audio"])[None]))
                 for i in indices]
 
 
 def timed_run(settings: dict, batch: dict, args, device, parity_rows, desc: str):
-    """Train warm-up + timed epochs with ddsp.training_step, each epoch between two
-    ddsp.synchronize calls. Losses are read after the last epoch (no .item() in the timing);
+    """Train warm-up + timed epochs with training_step, each epoch between two
+    synchronize calls. Losses are read after the last epoch (no .item() in the timing);
     the parity distances are measured after each of the last LOSS_TAIL epochs, untimed."""
     model, optimizer, loss, scaler, batch = build(settings, batch, args, device)
     n_epochs = args.warmup + args.epochs
     tail = min(LOSS_TAIL, n_epochs)
-    seconds, losses, distances = [], [], []
+    seconds, steps, distances = [], [], []
     for epoch in tqdm(range(n_epochs), desc=desc, leave=False, disable=None):  # bar on a TTY
-        if device.type == "cuda":  # as ddsp.train does: CUDA graphs need the step marker
+        if device.type == "cuda":  # as train.train does: CUDA graphs need the step marker
             torch.compiler.cudagraph_mark_step_begin()
-        ddsp.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
-        losses.append(ddsp.training_step(model, optimizer, batch, loss, scaler,
-                                         settings["amp_dtype"]))
-        ddsp.synchronize(device)
+        steps.append(training_step(model, optimizer, batch, loss, scaler,
+                                   settings["amp_dtype"]))
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
         if epoch >= n_epochs - tail:
             distances += file_distances(model, batch, parity_rows)
-    values = torch.stack([torch.stack(pair) for pair in losses]).float().cpu().numpy()
-    run = {"epoch_seconds": seconds, "loss": values[:, 0].tolist(),
-           "spectral_loss": values[:, 1].tolist(),
-           "final_spectral_loss": float(values[-tail:, 1].mean()),
+    totals = torch.stack([total for total, _ in steps]).float().cpu().numpy()
+    terms = {name: torch.stack([step_terms[name] for _, step_terms in steps]).float().cpu().numpy()
+             for name in steps[0][1]}
+    run = {"epoch_seconds": seconds, "loss": totals.tolist(),
+           "loss_terms": {name: curve.tolist() for name, curve in terms.items()},
+           "final_loss_terms": {name: float(curve[-tail:].mean()) for name, curve in terms.items()},
            "parity_distance": float(np.mean(distances)),
            "grad_scale_end": scaler.get_scale() if scaler is not None else None}
     return run, model
@@ -206,7 +218,8 @@ def measure_variant(name: str, settings: dict, data: dict, args, device) -> tupl
         "s_per_file_1000_epochs": 1000 * per_epoch / files_per_run,
         "warmup_s": statistics.median(sum(r["epoch_seconds"][:warm]) for r in runs),
         "first_epoch_s": statistics.median(r["epoch_seconds"][0] for r in runs),
-        "final_spectral_loss": float(np.mean([r["final_spectral_loss"] for r in runs])),
+        "final_loss_terms": {name: float(np.mean([r["final_loss_terms"][name] for r in runs]))
+                             for name in runs[0]["final_loss_terms"]},
         "parity_distance": float(np.mean([r["parity_distance"] for r in runs])),
         "settings": {k: str(v) for k, v in settings.items()},
         "runs_detail": runs,
@@ -247,8 +260,8 @@ def timed(function, *args, **kwargs):
 def copy_cache_entries(paths, source_dir, cache_dir) -> None:
     """Put the features just extracted into the temp cache into --features-cache as well."""
     for path in paths:
-        source = ddsp.feature_cache_path(path, source_dir)
-        target = ddsp.feature_cache_path(path, cache_dir)
+        source = feature_cache_path(path, source_dir)
+        target = feature_cache_path(path, cache_dir)
         if source.is_file() and not target.is_file():
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
@@ -259,10 +272,10 @@ def load_features(paths, args) -> tuple[dict, dict]:
     features from --features-cache -> (CPU batch, timings)."""
     workers = min(os.cpu_count() or 1, len(paths))
     cache_dir = Path(args.features_cache)
-    hits = sum(ddsp.feature_cache_path(p, cache_dir).is_file() for p in paths)
+    hits = sum(feature_cache_path(p, cache_dir).is_file() for p in paths)
     have_librosa = installed("librosa") and installed("soundfile")
     timings = {"n_files": len(paths), "n_workers": workers, "methods": {}}
-    load = ddsp.load_multiple_files
+    load = load_multiple_files
     if not have_librosa and hits < len(paths):
         sys.exit(f"librosa/soundfile are not installed and {len(paths) - hits} of {len(paths)} "
                  f"files are not in {cache_dir}: fill the cache where librosa is installed "
@@ -298,13 +311,13 @@ def load_features(paths, args) -> tuple[dict, dict]:
 
 # ----------------------------------------------------------------------------- growth, end to end
 def time_growth(model, batch: dict, device) -> list[float]:
-    """Seconds per file of ddsp.grow_timbre(model, *ddsp.mean_note(batch, i))."""
+    """Seconds per file of grow_timbre(model, *mean_note(batch, i))."""
     seconds = []
     for i in range(len(batch["file_paths"])):
-        ddsp.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
-        ddsp.grow_timbre(model, *ddsp.mean_note(batch, i))
-        ddsp.synchronize(device)
+        grow_timbre(model, *mean_note(batch, i))
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -350,6 +363,11 @@ def cell(value, digits: int = 3) -> str:
     return str(value)
 
 
+def terms_text(terms: dict) -> str:
+    """{name: value} -> 'spectral 1.18, time_l1 0.0123'."""
+    return ", ".join(f"{name} {value:.4g}" for name, value in terms.items())
+
+
 def markdown_table(headers, rows) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
@@ -361,7 +379,7 @@ def render_markdown(report: dict) -> str:
     original = next((r for r in rows if r["variant"] == "original" and r["status"] == "measured"),
                     None)
     out = [f"# DDSP training benchmark ({meta['device_type']})", "",
-           f"- machine: {meta['platform']}; {meta['cpu']}, {meta['cpu_count']} CPUs "
+           f"- machine: {meta['platform']}; {meta['cpu']} "
            f"(torch threads {meta['torch_threads']}, load average at start "
            f"{meta['load_average_at_start'][0]})",
            f"- device: {meta['device']}; torch {meta['torch']}; python {meta['python']}"
@@ -374,7 +392,7 @@ def render_markdown(report: dict) -> str:
            "the median of the timed epochs, each between two device synchronizations", ""]
     headers = ["variant", "what", "files/batch", "s/epoch", "s/file/epoch",
                "s/file per 1000 epochs", "speedup/file", "seed's claim", "warm-up s (1st epoch)",
-               "final spectral loss", "distance on original files", "vs original",
+               "final loss terms", "distance on original files", "vs original",
                f"parity (<= {PARITY_TOLERANCE:.0%})"]
     table = []
     for r in rows:
@@ -388,7 +406,7 @@ def render_markdown(report: dict) -> str:
             r["s_per_file_1000_epochs"],
             None if r.get("speedup_per_file") is None else f"{r['speedup_per_file']:.2f}x",
             r["claim"], f"{r['warmup_s']:.3g} ({r['first_epoch_s']:.3g})",
-            r["final_spectral_loss"], r["parity_distance"],
+            terms_text(r["final_loss_terms"]), r["parity_distance"],
             None if change is None else f"{change:+.1%}", r.get("parity_ok")])
     out += [markdown_table(headers, table), ""]
     singles = [r for r in rows if r["status"] == "measured" and r["variant"] not in
@@ -407,9 +425,10 @@ def render_markdown(report: dict) -> str:
                    f" of the {cfg['files']} files ({names}); s/epoch is the median over those "
                    "runs. Batched rows train all files in one batch.")
     tail = min(cfg["loss_tail"], cfg["warmup"] + cfg["epochs"])
-    out += [f"Final spectral loss: training's spectral loss, mean of the last {tail} "
-            "epochs (one-file rows: mean over their runs; batched rows: over the whole batch). "
-            "Distance on original files: the notebooks' spectral distance (ddsp.resynthesize + "
+    out += [f"Final loss terms: each term of the training loss (loss.training_loss), mean of "
+            f"the last {tail} epochs (one-file rows: mean over their runs; batched rows: over "
+            "the whole batch). "
+            "Distance on original files: the notebooks' spectral distance (resynthesize + "
             f"MultiScaleSpectralLoss) on the original row's files, mean over the last "
             f"{tail} epochs; parity compares it with the original's. Warm-up s: the "
             f"first {cfg['warmup']} epochs (compilation and CUDA-graph capture included), apart "
@@ -427,7 +446,7 @@ def render_markdown(report: dict) -> str:
             f"({tf['hits_before']}/{features['n_files']} cached before this run).", ""]
     growth = report["growth"]
     out += [f"## Growth rendering: {growth['median_s']:.3g} s per file "
-            f"(ddsp.grow_timbre, median of {len(growth['seconds'])}, {growth['model']})", ""]
+            f"(grow_timbre, median of {len(growth['seconds'])}, {growth['model']})", ""]
     if report["end_to_end"]:
         out += [f"## End to end per file ({cfg['e2e_epochs']} training epochs)",
                 markdown_table(["path", "features s", "training s", "growth s", "total s",
@@ -441,16 +460,6 @@ def render_markdown(report: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- main
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def parse_args(argv=None):
     class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
         pass
@@ -462,7 +471,7 @@ def parse_args(argv=None):
     parser.add_argument("--files", type=int, default=12, help="bundled tones to use")
     parser.add_argument("--original-files", type=int, default=2,
                         help="files the one-file-per-run rows run on (median over them)")
-    parser.add_argument("--hidden-size", type=int, default=ddsp.HIDDEN_SIZE, help="model width")
+    parser.add_argument("--hidden-size", type=int, default=HIDDEN_SIZE, help="model width")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="comma list of: " + ", ".join(VARIANTS) + " ('+' optional)")
     parser.add_argument("--features-cache", default=str(ROOT / "outputs" / "feature_cache"),
@@ -501,21 +510,21 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     started = time.perf_counter()
     device = torch.device(args.device)
-    report_device = ddsp.device_report(device)
+    report_device = device_report(device)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "platform": platform.platform(),
             "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            "cpu_fast_bfloat16": ddsp.cpu_has_fast_bfloat16(),
+            "cpu_fast_bfloat16": cpu_has_fast_bfloat16(),
             "command": "python " + shlex.join(sys.argv if argv is None else [sys.argv[0], *argv]),
             **report_device}
     print(f"{meta['device']} ({device}), torch {meta['torch']}, {meta['cpu_count']} CPUs",
           flush=True)
     paths = sorted(TONES_DIR.glob("*.wav"))[: args.files]
     cpu_batch, features = load_features(paths, args)
-    batch = ddsp.batch_to_device(cpu_batch, device)
+    batch = batch_to_device(cpu_batch, device)
     k = min(args.original_files, len(batch["file_paths"]))
-    single = [ddsp.batch_to_device(ddsp.collate([ddsp.extract_features(p, args.features_cache)]),
+    single = [batch_to_device(collate([extract_features(p, args.features_cache)]),
                                    device) for p in batch["file_paths"][:k]]
     data = {"batch": batch, "single": single}
 
@@ -524,7 +533,7 @@ def main(argv=None) -> dict:
         variant_settings("original", device, args), single[0], args, device)
     if device.type == "cuda":
         torch.compiler.cudagraph_mark_step_begin()  # its first call imports torch._inductor
-    ddsp.training_step(warm_model, warm_optimizer, warm_batch, warm_loss)
+    training_step(warm_model, warm_optimizer, warm_batch, warm_loss)
     del warm_model, warm_optimizer
 
     rows, growth_model = [], None
@@ -549,13 +558,13 @@ def main(argv=None) -> dict:
         print(f"[{number}/{len(args.variants)}] {name}: {row['s_per_epoch']:.4f} s/epoch "
               f"({row['files_per_run']} file(s)/batch, {row['runs']} run(s)), "
               f"{row['s_per_file_per_epoch']:.4f} s/file/epoch, warm-up {row['warmup_s']:.2f} s, "
-              f"final spectral loss {row['final_spectral_loss']:.4f}", flush=True)
+              f"final loss terms {terms_text(row['final_loss_terms'])}", flush=True)
     add_comparisons(rows, len(batch["file_paths"]))
 
     model_label = "the optimized row's model" if growth_model is not None else "an untrained model"
     if growth_model is None:  # rendering time does not depend on training
         torch.manual_seed(args.seed)
-        growth_model = ddsp.DDSPModel(hidden_size=args.hidden_size).to(device)
+        growth_model = DDSPModel(hidden_size=args.hidden_size).to(device)
     growth_seconds = time_growth(growth_model, batch, device)
     growth = {"seconds": growth_seconds, "median_s": statistics.median(growth_seconds),
               "model": model_label}

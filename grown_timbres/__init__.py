@@ -1,0 +1,23 @@
+"""DDSP Grown Timbres: learn an instrument's timbre with DDSP and render it growing in stages.
+
+One concern per file, listed as the data flows; each file imports only files above it:
+
+    config       sample rate, hop, FFT sizes: what every stage shares
+    audio        reading sound files, finishing renders, wav and atomic writes
+    features     f0, loudness, MFCC, their cache; padded batches and files back out of them
+    synth        harmonic oscillators and filtered noise
+    model        the decoder (DDSPModel) and render, the one way to play it
+    loss         multi-scale spectral loss + time-domain L1, as named terms
+    checkpoints  weights and configuration, saved and loaded safely
+    train        device, optimizer, the training step and loop, resuming
+    growth       stages as data (Stage) and grow_timbre
+    report       metrics, run records, the comparison table
+    notes        note lists and MIDI files as Notes
+    transfer     melodies and recordings as controls, render_melody
+    plots        figures for the notebooks
+    notebook     installs, uploads, players, the side-by-side section
+
+The notebooks import ddsp_helpers, which names what they use from here. Heavy libraries
+(librosa, soundfile, matplotlib, mido, IPython) are imported inside the functions that need
+them, so importing any of these files costs torch and numpy only.
+"""

@@ -1,0 +1,55 @@
+"""Checkpoints: the model's plain weights and configuration, written atomically and loaded
+safely (weights_only), whether or not the model was compiled."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .audio import atomic_write
+from .model import DDSPModel, unwrap_model
+
+COMPILED_PREFIX = "_orig_mod."
+
+
+def clean_state_dict(state_dict: dict) -> dict:
+    """Drop torch.compile's `_orig_mod.` prefix from every key."""
+    return {key.replace(COMPILED_PREFIX, ""): value for key, value in state_dict.items()}
+
+
+def save_checkpoint(path, model, **extras) -> Path:
+    """Write {"model_state_dict", "config", **extras} atomically. Keys are those of the plain
+    module, whether or not `model` was compiled. Extras must be weights_only-loadable
+    (tensors, numbers, strings, lists, dicts)."""
+    core = unwrap_model(model)
+    state = {k: v.detach().cpu() for k, v in clean_state_dict(core.state_dict()).items()}
+    payload = {"model_state_dict": state, "config": dict(core.config), **extras}
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path, model=None, map_location="cpu"):
+    """Load a checkpoint safely (weights_only=True) -> (model, checkpoint dict).
+
+    Without `model` one is built from the saved config; with one (compiled or not) its config
+    must match, else ValueError lists what differs. `_orig_mod.` keys are accepted."""
+    path = Path(path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{path}: not a loadable checkpoint ({err})") from None
+    if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:
+        raise ValueError(f"{path}: not a DDSP checkpoint (no model_state_dict)")
+    saved_config = checkpoint.get("config", {})
+    if model is None:
+        model = DDSPModel(**saved_config)
+    core = unwrap_model(model)
+    differences = [f"{key}: checkpoint {saved_config.get(key)!r}, model {value!r}"
+                   for key, value in core.config.items()
+                   if key in saved_config and saved_config[key] != value]
+    if differences:
+        raise ValueError(f"{path}: checkpoint was saved with another model configuration ("
+                         + "; ".join(differences) + ")")
+    core.load_state_dict(clean_state_dict(checkpoint["model_state_dict"]))
+    return model, checkpoint

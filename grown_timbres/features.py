@@ -1,0 +1,284 @@
+"""Features: pYIN f0, A-weighted loudness and MFCCs per frame, cached on disk; many files as one
+padded batch with each file's valid length, and each file's features back out of it.
+
+    audio [N] -> f0 [T] Hz, voiced [T], loudness [T] dB, mfcc [T, N_MFCC]   (N = T * HOP_LENGTH)
+    files -> batch: f0 [B, T, 1], loudness [B, T, 1], mfcc [B, T, N_MFCC], audio [B, N],
+                    voiced [B, T], lengths [B] (valid frames), file_paths, errors
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import MAX_AUDIO_SECONDS, MIN_AUDIO_SAMPLES, AudioInputError, atomic_write, load_audio
+from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
+
+F0_MIN_HZ = 65.41  # C2
+F0_MAX_HZ = 2093.0  # C7
+PYIN_FRAME_LENGTH = 2048
+VOICED_PROB_MIN = 0.1  # pYIN's voicing: bundled tones >= 0.85 when voiced, white noise <= 0.01
+LOUDNESS_N_FFT = 2048
+MFCC_N_FFT = 1024
+MFCC_N_MELS = 64
+
+FEATURE_SETTINGS = {  # what the features depend on besides the file's bytes: the cache key
+    "version": 1, "sample_rate": SAMPLE_RATE, "hop_length": HOP_LENGTH,
+    "max_audio_seconds": MAX_AUDIO_SECONDS, "f0_range_hz": (F0_MIN_HZ, F0_MAX_HZ),
+    "pyin_frame_length": PYIN_FRAME_LENGTH, "loudness_n_fft": LOUDNESS_N_FFT,
+    "loudness_floor_db": LOUDNESS_FLOOR_DB, "n_mfcc": N_MFCC, "mfcc_n_fft": MFCC_N_FFT,
+    "mfcc_n_mels": MFCC_N_MELS,
+}
+FEATURE_KEYS = ("audio", "f0", "voiced", "loudness", "mfcc")
+
+
+def hz_to_midi(f0):
+    """Hz -> MIDI note number (float); works on numpy arrays and torch tensors."""
+    log2 = torch.log2 if isinstance(f0, torch.Tensor) else np.log2
+    return 12.0 * log2(f0 / 440.0) + 69.0
+
+
+def estimate_f0(audio: np.ndarray, path="<audio>") -> tuple[np.ndarray, np.ndarray]:
+    """pYIN f0 per frame: audio [N] -> (f0 [N // HOP_LENGTH] Hz, voiced [same] bool).
+
+    Unvoiced frames are filled by linear interpolation between voiced ones (held at the
+    edges), so f0 is never NaN. Raises AudioInputError when no frame is voiced.
+    """
+    import librosa
+
+    n_frames = len(audio) // HOP_LENGTH
+    f0, voiced, voiced_prob = librosa.pyin(audio, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ,
+                                           sr=SAMPLE_RATE, frame_length=PYIN_FRAME_LENGTH,
+                                           hop_length=HOP_LENGTH)
+    f0 = f0[:n_frames]
+    voiced = voiced[:n_frames] & np.isfinite(f0) & (voiced_prob[:n_frames] >= VOICED_PROB_MIN)
+    if not voiced.any():
+        raise AudioInputError(path, f"no pitched frames (pYIN found no pitch between "
+                                    f"{F0_MIN_HZ:.0f} and {F0_MAX_HZ:.0f} Hz)")
+    frames = np.arange(n_frames)
+    filled = np.interp(frames, frames[voiced], f0[voiced])
+    return filled.astype(np.float32), voiced
+
+
+def a_weighted_power(n_fft: int = LOUDNESS_N_FFT) -> np.ndarray:
+    """Per-bin weights [n_fft // 2 + 1] turning |rfft|^2 of a Hann frame into mean-square power,
+    A-weighted. Bins at DC and Nyquist count once, the others twice (one-sided spectrum)."""
+    import librosa
+
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE)
+    with np.errstate(divide="ignore"):  # log10(0) at DC: floored to -80 dB by librosa
+        a_weight = 10.0 ** (librosa.A_weighting(freqs) / 10.0)
+    one_sided = np.full(len(freqs), 2.0)
+    one_sided[[0, -1]] = 1.0
+    window = np.hanning(n_fft + 1)[:-1]
+    return a_weight * one_sided / (n_fft * np.sum(window ** 2))
+
+
+def compute_loudness(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
+    """A-weighted loudness per frame: audio [N] -> [N // HOP_LENGTH] dB, floored at -80.
+
+    Power is averaged across frequency before taking dB, so a gain of g dB shifts loudness by
+    exactly g dB (above the floor). A full-scale 1 kHz sine reads -3 dB.
+    """
+    import librosa
+
+    n_frames = len(audio) // HOP_LENGTH if n_frames is None else n_frames
+    spectrum = librosa.stft(audio, n_fft=LOUDNESS_N_FFT, hop_length=HOP_LENGTH,
+                            window="hann", center=True, pad_mode="constant")
+    power = a_weighted_power() @ (np.abs(spectrum) ** 2)
+    loudness = 10.0 * np.log10(np.maximum(power, 1e-20))
+    return np.maximum(loudness, LOUDNESS_FLOOR_DB)[:n_frames].astype(np.float32)
+
+
+def compute_mfcc(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
+    """MFCC per frame: audio [N] -> [N // HOP_LENGTH, N_MFCC]."""
+    import librosa
+
+    n_frames = len(audio) // HOP_LENGTH if n_frames is None else n_frames
+    mfcc = librosa.feature.mfcc(y=audio, sr=SAMPLE_RATE, n_mfcc=N_MFCC, n_fft=MFCC_N_FFT,
+                                hop_length=HOP_LENGTH, n_mels=MFCC_N_MELS)
+    return mfcc.T[:n_frames].astype(np.float32)
+
+
+def feature_cache_path(path, cache_dir) -> Path:
+    """Where a file's features are cached: named by a hash of its bytes and FEATURE_SETTINGS, so
+    an edited file or a changed setting misses, and a renamed or re-uploaded copy hits."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(FEATURE_SETTINGS, sort_keys=True).encode())
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return Path(cache_dir) / f"{digest.hexdigest()[:32]}.npz"
+
+
+def extract_features(path, cache_dir=None) -> dict:
+    """One file's features (numpy): audio [N], f0 [T] Hz, voiced [T], loudness [T] dB,
+    mfcc [T, N_MFCC], with N == T * HOP_LENGTH exactly (the last partial frame is dropped).
+
+    With `cache_dir`, features are read from and written to `<cache_dir>/<hash>.npz`; a cache
+    hit needs neither soundfile nor librosa (a GPU box can train from carried caches)."""
+    cached = feature_cache_path(path, cache_dir) if cache_dir and Path(path).is_file() else None
+    if cached is not None and cached.is_file():
+        with np.load(cached) as stored:
+            return {"path": str(path), **{key: stored[key] for key in FEATURE_KEYS}}
+    audio = load_audio(path)
+    n_frames = len(audio) // HOP_LENGTH
+    audio = audio[: n_frames * HOP_LENGTH]
+    f0, voiced = estimate_f0(audio, path)
+    features = {
+        "path": str(path),
+        "audio": audio,
+        "f0": f0,
+        "voiced": voiced,
+        "loudness": compute_loudness(audio, n_frames),
+        "mfcc": compute_mfcc(audio, n_frames),
+    }
+    if cached is not None:
+        arrays = {key: features[key] for key in FEATURE_KEYS}
+        atomic_write(cached, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    return features
+
+
+_FEATURE_KERNELS_COMPILED = False
+
+
+def compile_feature_kernels() -> None:
+    """Run the feature pipeline once, in this process, on a short sine: librosa's numba kernels
+    are then compiled, and written to numba's on-disk cache, by one process before workers
+    fork (and inherit them). Two workers compiling at once can corrupt that cache: every later
+    pYIN call then segfaults."""
+    global _FEATURE_KERNELS_COMPILED
+    if not _FEATURE_KERNELS_COMPILED:
+        seconds = np.arange(4 * MIN_AUDIO_SAMPLES) / SAMPLE_RATE
+        sine = (0.5 * np.sin(2 * np.pi * 220.0 * seconds)).astype(np.float32)
+        estimate_f0(sine)
+        compute_loudness(sine)
+        compute_mfcc(sine)
+        _FEATURE_KERNELS_COMPILED = True
+
+
+def _features_or_error(path, cache_dir):
+    """extract_features for a worker process: returns features or the AudioInputError."""
+    try:
+        return extract_features(path, cache_dir)
+    except AudioInputError as err:
+        return err
+
+
+def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
+                        n_workers: int | None = None) -> dict:
+    """Features of many files as one padded batch (see `collate` for the keys).
+
+    A file that fails is skipped with a warning and listed in `errors` {path: reason}.
+    Raises AudioInputError only when no file is usable. `cache_dir`: see extract_features.
+    `n_workers` > 1 extracts in that many processes (default: one per core, at most one per
+    file not yet cached); 1 extracts here, in order."""
+    from tqdm.auto import tqdm
+
+    file_paths = [str(p) for p in file_paths]
+    uncached = [p for p in file_paths if not (
+        cache_dir and Path(p).is_file() and feature_cache_path(p, cache_dir).is_file())]
+    # one process per core, at most one per file to extract: cache hits need no pool
+    n_workers = min(n_workers or os.cpu_count() or 1, max(len(uncached), 1))
+    bar = tqdm(total=len(file_paths), desc="features", disable=not progress)
+    if n_workers > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        compile_feature_kernels()
+        # fork where there is one: spawn would re-run a calling script that lacks a __main__
+        # guard. The workers use numpy, soundfile and librosa only, never torch's OpenMP pool.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
+            futures = [pool.submit(_features_or_error, p, cache_dir) for p in file_paths]
+            for future in futures:
+                future.add_done_callback(lambda _: bar.update())
+            results = [future.result() for future in futures]
+    else:
+        results = []
+        for path in file_paths:
+            results.append(_features_or_error(path, cache_dir))
+            bar.update()
+    bar.close()
+    features, errors = [], {}
+    for path, result in zip(file_paths, results):
+        if isinstance(result, AudioInputError):
+            errors[path] = result.reason
+            warnings.warn(str(result), stacklevel=2)
+        else:
+            features.append(result)
+    if not features:
+        detail = "; ".join(f"{Path(p).name}: {r}" for p, r in errors.items()) or "no files given"
+        raise AudioInputError(", ".join(file_paths) or "<none>", f"no usable audio file ({detail})")
+    return collate(features, errors)
+
+
+def pad_to(array: np.ndarray, n_frames: int, frame_axis: int = 0, hop: int = 1,
+           value: float | None = None) -> np.ndarray:
+    """Pad along `frame_axis` to n_frames * hop: with `value`, or by holding the last entry."""
+    missing = n_frames * hop - array.shape[frame_axis]
+    widths = [(0, 0)] * array.ndim
+    widths[frame_axis] = (0, missing)
+    if value is None:
+        return np.pad(array, widths, mode="edge")
+    return np.pad(array, widths, mode="constant", constant_values=value)
+
+
+def collate(features: list, errors: dict | None = None) -> dict:
+    """extract_features dicts -> one padded batch of torch tensors (CPU).
+
+    f0 [B, T, 1], loudness [B, T, 1], mfcc [B, T, N_MFCC], audio [B, T * HOP_LENGTH],
+    voiced [B, T], lengths [B] (valid frames per file), file_paths, errors. Padding holds f0
+    and MFCCs, floors loudness and zeroes audio; the loss masks it out. file_features(batch, i)
+    gives file i back."""
+    n_frames = max(len(f["f0"]) for f in features)
+
+    def stack(key, hop=1, value=None):
+        return torch.from_numpy(np.stack([pad_to(f[key], n_frames, 0, hop, value)
+                                          for f in features]))
+
+    return {
+        "f0": stack("f0")[..., None],
+        "loudness": stack("loudness", value=LOUDNESS_FLOOR_DB)[..., None],
+        "mfcc": stack("mfcc"),
+        "audio": stack("audio", HOP_LENGTH, 0.0),
+        "voiced": stack("voiced", value=False),
+        "lengths": torch.tensor([len(f["f0"]) for f in features]),
+        "file_paths": [f["path"] for f in features],
+        "errors": dict(errors or {}),
+    }
+
+
+def file_features(batch: dict, index: int) -> dict:
+    """File `index` of a padded batch, padding cut, as extract_features gave it (numpy):
+    path, audio [n * HOP_LENGTH], f0 [n] Hz, voiced [n], loudness [n] dB, mfcc [n, N_MFCC]."""
+    n = int(batch["lengths"][index])
+    return {"path": batch["file_paths"][index],
+            "audio": batch["audio"][index, : n * HOP_LENGTH].cpu().numpy(),
+            "f0": batch["f0"][index, :n, 0].cpu().numpy(),
+            "voiced": batch["voiced"][index, :n].cpu().numpy(),
+            "loudness": batch["loudness"][index, :n, 0].cpu().numpy(),
+            "mfcc": batch["mfcc"][index, :n].cpu().numpy()}
+
+
+def mean_note(batch: dict, index: int) -> tuple[float, float, np.ndarray]:
+    """File `index`'s average note: (f0 Hz, the geometric mean over voiced frames; loudness dB;
+    mfcc [N_MFCC]), over its valid frames only."""
+    features = file_features(batch, index)
+    f0, voiced = features["f0"], features["voiced"]
+    f0_mean = float(np.exp(np.mean(np.log(f0[voiced] if voiced.any() else f0))))
+    # float32 means in torch, like the model's own reductions
+    loudness_mean = float(torch.from_numpy(features["loudness"]).mean())
+    mfcc_mean = torch.from_numpy(features["mfcc"]).mean(0).numpy()
+    return f0_mean, loudness_mean, mfcc_mean
+
+
+def batch_to_device(batch: dict, device) -> dict:
+    """The same dict with every tensor moved to `device`."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

@@ -1,0 +1,240 @@
+"""Training: the device, the optimizer, one full-batch step (autocast, GradScaler, clipping)
+and the loop around it (progress bar, NaN guard, interrupt, resumable checkpoints).
+
+    batch (features.collate) -> history {loss, terms {name: curve}, elapsed_seconds, status}
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .checkpoints import load_checkpoint, save_checkpoint
+from .config import HOP_LENGTH, SAMPLE_RATE
+from .loss import MultiScaleSpectralLoss, training_loss
+from .model import unwrap_model
+from .synth import harmonic_waves
+
+LEARNING_RATE = 1e-3
+CLIP_GRAD_NORM = 1.0
+SNAPSHOT_EVERY = 25  # epochs between in-memory copies of good weights (restored on a NaN loss)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cpu_name() -> str:
+    """The processor's model name (Linux /proc/cpuinfo), else what platform knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def device_report(device=None) -> dict:
+    """What the run ran on, for the notebook's first cell and the run record."""
+    import platform
+
+    device = torch.device(device or pick_device())
+    report = {"device_type": device.type, "torch": torch.__version__,
+              "python": platform.python_version(), "cpu_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        report.update(device=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
+                      cuda=torch.version.cuda)
+    else:
+        report["device"] = cpu_name()
+    return report
+
+
+def cpu_has_fast_bfloat16() -> bool:
+    """True where the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16): only there does
+    CPU autocast to bfloat16 pay; elsewhere it is emulated and slower than float32."""
+    checks = [getattr(torch.cpu, name, None)
+              for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def synchronize(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE) -> torch.optim.Optimizer:
+    """Adam; the fused kernel on CUDA (one launch for all parameters)."""
+    device = next(model.parameters()).device
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
+
+
+def with_harmonic_waves(batch: dict, model) -> dict:
+    """The batch plus its harmonic_waves [B, T, hop, H] for `model`: training_step then skips
+    computing them every step (f0 never changes during training). Memory: B * N * H floats."""
+    waves = harmonic_waves(batch["f0"], unwrap_model(model).n_harmonics, SAMPLE_RATE, HOP_LENGTH)
+    return {**batch, "harmonic_waves": waves}
+
+
+def training_step(model, optimizer, batch: dict, spectral_loss: MultiScaleSpectralLoss,
+                  scaler=None, amp_dtype=None, clip_grad_norm: float = CLIP_GRAD_NORM):
+    """One full-batch step -> (total loss, {term name: value}), detached tensors (no sync).
+
+    Only the model runs under autocast (`amp_dtype`); the loss is float32 (loss.training_loss).
+    With a GradScaler the gradients are unscaled before clipping, so the clip sees true norms."""
+    optimizer.zero_grad(set_to_none=True)
+    device_type = batch["f0"].device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
+                        enabled=amp_dtype is not None):
+        pred_audio, _, _ = model(batch["f0"], batch["loudness"], batch["mfcc"],
+                                 batch.get("harmonic_waves"))
+    loss, terms = training_loss(spectral_loss, pred_audio, batch["audio"], batch["lengths"])
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
+    return loss.detach(), {name: value.detach() for name, value in terms.items()}
+
+
+def new_history() -> dict:
+    """An empty training history (see train)."""
+    return {"loss": [], "terms": {}, "timed_epochs": [], "elapsed_seconds": [],
+            "skipped_steps": 0, "status": "not started"}
+
+
+def parameters_finite(model) -> bool:
+    norms = torch.stack([p.detach().float().norm() for p in model.parameters()])
+    return bool(torch.isfinite(norms).all())
+
+
+def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=None,
+          amp_dtype=None, sync_every: int | None = None, progress: bool = True,
+          desc: str = "training", history: dict | None = None, checkpoint_path=None,
+          checkpoint_every: int = 100) -> dict:
+    """Run `n_epochs` full-batch steps with a tqdm bar and return the history: the total loss
+    and each term of it (loss.training_loss) per epoch, elapsed_seconds at each synchronised
+    epoch (timed_epochs), skipped_steps (GradScaler overflow skips) and status.
+
+    The host waits for the device only every `sync_every` steps (default: 25 on CUDA, 1 on CPU)
+    to read the losses, take honest wall times and check for trouble:
+    - a NaN or inf loss stops training: the weights of the last good check are restored and
+      `status` says what happened (no exception: the notebook can still save and listen);
+    - an interrupt (KeyboardInterrupt, Colab's stop button) stops cleanly the same way;
+    - with `checkpoint_path`, a resumable checkpoint (weights, optimizer, scaler, history) is
+      written atomically every `checkpoint_every` epochs and when training stops.
+    Pass an earlier history (resume_training) to continue its curves and epoch count."""
+    from tqdm.auto import tqdm
+
+    device = batch["f0"].device
+    core = unwrap_model(model)
+    sync_every = sync_every or (25 if device.type == "cuda" else 1)
+    history = history or new_history()
+    first_epoch = len(history["loss"])
+    time_offset = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
+    good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+    good_epoch = first_epoch
+    scale = scaler.get_scale() if scaler is not None else None
+    history["status"] = "running"
+    pending = []
+    synchronize(device)
+    start = time.perf_counter()
+
+    def drain() -> bool:
+        """Record the pending losses; False if one is not finite (weights then restored)."""
+        nonlocal good_state, good_epoch, scale
+        if not pending:
+            return True
+        names = list(pending[0][1])
+        values = torch.stack([torch.stack([loss, *terms.values()])
+                              for loss, terms in pending]).cpu()  # the one sync
+        pending.clear()
+        finite = torch.isfinite(values).all(dim=1)
+        n_good = len(values) if finite.all() else int((~finite).int().argmax())
+        recorded = len(history["loss"])
+        history["loss"] += values[:n_good, 0].tolist()
+        for column, name in enumerate(names, start=1):  # a term new since a resume: NaN before
+            history["terms"].setdefault(name, [math.nan] * recorded).extend(
+                values[:n_good, column].tolist())
+        epoch = len(history["loss"])
+        history["timed_epochs"].append(epoch)
+        history["elapsed_seconds"].append(time_offset + time.perf_counter() - start)
+        if scaler is not None:  # each skipped step halves the scale
+            new_scale = scaler.get_scale()
+            history["skipped_steps"] += max(0, round(math.log2(scale / new_scale)))
+            scale = new_scale
+        if n_good < len(values):
+            core.load_state_dict(good_state)
+            history["status"] = (f"stopped at epoch {epoch + 1}: the loss became "
+                                 f"{values[n_good, 0].item()}; weights restored from epoch "
+                                 f"{good_epoch}")
+            warnings.warn(history["status"], stacklevel=3)
+            return False
+        if epoch - good_epoch >= SNAPSHOT_EVERY and parameters_finite(core):
+            good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+            good_epoch = epoch
+        return True
+
+    def save():
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, model, history=history,
+                            optimizer_state_dict=optimizer.state_dict(),
+                            scaler_state_dict=scaler.state_dict() if scaler else None,
+                            rng_state=torch.get_rng_state(),  # the noise continues exactly
+                            cuda_rng_state=torch.cuda.get_rng_state(device)
+                            if device.type == "cuda" else None)
+
+    bar = tqdm(range(n_epochs), desc=desc, disable=not progress)
+    try:
+        for step in bar:
+            if device.type == "cuda":  # CUDA graphs must know where a step begins
+                torch.compiler.cudagraph_mark_step_begin()
+            pending.append(training_step(model, optimizer, batch, spectral_loss, scaler,
+                                         amp_dtype))
+            if (step + 1) % sync_every == 0 or step + 1 == n_epochs:
+                if not drain():
+                    break
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+                if (first_epoch + step + 1) % checkpoint_every < sync_every:
+                    save()
+        else:
+            history["status"] = "finished"
+    except KeyboardInterrupt:
+        drain()
+        history["status"] = f"interrupted at epoch {len(history['loss'])}"
+        warnings.warn(history["status"], stacklevel=2)
+    finally:
+        bar.close()
+    save()
+    return history
+
+
+def resume_training(path, model, optimizer=None, scaler=None) -> dict:
+    """Load a checkpoint written by train into model (and optimizer, scaler): returns its
+    history, to pass to train so that epochs and curves continue where they stopped."""
+    _, checkpoint = load_checkpoint(path, model)
+    if optimizer is not None and checkpoint.get("optimizer_state_dict"):
+        optimizer.load_state_dict(checkpoint["optimizer_state_dict"])  # moves state to params
+    if scaler is not None and checkpoint.get("scaler_state_dict"):
+        scaler.load_state_dict(checkpoint["scaler_state_dict"])
+    if checkpoint.get("rng_state") is not None:
+        torch.set_rng_state(checkpoint["rng_state"])
+    if checkpoint.get("cuda_rng_state") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
+    history = checkpoint.get("history") or new_history()
+    if "spectral_loss" in history:  # written before the loss had named terms
+        history["terms"] = {"spectral": history.pop("spectral_loss")}
+    return history
