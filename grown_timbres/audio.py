@@ -85,11 +85,11 @@ def fit_to_full_scale(audio: np.ndarray, peak: float = 0.99) -> np.ndarray:
     return audio * (peak / loudest) if loudest > 1.0 else audio
 
 
-def finish_render(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def finish_render(audio: np.ndarray) -> np.ndarray:
     """A render ready to play: EDGE_FADE_SECONDS fades at both ends (no click where it starts
     or stops), scaled down if it would clip: float32 [N]."""
     audio = np.asarray(audio, dtype=np.float64).copy()
-    fade = min(int(EDGE_FADE_SECONDS * sample_rate), len(audio) // 2)
+    fade = min(int(EDGE_FADE_SECONDS * SAMPLE_RATE), len(audio) // 2)
     ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
     audio[:fade] *= ramp
     audio[len(audio) - fade:] *= ramp[::-1]

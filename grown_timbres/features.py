@@ -273,7 +273,7 @@ def mean_note(batch: dict, index: int) -> tuple[float, float, np.ndarray]:
     features = file_features(batch, index)
     f0, voiced = features["f0"], features["voiced"]
     f0_mean = float(np.exp(np.mean(np.log(f0[voiced] if voiced.any() else f0))))
-    # float32 means in torch, like the model's own reductions
+    # torch's float32 means: numpy sums in another order, and the renders would move by an ulp
     loudness_mean = float(torch.from_numpy(features["loudness"]).mean())
     mfcc_mean = torch.from_numpy(features["mfcc"]).mean(0).numpy()
     return f0_mean, loudness_mean, mfcc_mean

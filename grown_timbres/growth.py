@@ -136,14 +136,15 @@ def harmonic_mask(stage: Stage, n_harmonics: int) -> np.ndarray:
     return np.arange(n_harmonics) < count
 
 
-def stage_gains(stages, n_frames: int, n_harmonics: int, frame_seconds: float):
-    """Frame-rate gains for the synthesizer: harmonic [1, T, H] and noise [1, T, 1]."""
+def stage_gains(stages, n_frames: int, n_harmonics: int, frame_seconds: float) -> dict:
+    """Frame-rate gains for DDSPModel.synthesize, by its argument names: harmonic_gain
+    [1, T, H] and noise_gain [1, T, 1]."""
     weights = stage_weights(stages, n_frames, frame_seconds)
     harmonic_masks = np.stack([harmonic_mask(s, n_harmonics) for s in stages]).astype(np.float64)
     noise_on = np.array([float(s.noise) for s in stages])
     harmonic = torch.from_numpy((weights.T @ harmonic_masks).astype(np.float32))
     noise = torch.from_numpy((weights.T @ noise_on).astype(np.float32))
-    return harmonic[None], noise[None, :, None]
+    return {"harmonic_gain": harmonic[None], "noise_gain": noise[None, :, None]}
 
 
 def steady_note(model, f0_mean: float, loudness_mean: float, mfcc_mean, n_frames: int):
@@ -173,11 +174,11 @@ def grow_timbre(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages=G
     stages = stages_from_table(stages)
     n_samples, n_frames = _frames_for(stages)
     f0, loudness, mfcc = steady_note(model, f0_mean, loudness_mean, mfcc_mean, n_frames)
-    harmonic_gain, noise_gain = stage_gains(stages, n_frames, unwrap_model(model).n_harmonics,
-                                            HOP_LENGTH / SAMPLE_RATE)
-    audio = render(model, f0, loudness, mfcc, harmonic_gain.to(f0.device),
-                   noise_gain.to(f0.device), seed)
-    return finish_render(audio[0, :n_samples], SAMPLE_RATE)
+    gains = stage_gains(stages, n_frames, unwrap_model(model).n_harmonics,
+                        HOP_LENGTH / SAMPLE_RATE)
+    audio = render(model, f0, loudness, mfcc, seed,
+                   **{name: gain.to(f0.device) for name, gain in gains.items()})
+    return finish_render(audio[0, :n_samples])
 
 
 def stage_controls(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages) -> list:

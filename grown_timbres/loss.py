@@ -14,10 +14,10 @@ LOG_MAG_FLOOR = 1e-5  # magenta's safe_log
 TIME_LOSS_WEIGHT = 0.1  # the seed: spectral loss + 0.1 x L1 in time
 
 
-def sample_mask(lengths, n_samples: int, device, hop_length: int = HOP_LENGTH):
-    """[B, N] float: 1 on each file's valid samples (lengths: valid frames per file)."""
+def sample_mask(lengths, n_samples: int, device):
+    """[B, N] float: 1 on each file's valid samples (lengths: valid frames of HOP_LENGTH)."""
     lengths = torch.as_tensor(lengths, device=device).reshape(-1, 1)
-    return (torch.arange(n_samples, device=device)[None] < lengths * hop_length).float()
+    return (torch.arange(n_samples, device=device)[None] < lengths * HOP_LENGTH).float()
 
 
 def magnitude_spectrogram(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
@@ -32,11 +32,11 @@ def magnitude_spectrogram(audio: torch.Tensor, n_fft: int) -> torch.Tensor:
     return power.clamp_min(1e-14).sqrt()  # clamp: the gradient of |z| at z = 0 is NaN
 
 
-def frame_mask(lengths, n_stft_frames: int, n_fft: int, device, hop_length: int = HOP_LENGTH):
+def frame_mask(lengths, n_stft_frames: int, n_fft: int, device):
     """[B, 1, frames] float: STFT frames centred inside each file (frame j <= samples // hop)."""
     if lengths is None:
         return None
-    n_samples = torch.as_tensor(lengths, device=device).reshape(-1, 1, 1) * hop_length
+    n_samples = torch.as_tensor(lengths, device=device).reshape(-1, 1, 1) * HOP_LENGTH
     frames = torch.arange(n_stft_frames, device=device)[None, None]
     return (frames <= n_samples // (n_fft // 4)).float()
 

@@ -127,16 +127,15 @@ def evaluating(model):
         core.train(was_training)
 
 
-def render(model, f0, loudness, mfcc, harmonic_gain=None, noise_gain=None,
-           seed: int = 0) -> np.ndarray:
+def render(model, f0, loudness, mfcc, seed: int = 0, **gains) -> np.ndarray:
     """What the model plays for these inputs: f0 [B, T, 1] Hz, loudness [B, T, 1] dB,
     mfcc [B, T, N_MFCC] (on the model's device) -> float32 audio [B, T * HOP_LENGTH] (numpy).
 
     In eval mode (the model's mode is restored after), the noise seeded by `seed` without
-    touching torch's global random state, so a render repeats exactly. Gains: see
-    DDSPModel.synthesize."""
+    touching torch's global random state, so a render repeats exactly. `gains`: passed on to
+    DDSPModel.synthesize (harmonic_gain, noise_gain)."""
     with evaluating(model) as core:
         generator = torch.Generator(device=f0.device).manual_seed(seed)
-        audio = core.synthesize(f0, core.get_controls(f0, loudness, mfcc), harmonic_gain,
-                                noise_gain, generator=generator)
+        audio = core.synthesize(f0, core.get_controls(f0, loudness, mfcc), generator=generator,
+                                **gains)
     return audio.float().cpu().numpy()

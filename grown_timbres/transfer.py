@@ -38,11 +38,11 @@ def notes_to_controls(notes, loudness_db: float = MELODY_LOUDNESS_DB,
                       legato: bool = True, portamento: float = PORTAMENTO_SECONDS,
                       vibrato_rate: float = 0.0, vibrato_depth_cents: float = 0.0,
                       vibrato_delay: float = VIBRATO_DELAY_SECONDS,
-                      vibrato_fade: float = VIBRATO_FADE_SECONDS, pitch_shift: float = 0.0,
-                      frame_rate: float = FRAME_RATE) -> tuple[np.ndarray, np.ndarray]:
-    """Notes -> (f0 [T] Hz, loudness [T] dB), float32 at `frame_rate` (frame t at t / frame_rate
-    seconds), T covering every note plus the last note's release (the last frame is at or past
-    its end, so the melody ends at the floor).
+                      vibrato_fade: float = VIBRATO_FADE_SECONDS,
+                      pitch_shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Notes -> (f0 [T] Hz, loudness [T] dB), float32 at the model's FRAME_RATE (frame t at
+    t / FRAME_RATE seconds), T covering every note plus the last note's release (the last frame
+    is at or past its end, so the melody ends at the floor).
 
     notes: parse_note_list text, Notes, or dicts {pitch_midi, duration}.
     loudness: each phrase rises from LOUDNESS_FLOOR_DB to `loudness_db` over `attack` s and,
@@ -71,8 +71,8 @@ def notes_to_controls(notes, loudness_db: float = MELODY_LOUDNESS_DB,
         raise ValueError("the melody has no pitched note (only rests)")
     tied = [legato and i > 0 and pitched[i - 1][1] == pitched[i][0] for i in range(len(pitched))]
     end_time = max(starts[-1], pitched[-1][1] + release)
-    n_frames = math.ceil(end_time * frame_rate - 1e-6) + 1  # the last frame ends the release
-    times = np.arange(n_frames) / frame_rate
+    n_frames = math.ceil(end_time * FRAME_RATE - 1e-6) + 1  # the last frame ends the release
+    times = np.arange(n_frames) / FRAME_RATE
 
     # f0 in MIDI: the latest note's pitch, glides into tied notes, vibrato per note
     note_starts = np.array([p[0] for p in pitched])
@@ -100,7 +100,7 @@ def notes_to_controls(notes, loudness_db: float = MELODY_LOUDNESS_DB,
         else:
             phrases.append([start, end])
     for start, end in phrases:
-        frames = _frame_range(times, start, end + release + 1.0 / frame_rate)
+        frames = _frame_range(times, start, end + release + 1.0 / FRAME_RATE)
         t = times[frames] - start
         rising = floor + span * np.clip(t / max(attack, 1e-9), 0.0, 1.0)
         reached = floor + span * min((end - start) / max(attack, 1e-9), 1.0)
@@ -248,4 +248,4 @@ def render_melody(model, f0, loudness, mfcc, seed: int = 0,
     audio = render(core, torch.from_numpy(f0).to(device).reshape(1, n_frames, 1),
                    torch.from_numpy(loudness).to(device).reshape(1, n_frames, 1),
                    torch.from_numpy(np.ascontiguousarray(mfcc)).to(device)[None], seed=seed)
-    return finish_render(audio[0], SAMPLE_RATE)
+    return finish_render(audio[0])
