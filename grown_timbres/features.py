@@ -255,6 +255,11 @@ def collate(features: list, errors: dict | None = None) -> dict:
     }
 
 
+def batch_to_device(batch: dict, device) -> dict:
+    """The same dict with every tensor moved to `device`."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
 def file_features(batch: dict, index: int) -> dict:
     """File `index` of a padded batch, padding cut, as extract_features gave it (numpy):
     path, audio [n * HOP_LENGTH], f0 [n] Hz, voiced [n], loudness [n] dB, mfcc [n, N_MFCC]."""
@@ -277,8 +282,3 @@ def mean_note(batch: dict, index: int) -> tuple[float, float, np.ndarray]:
     loudness_mean = float(torch.from_numpy(features["loudness"]).mean())
     mfcc_mean = torch.from_numpy(features["mfcc"]).mean(0).numpy()
     return f0_mean, loudness_mean, mfcc_mean
-
-
-def batch_to_device(batch: dict, device) -> dict:
-    """The same dict with every tensor moved to `device`."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
