@@ -4,7 +4,7 @@ The code lives in the package `grown_timbres/`, one concern per file, read in th
 data flows (see grown_timbres/__init__.py); anything not named here is imported from its own
 file, e.g. `from grown_timbres import synth`.
 
-    config       SAMPLE_RATE, HOP_LENGTH
+    config       SAMPLE_RATE
     audio        write_wav
     features     extract_features, load_multiple_files, collate, batch_to_device,
                  file_features, mean_note
@@ -21,7 +21,7 @@ file, e.g. `from grown_timbres import synth`.
     plots        plot_features, plot_loss, plot_growth, plot_stage_controls, plot_transfer
     notebook     install_missing, save_uploads, audio_player, players_table, show_comparison
 """
-from grown_timbres.config import HOP_LENGTH, SAMPLE_RATE
+from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.audio import write_wav
 from grown_timbres.features import (batch_to_device, collate, extract_features, file_features,
                                     load_multiple_files, mean_note)

@@ -59,6 +59,10 @@ TONES_DIR = ROOT / "scale_tones"
 SEED = 0  # the notebooks' torch.manual_seed
 LOSS_TAIL = 5  # "final loss" = mean over this many last epochs
 PARITY_TOLERANCE = 0.05  # every variant's distance on the original files within 5% of original's
+# A batched model learns each of its files more slowly at first (one model for 12 tones): its
+# parity with the one-file original is only promised after this many epochs, so shorter runs
+# (CI's tiny one included) report batched parity without failing on it.
+BATCHED_PARITY_MIN_EPOCHS = 400
 E2E_EPOCHS = 1000  # the seed's N_EPOCHS: the end-to-end estimate scales training to this
 TINY = dict(files=2, hidden_size=64, epochs=3, warmup=1, original_files=1)
 
@@ -189,6 +193,8 @@ def timed_run(settings: dict, batch: dict, args, device, parity_rows, desc: str)
            "loss_terms": {name: curve.tolist() for name, curve in terms.items()},
            "final_loss_terms": {name: float(curve[-tail:].mean()) for name, curve in terms.items()},
            "parity_distance": float(np.mean(distances)),
+           "finite": bool(np.isfinite(totals).all() and np.isfinite(distances).all()
+                          and all(np.isfinite(curve).all() for curve in terms.values())),
            "grad_scale_end": scaler.get_scale() if scaler is not None else None}
     return run, model
 
@@ -221,6 +227,7 @@ def measure_variant(name: str, settings: dict, data: dict, args, device) -> tupl
         "final_loss_terms": {name: float(np.mean([r["final_loss_terms"][name] for r in runs]))
                              for name in runs[0]["final_loss_terms"]},
         "parity_distance": float(np.mean([r["parity_distance"] for r in runs])),
+        "finite": all(r["finite"] for r in runs),
         "settings": {k: str(v) for k, v in settings.items()},
         "runs_detail": runs,
     }
@@ -240,6 +247,26 @@ def add_comparisons(rows: list, n_files: int) -> None:
         change = row["parity_distance"] / original["parity_distance"] - 1
         row["parity_change"] = change
         row["parity_ok"] = bool(abs(change) <= PARITY_TOLERANCE)
+
+
+def failures(rows: list, total_epochs: int) -> list[str]:
+    """Why the run must exit non-zero: a variant that raised or trained to a non-finite loss,
+    or missed parity where parity is promised (one-file rows always; batched rows only in runs
+    of at least BATCHED_PARITY_MIN_EPOCHS epochs)."""
+    problems = []
+    for row in rows:
+        name = row["variant"]
+        if row["status"].startswith("failed"):
+            problems.append(f"{name}: {row['status']}")
+        elif row["status"] != "measured":
+            continue  # not measured on this device, by choice (see the row's status)
+        elif not row["finite"]:
+            problems.append(f"{name}: a loss or distance is not finite")
+        elif row.get("parity_ok") is False and (
+                row["files_per_run"] == 1 or total_epochs >= BATCHED_PARITY_MIN_EPOCHS):
+            problems.append(f"{name}: distance {row['parity_change']:+.1%} from the original's, "
+                            f"beyond the {PARITY_TOLERANCE:.0%} parity tolerance")
+    return problems
 
 
 # ----------------------------------------------------------------------------- features
@@ -374,6 +401,15 @@ def markdown_table(headers, rows) -> str:
     return "\n".join(lines)
 
 
+def parity_cell(row: dict, total_epochs: int) -> str | None:
+    ok = row.get("parity_ok")
+    if ok is None:
+        return None
+    if not ok and row["files_per_run"] > 1 and total_epochs < BATCHED_PARITY_MIN_EPOCHS:
+        return f"no (batched: gated from {BATCHED_PARITY_MIN_EPOCHS} epochs)"
+    return "yes" if ok else "**no**"
+
+
 def render_markdown(report: dict) -> str:
     meta, cfg, rows = report["meta"], report["config"], report["variants"]
     original = next((r for r in rows if r["variant"] == "original" and r["status"] == "measured"),
@@ -394,7 +430,7 @@ def render_markdown(report: dict) -> str:
                "s/file per 1000 epochs", "speedup/file", "seed's claim", "warm-up s (1st epoch)",
                "final loss terms", "distance on original files", "vs original",
                f"parity (<= {PARITY_TOLERANCE:.0%})"]
-    table = []
+    table, total_epochs = [], cfg["warmup"] + cfg["epochs"]
     for r in rows:
         if r["status"] != "measured":
             table.append([r["variant"], r["status"]] + ["-"] * 5 + [r["claim"]] + ["-"] * 5)
@@ -407,7 +443,7 @@ def render_markdown(report: dict) -> str:
             None if r.get("speedup_per_file") is None else f"{r['speedup_per_file']:.2f}x",
             r["claim"], f"{r['warmup_s']:.3g} ({r['first_epoch_s']:.3g})",
             terms_text(r["final_loss_terms"]), r["parity_distance"],
-            None if change is None else f"{change:+.1%}", r.get("parity_ok")])
+            None if change is None else f"{change:+.1%}", parity_cell(r, total_epochs)])
     out += [markdown_table(headers, table), ""]
     singles = [r for r in rows if r["status"] == "measured" and r["variant"] not in
                ("original", "optimized") and r.get("speedup_per_file")]
@@ -573,8 +609,11 @@ def main(argv=None) -> dict:
                                        "loss_tail": LOSS_TAIL, "files_used": batch["file_paths"]},
               "variants": rows, "features": features, "growth": growth,
               "end_to_end": end_to_end(rows, features, growth["median_s"], args.e2e_epochs)}
+    report["failures"] = failures(rows, args.warmup + args.epochs)
     report["total_seconds"] = time.perf_counter() - started
     markdown = render_markdown(report) + f"\nBenchmark ran in {report['total_seconds']:.1f} s.\n"
+    if report["failures"]:
+        markdown += "\n**Failed:**\n" + "".join(f"- {p}\n" for p in report["failures"])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"benchmark_{device.type}"
@@ -586,4 +625,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":  # load_multiple_files starts worker processes
-    main()
+    sys.exit(1 if main()["failures"] else 0)

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 import ddsp_helpers as dh
 from conftest import batch_from_features
@@ -177,6 +178,30 @@ def test_load_multiple_files_no_files_raises():
 
 
 def test_collate_matches_features(bundled_features):
-    batch = batch_from_features(bundled_features[:3])
-    assert batch["lengths"].tolist() == [len(f["f0"]) for f in bundled_features[:3]]
-    assert batch["errors"] == {}
+    """Files of different lengths in one batch: each file's valid frames and samples are its
+    own features unchanged; beyond them f0 and MFCC hold the last frame, loudness sits at the
+    floor, audio is zero and nothing is voiced; lengths count the valid frames."""
+    short = dict(bundled_features[2])
+    n = 50
+    short.update(path=short["path"] + "#short", audio=short["audio"][: n * dh.HOP_LENGTH],
+                 **{key: short[key][:n] for key in ("f0", "voiced", "loudness", "mfcc")})
+    features = [bundled_features[0], short, bundled_features[1]]
+    batch = batch_from_features(features)
+    full = len(bundled_features[0]["f0"])
+    assert batch["lengths"].tolist() == [full, n, len(bundled_features[1]["f0"])]
+    assert batch["errors"] == {} and batch["file_paths"] == [f["path"] for f in features]
+    assert batch["f0"].shape == (3, full, 1) and batch["mfcc"].shape == (3, full, dh.N_MFCC)
+    assert batch["audio"].shape == (3, full * dh.HOP_LENGTH) and batch["voiced"].shape == (3, full)
+    for i, feats in enumerate(features):
+        m = len(feats["f0"])
+        np.testing.assert_array_equal(batch["f0"][i, :m, 0].numpy(), feats["f0"])
+        np.testing.assert_array_equal(batch["loudness"][i, :m, 0].numpy(), feats["loudness"])
+        np.testing.assert_array_equal(batch["mfcc"][i, :m].numpy(), feats["mfcc"])
+        np.testing.assert_array_equal(batch["voiced"][i, :m].numpy(), feats["voiced"])
+        np.testing.assert_array_equal(batch["audio"][i, : m * dh.HOP_LENGTH].numpy(),
+                                      feats["audio"])
+    assert torch.all(batch["f0"][1, n:, 0] == float(short["f0"][-1]))
+    assert torch.all(batch["mfcc"][1, n:] == torch.from_numpy(short["mfcc"][-1]))
+    assert torch.all(batch["loudness"][1, n:] == dh.LOUDNESS_FLOOR_DB)
+    assert torch.all(batch["audio"][1, n * dh.HOP_LENGTH:] == 0)
+    assert not batch["voiced"][1, n:].any()

@@ -19,10 +19,18 @@ def test_f0_of_bundled_tone_within_20_cents(bundled_features, index):
     assert abs(error) < 20
 
 
-def test_feature_shapes_and_dtypes(bundled_features):
-    for feats in bundled_features:
+def test_feature_shapes_and_dtypes(bundled_features, tone_paths):
+    """Every bundled tone: audio is the wav's 16-bit samples / 32768, cut to whole frames; one
+    feature frame per HOP_LENGTH samples, float32 and finite; f0 in range, loudness above the
+    floor and, for these tones played mezzo-forte, between -45 and -5 dB in their voiced
+    middle."""
+    import soundfile as sf
+
+    for path, feats in zip(tone_paths, bundled_features):
         n_frames = len(feats["f0"])
-        assert n_frames > 0
+        samples, rate = sf.read(str(path), dtype="int16")
+        assert rate == dh.SAMPLE_RATE and n_frames == len(samples) // dh.HOP_LENGTH
+        np.testing.assert_array_equal(feats["audio"], samples[: n_frames * dh.HOP_LENGTH] / 32768.0)
         assert feats["audio"].shape == (n_frames * dh.HOP_LENGTH,)
         assert feats["voiced"].shape == (n_frames,) and feats["voiced"].dtype == bool
         assert feats["loudness"].shape == (n_frames,)
@@ -32,6 +40,33 @@ def test_feature_shapes_and_dtypes(bundled_features):
             assert np.all(np.isfinite(feats[key])), key
         assert np.all(feats["f0"] >= dh.F0_MIN_HZ) and np.all(feats["f0"] <= dh.F0_MAX_HZ)
         assert np.all(feats["loudness"] >= dh.LOUDNESS_FLOOR_DB)
+        voiced_loudness = feats["loudness"][feats["voiced"]]
+        assert -45 < np.median(voiced_loudness) < -5, np.median(voiced_loudness)
+
+
+def test_feature_frame_t_is_centred_on_sample_t_times_hop():
+    """A 440 Hz tone switched on at sample 100 x HOP after silence: loudness and MFCC frames
+    up to ~4 frames (half the 2048-sample window; 2 for the 1024-sample MFCC) before it are at
+    silence, frames from 4 after it at the tone's level, and loudness frame 100 (centred on the
+    onset) sees half its window filled: 3 dB below the steady level, within 1 dB. pYIN's
+    voicing starts within 10 frames of the onset."""
+    sr, onset = dh.SAMPLE_RATE, 100 * dh.HOP_LENGTH
+    t = np.arange(200 * dh.HOP_LENGTH) / sr
+    audio = (0.3 * np.sin(2 * np.pi * 440.0 * t) * (np.arange(len(t)) >= onset)).astype(np.float32)
+    loudness = dh.compute_loudness(audio)
+    mfcc = dh.compute_mfcc(audio)
+    assert loudness.shape == (200,) and mfcc.shape == (200, dh.N_MFCC)
+    steady = float(np.median(loudness[120:190]))
+    assert np.all(loudness[:95] == dh.LOUDNESS_FLOOR_DB)
+    np.testing.assert_allclose(loudness[105:195], steady, atol=0.2)
+    assert loudness[100] == pytest.approx(steady - 3.0, abs=1.0)
+    # MFCC frames are 1024 samples: 2 frames either side of the onset see some of both
+    silent_mfcc, tone_c0 = mfcc[50], np.median(mfcc[120:190, 0])
+    np.testing.assert_allclose(mfcc[:97], np.broadcast_to(silent_mfcc, (97, dh.N_MFCC)), atol=1e-3)
+    assert tone_c0 > silent_mfcc[0] + 30
+    np.testing.assert_allclose(mfcc[103:197, 0], tone_c0, atol=2.0)
+    f0, voiced = dh.estimate_f0(audio)
+    assert not voiced[:90].any() and voiced[110:190].all()
 
 
 def test_f0_interpolates_unvoiced_frames():
@@ -75,10 +110,43 @@ def test_loudness_floor_on_silence():
     assert np.all(dh.compute_loudness(np.zeros(4096, np.float32)) == dh.LOUDNESS_FLOOR_DB)
 
 
-def test_mfcc_shape():
-    audio = np.random.default_rng(0).uniform(-0.5, 0.5, 40 * dh.HOP_LENGTH).astype(np.float32)
+def reference_mfcc(audio):
+    """MFCCs written out: centred zero-padded frames of MFCC_N_FFT with a periodic Hann window
+    every HOP_LENGTH samples, power spectrum, MFCC_N_MELS Slaney mel bands (0 Hz to Nyquist),
+    10 log10 (floor 1e-10, at most 80 dB below the loudest), orthonormal DCT-II, first N_MFCC."""
+    import librosa
+    import scipy.fft
+
+    n_fft = dh.MFCC_N_FFT
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    padded = np.pad(audio.astype(np.float64), n_fft // 2)
+    frames = np.stack([padded[s: s + n_fft] * window
+                       for s in range(0, len(audio) + 1, dh.HOP_LENGTH)])
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
+    mel = power @ librosa.filters.mel(sr=dh.SAMPLE_RATE, n_fft=n_fft, n_mels=dh.MFCC_N_MELS).T
+    db = 10 * np.log10(np.maximum(mel, 1e-10))
+    db = np.maximum(db, db.max() - 80.0)
+    return scipy.fft.dct(db, type=2, norm="ortho", axis=1)[:, : dh.N_MFCC]
+
+
+def test_mfcc_values():
+    """compute_mfcc equals the MFCCs written out (within 1e-3 of coefficients of size ~100);
+    +6 dB of gain moves only coefficient 0, by 6.02 x sqrt(MFCC_N_MELS) (the orthonormal DCT of
+    a constant dB shift), and leaves the other 19 unchanged."""
+    rng = np.random.default_rng(0)
+    audio = rng.uniform(-0.5, 0.5, 40 * dh.HOP_LENGTH).astype(np.float32)
+    t = np.arange(len(audio)) / dh.SAMPLE_RATE
+    audio += (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     mfcc = dh.compute_mfcc(audio)
     assert mfcc.shape == (40, dh.N_MFCC) and mfcc.dtype == np.float32
+    reference = reference_mfcc(audio)[:40]
+    print(f"max |compute_mfcc - reference| {np.abs(mfcc - reference).max():.2e}, "
+          f"coefficients up to {np.abs(reference).max():.0f}")
+    np.testing.assert_allclose(mfcc, reference, rtol=0, atol=1e-3 * np.abs(reference).max())
+    louder = dh.compute_mfcc(audio * np.float32(2.0))
+    shift = 20 * np.log10(2.0) * np.sqrt(dh.MFCC_N_MELS)
+    np.testing.assert_allclose(louder[:, 0] - mfcc[:, 0], shift, atol=1e-2)
+    np.testing.assert_allclose(louder[:, 1:], mfcc[:, 1:], atol=1e-2)
 
 
 def test_hz_to_midi_numpy_and_torch():

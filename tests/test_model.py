@@ -33,6 +33,18 @@ def test_forward_shapes_and_values():
         assert torch.all(torch.isfinite(tensor))
     assert torch.all(harmonic["amplitude"] > 0) and torch.all(noise > 0)
     torch.testing.assert_close(harmonic["harmonic_distribution"].sum(-1), torch.ones(2, 40))
+    # the audio is the harmonic synthesizer (amplitude x distribution) plus the filtered noise
+    torch.manual_seed(3)
+    audio, harmonic, noise = model(f0, loudness, mfcc)
+    torch.manual_seed(3)
+    parts = (dh.harmonic_synth(f0, harmonic["amplitude"] * harmonic["harmonic_distribution"]),
+             dh.filtered_noise(noise))
+    torch.testing.assert_close(audio, parts[0] + parts[1], rtol=0, atol=1e-6)
+    # an untrained model's noise starts ~60 dB below its harmonics (magenta's -5 bias)
+    for i in range(2):
+        noise_db = 10 * np.log10(parts[1][i].detach().double().square().mean().item()
+                                 / parts[0][i].detach().double().square().mean().item())
+        assert noise_db < -40, noise_db
 
 
 def test_controls_respect_nyquist_and_config():
@@ -54,22 +66,37 @@ def test_untrained_noise_starts_quiet():
 
 
 def test_bfloat16_autocast_training_step_on_cpu():
-    torch.manual_seed(0)
-    model = dh.DDSPModel(hidden_size=64)
-    optimizer = dh.make_optimizer(model)
+    """A bfloat16 autocast step is the float32 step to bfloat16 accuracy: the model runs in
+    bfloat16 (its output differs), but the losses are float32, within 2% of the float32
+    step's, the weights stay float32, and the Adam update points the same way."""
     f0, loudness, mfcc = small_inputs(n_frames=30)
     t = torch.arange(30 * HOP) / dh.SAMPLE_RATE
     batch = {"f0": f0, "loudness": loudness, "mfcc": mfcc,
              "audio": 0.3 * torch.sin(2 * torch.pi * f0[:, :1, 0] * t),
              "lengths": torch.tensor([30, 20])}
-    before = [p.detach().clone() for p in model.parameters()]
-    loss, spectral = dh.training_step(model, optimizer, batch, dh.MultiScaleSpectralLoss(),
-                                      amp_dtype=torch.bfloat16)
-    assert loss.dtype == spectral.dtype == torch.float32
-    assert torch.isfinite(loss) and torch.isfinite(spectral) and loss >= spectral
-    assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert dh.parameters_finite(model)
+    results = {}
+    for amp_dtype in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        model = dh.DDSPModel(hidden_size=64)
+        optimizer = dh.make_optimizer(model)
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        torch.manual_seed(1)
+        loss, spectral = dh.training_step(model, optimizer, batch, dh.MultiScaleSpectralLoss(),
+                                          amp_dtype=amp_dtype)
+        assert loss.dtype == spectral.dtype == torch.float32
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+        assert dh.parameters_finite(model)
+        moved = torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+        results[amp_dtype] = (loss.item(), spectral.item(), moved)
+    (loss32, spectral32, moved32), (loss16, spectral16, moved16) = results.values()
+    print(f"float32 step: loss {loss32:.4f}; bfloat16 autocast: {loss16:.4f}")
+    assert loss16 != loss32  # autocast did run the model in bfloat16
+    assert loss16 == pytest.approx(loss32, rel=0.02)
+    assert spectral16 == pytest.approx(spectral32, rel=0.02)
+    assert loss16 - spectral16 == pytest.approx(loss32 - spectral32, rel=0.05)  # 0.1 x L1
+    cosine = torch.nn.functional.cosine_similarity(moved16, moved32, dim=0).item()
+    print(f"update direction: cosine {cosine:.3f}")
+    assert cosine > 0.9
 
 
 def test_make_optimizer_is_adam_unfused_on_cpu():
@@ -80,9 +107,14 @@ def test_make_optimizer_is_adam_unfused_on_cpu():
 
 
 def test_overfits_one_bundled_tone(bundled_features):
-    """200 full-batch steps on 01_C4.wav: the spectral loss falls by at least 30%."""
+    """200 full-batch steps on the first second of 01_C4.wav (hidden 128): the spectral loss
+    falls by at least 75% (it reaches 83%; 81% with a missing zero_grad and 83% without the L1
+    term, which tests/test_training.py catches exactly)."""
     torch.manual_seed(0)
-    batch = batch_from_features(bundled_features[:1])
+    n = 86  # 1 s of frames: half the time of the whole tone, the same drop
+    first_second = {k: v if k == "path" else v[: n * HOP] if k == "audio" else v[:n]
+                    for k, v in bundled_features[0].items()}
+    batch = batch_from_features([first_second])
     model = dh.DDSPModel(hidden_size=128)
     optimizer = dh.make_optimizer(model)
     start = time.perf_counter()
@@ -92,9 +124,10 @@ def test_overfits_one_bundled_tone(bundled_features):
     assert len(curve) == len(history["loss"]) == 200 and all(np.isfinite(curve))
     assert history.get("status", "finished") == "finished"
     first, last = curve[0], float(np.mean(curve[-10:]))
-    print(f"\noverfit 01_C4.wav, hidden 128, 200 steps in {seconds:.1f} s "
+    print(f"\noverfit 01_C4.wav (1 s), hidden 128, 200 steps in {seconds:.1f} s "
           f"({1000 * seconds / 200:.0f} ms/step): spectral loss {first:.3f} -> {last:.3f} "
           f"(-{100 * (1 - last / first):.0f}%)")
-    print("curve every 20 steps: " + " ".join(f"{v:.3f}" for v in curve[::20]) + f" {curve[-1]:.3f}")
-    assert last <= 0.7 * first
-    assert history["loss"][-1] >= curve[-1]  # total = spectral + 0.1 * L1
+    print("curve every 20 steps: " + " ".join(f"{v:.3f}" for v in curve[::20]))
+    assert last <= 0.25 * first
+    assert all(b < a for a, b in zip(curve[:100:10], curve[10:110:10]))  # falls steadily at first
+    assert all(t > s for t, s in zip(history["loss"], curve))  # total = spectral + 0.1 x L1

@@ -62,11 +62,23 @@ def test_nan_loss_stops_and_keeps_last_good_weights(small_batch, tmp_path):
     assert dh.parameters_finite(restored) and len(checkpoint["history"]["loss"]) == 3
 
 
-def test_without_the_handling_nan_poisons_the_weights(small_batch):
-    """What train guards against: one NaN step corrupts every weight."""
-    model, optimizer = fresh()
-    dh.training_step(model, optimizer, small_batch, LossTurningNaN(bad_from=1))
-    assert not dh.parameters_finite(model)
+def test_nan_after_a_snapshot_restores_the_snapshot_weights(small_batch):
+    """Good weights are copied every SNAPSHOT_EVERY epochs: a NaN at epoch 28 brings back the
+    weights of epoch 25 exactly (those of a clean 25-epoch run), not the initial ones, and the
+    history keeps the 27 finite losses."""
+    assert dh.SNAPSHOT_EVERY == 25
+    model, optimizer = fresh(hidden_size=16)
+    clean = dh.train(model, optimizer, small_batch, dh.MultiScaleSpectralLoss(), 25,
+                     progress=False)
+    at_25 = [p.detach().clone() for p in model.parameters()]
+    model, optimizer = fresh(hidden_size=16)
+    with pytest.warns(UserWarning, match="loss became nan"):
+        history = dh.train(model, optimizer, small_batch, LossTurningNaN(bad_from=28), 40,
+                           progress=False)
+    assert history["status"].startswith("stopped at epoch 28")
+    assert "restored from epoch 25" in history["status"]
+    assert history["loss"][:25] == clean["loss"] and len(history["loss"]) == 27
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), at_25))
 
 
 def test_interrupt_leaves_checkpoint_and_history(small_batch, tmp_path):
@@ -191,13 +203,29 @@ def test_uploads_land_in_the_folder_and_same_names_are_kept_apart(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["FLAC", "OGG"])
 def test_flac_and_ogg_are_accepted(tmp_path, fmt):
+    """The decoded file is the tone that was written: FLAC sample for sample (to 16-bit
+    quantisation), OGG (lossy) at the same pitch (1 cent) and level (0.2 dB) and aligned."""
     import soundfile as sf
 
+    from conftest import cents, peak_frequency
+
     t = np.arange(dh.SAMPLE_RATE) / dh.SAMPLE_RATE
+    written = 0.5 * np.sin(2 * np.pi * 330 * t)
     path = tmp_path / f"tone.{fmt.lower()}"
-    sf.write(str(path), 0.5 * np.sin(2 * np.pi * 330 * t), dh.SAMPLE_RATE, format=fmt)
+    sf.write(str(path), written, dh.SAMPLE_RATE, format=fmt)
     audio = dh.load_audio(path)
     assert abs(len(audio) - dh.SAMPLE_RATE) < 1024 and np.isfinite(audio).all()
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    n = min(len(audio), len(written))
+    if fmt == "FLAC":
+        assert len(audio) == len(written)
+        np.testing.assert_allclose(audio, written, atol=1.5 / 32768)
+    else:
+        middle = slice(2048, n - 2048)
+        level = 20 * np.log10(np.std(audio[middle]) / np.std(written[middle]))
+        assert abs(level) < 0.2
+        assert np.corrcoef(audio[middle], written[middle])[0, 1] > 0.99
+    assert abs(cents(peak_frequency(audio[:n], dh.SAMPLE_RATE), 330.0)) < 1
 
 
 def test_feature_cache_hit_skips_extraction(tmp_path, tone_paths, monkeypatch):

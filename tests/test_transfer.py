@@ -277,13 +277,22 @@ def test_render_melody_is_seeded_faded_bounded_and_restores_mode(small_model):
         dh.render_melody(small_model, f0, loudness, mfcc[:, :5])
 
 
-def test_timbre_mfcc_of_one_file_and_of_the_whole_model(bundled_batch):
-    one = dh.timbre_mfcc(bundled_batch, 0)
-    np.testing.assert_allclose(one, dh.mean_note(bundled_batch, 0)[2])
-    whole = dh.timbre_mfcc(bundled_batch)
-    per_file = [dh.mean_note(bundled_batch, i)[2] for i in range(len(bundled_batch["lengths"]))]
-    np.testing.assert_allclose(whole, np.mean(per_file, axis=0), rtol=1e-5)
+def test_timbre_mfcc_of_one_file_and_of_the_whole_model(bundled_features):
+    """In a batch of a whole tone and a 60-frame cut of another (padded to the long one by
+    holding its last MFCC frame): one file's timbre is the mean of its own MFCC frames, and the
+    whole model's is the mean of the two files' means (each file counts once, whatever its
+    length), the padding ignored."""
+    short = dict(bundled_features[5])
+    short.update(path=short["path"] + "#short", audio=short["audio"][: 60 * dh.HOP_LENGTH],
+                 **{key: short[key][:60] for key in ("f0", "voiced", "loudness", "mfcc")})
+    batch = dh.collate([bundled_features[0], short])
+    long_mean = bundled_features[0]["mfcc"].astype(np.float64).mean(0)
+    short_mean = bundled_features[5]["mfcc"][:60].astype(np.float64).mean(0)
+    np.testing.assert_allclose(dh.timbre_mfcc(batch, 0), long_mean, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(dh.timbre_mfcc(batch, 1), short_mean, rtol=1e-5, atol=1e-4)
+    whole = dh.timbre_mfcc(batch)
     assert whole.shape == (dh.N_MFCC,)
+    np.testing.assert_allclose(whole, (long_mean + short_mean) / 2, rtol=1e-5, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- recordings
@@ -350,13 +359,29 @@ def test_recording_from_a_file_shifts_up_towards_training(write_wav_file):
 
 
 def test_plot_transfer_before_and_after(bundled_features):
-    result = dh.recording_to_controls(bundled_features[0], octave_lower_batch(bundled_features))
-    fig = dh.plot_transfer(result)
-    assert len(fig.axes) == 2 and "octave shift -1" in fig._suptitle.get_text()
-    before = {"f0": result["original_f0"], "loudness": result["original_loudness"]}
-    assert len(dh.plot_transfer(before, result).axes) == 2
+    """What the figure shows: on the f0 axis (log scale) the recording's f0 before (dashed) and
+    after (solid) the shift, one octave apart, against time in seconds; on the loudness axis
+    both loudness curves; the title names the octave shift."""
     import matplotlib.pyplot as plt
 
+    result = dh.recording_to_controls(bundled_features[0], octave_lower_batch(bundled_features))
+    fig = dh.plot_transfer(result)
+    f0_ax, loud_ax = fig.axes
+    assert "octave shift -1" in fig._suptitle.get_text() and f0_ax.get_yscale() == "log"
+    (before_f0, after_f0), (before_loud, after_loud) = f0_ax.lines[:2], loud_ax.lines[:2]
+    n = len(result["f0"])
+    np.testing.assert_allclose(after_f0.get_xdata(), np.arange(n) * dh.HOP_LENGTH / dh.SAMPLE_RATE)
+    np.testing.assert_array_equal(before_f0.get_ydata(), bundled_features[0]["f0"])
+    np.testing.assert_array_equal(after_f0.get_ydata(), result["f0"])
+    np.testing.assert_allclose(np.asarray(after_f0.get_ydata()) / before_f0.get_ydata(), 0.5,
+                               rtol=1e-6)
+    assert before_f0.get_linestyle() == "--" and after_f0.get_linestyle() == "-"
+    np.testing.assert_array_equal(before_loud.get_ydata(), bundled_features[0]["loudness"])
+    np.testing.assert_array_equal(after_loud.get_ydata(), result["loudness"])
+    before = {"f0": result["original_f0"], "loudness": result["original_loudness"]}
+    explicit = dh.plot_transfer(before, result)
+    assert len(explicit.axes) == 2
+    np.testing.assert_array_equal(explicit.axes[0].lines[1].get_ydata(), result["f0"])
     plt.close("all")
 
 
@@ -410,6 +435,9 @@ def test_stage_controls_mask_harmonics_and_noise(small_model):
 
 
 def test_plot_stage_controls_has_an_axes_pair_per_stage(small_model):
+    """Top row: one bar per harmonic at that stage's amplitude (the root stage: harmonic 1
+    only; five: harmonics 1-5); bottom row: the noise filter's response (flat zero with noise
+    off). The bars are the model's own harmonic amplitudes for the held note."""
     import matplotlib.pyplot as plt
 
     stages = dh.stages_from_table(FORM_ROWS)
@@ -417,6 +445,18 @@ def test_plot_stage_controls_has_an_axes_pair_per_stage(small_model):
     assert len(fig.axes) == 2 * len(stages)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert [t.split("\n")[0] for t in titles] == ["root", "five", "breath"]
+    with torch.no_grad():
+        f0, loudness, mfcc = dh.steady_note(small_model, 220.0, -20.0, np.zeros(dh.N_MFCC), 87)
+        controls = small_model.get_controls(f0, loudness, mfcc)
+    steady = (controls["amplitude"] * controls["harmonic_distribution"])[0, -1].numpy()
+    rows = np.asarray(fig.axes).reshape(2, len(stages))  # subplots(2, n): row by row
+    for column, count in enumerate((1, 5, None)):
+        bars = np.array([patch.get_height() for patch in rows[0, column].patches])
+        assert len(bars) == small_model.n_harmonics
+        expected = steady * (np.arange(len(steady)) < (count or len(steady)))
+        np.testing.assert_allclose(bars, expected, rtol=0.05, atol=1e-7)
+        response = rows[1, column].lines[0].get_ydata()
+        assert (np.max(response) > 0) == (count is None)
     plt.close(fig)
 
 
