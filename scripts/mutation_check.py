@@ -10,7 +10,7 @@ files plus untracked, non-ignored ones, so uncommitted tests count), plants the 
 the test suite and reports whether it failed:
 
     mutation     result          caught by                                            time
-    no-time-l1   caught (tests)  tests/test_training.py::test_returned_loss_is_...  109 s
+    no-time-l1   caught (tests)  tests/test_train.py::test_returned_loss_is_...     109 s
 
 The old snippet is searched in the project's Python sources (`ddsp_helpers.py` and every
 `*.py` under `grown_timbres/`, whichever exist) and must occur exactly once across them: a
@@ -85,12 +85,19 @@ MUTATIONS = [
                "nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)\n"
                "scaler.unscale_(optimizer)"))),
     Mutation("detached-cached-loss",
-             "training_step detaches the cached-target spectral loss (only L1 trains)",
-             (("spectral = spectral_loss(pred_audio)",
-               "spectral = spectral_loss(pred_audio).detach()"),)),
+             "the spectral term (the cached-target loss's too) is detached: only L1 trains",
+             (('"spectral": spectral_loss(pred_audio, target_audio, lengths),',
+               '"spectral": spectral_loss(pred_audio, target_audio, lengths).detach(),'),
+              ("spectral = spectral_loss(pred_audio)",
+               "spectral = spectral_loss(pred_audio).detach()"))),
+    Mutation("stale-cached-target",
+             "the cached-target loss keeps its first target's spectra whatever target it gets",
+             (("if target_audio is not cached_target or lengths is not cached_lengths:",
+               "if self.cached_spectra is None:"),)),
     Mutation("no-time-l1",
              "the time-domain L1 term is dropped from the total loss",
-             (("loss = spectral + TIME_LOSS_WEIGHT * time_domain_l1(pred_audio, target, lengths)",
+             (("return sum(terms.values()), terms", 'return terms["spectral"], terms'),
+              ("loss = spectral + TIME_LOSS_WEIGHT * time_domain_l1(pred_audio, target, lengths)",
                "loss = spectral"),
               ("+ TIME_LOSS_WEIGHT * time_domain_l1(", "+ 0.0 * time_domain_l1("))),
     Mutation("stage-timing-x2",

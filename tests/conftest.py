@@ -1,5 +1,6 @@
 """Shared fixtures. The bundled tones' features (pYIN is ~1 s per file) are computed once per
-session; everything else builds small synthetic signals."""
+session; everything else builds small synthetic signals. Unusable files (BAD_FILES) are made
+here for the audio and the feature tests alike."""
 from __future__ import annotations
 
 import os
@@ -9,13 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
+os.environ.setdefault("MPLBACKEND", "Agg")  # figures are drawn, never shown
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-import ddsp_helpers as dh  # noqa: E402
+from grown_timbres.config import SAMPLE_RATE  # noqa: E402
+from grown_timbres.features import collate, compile_feature_kernels, extract_features  # noqa: E402
 
 # One intra-op thread by default (DDSP_TEST_THREADS=2 for two). The models here are small: on an
 # idle 2-core machine 1 and 2 threads train at the same speed (about 75 ms per step), but when
@@ -35,7 +39,7 @@ def midi_to_hz(midi) -> float:
     return 440.0 * 2.0 ** ((midi - 69) / 12.0)
 
 
-def spectrum_db(x: np.ndarray, sample_rate: int = dh.SAMPLE_RATE, window: str = "blackmanharris",
+def spectrum_db(x: np.ndarray, sample_rate: int = SAMPLE_RATE, window: str = "blackmanharris",
                 n_fft: int | None = None):
     """(freqs, magnitude dB re. the largest bin) of a windowed, optionally zero-padded FFT."""
     import scipy.signal
@@ -63,7 +67,7 @@ def peak_frequency(x: np.ndarray, sample_rate: int, fmin: float = 20.0, pad: int
 
 def batch_from_features(features: list[dict]) -> dict:
     """The padded batch load_multiple_files would build from these features (no second pYIN)."""
-    return dh.collate(features)
+    return collate(features)
 
 
 @pytest.fixture(scope="session")
@@ -84,9 +88,9 @@ def bundled_features(tone_paths) -> list[dict]:
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dh.compile_feature_kernels()  # before the fork: concurrent numba compiles corrupt its cache
+        compile_feature_kernels()  # before the fork: concurrent numba compiles corrupt its cache
         with ProcessPoolExecutor(2, mp_context=context) as pool:
-            return list(pool.map(dh.extract_features, tone_paths))
+            return list(pool.map(extract_features, tone_paths))
 
 
 @pytest.fixture(scope="session")
@@ -99,9 +103,83 @@ def write_wav_file(tmp_path):
     """write_wav_file(name, data, rate=22050, subtype='FLOAT') -> Path (soundfile, any subtype)."""
     import soundfile as sf
 
-    def write(name, data, rate=dh.SAMPLE_RATE, subtype="FLOAT"):
+    def write(name, data, rate=SAMPLE_RATE, subtype="FLOAT"):
         path = tmp_path / name
         sf.write(str(path), np.asarray(data), rate, subtype=subtype, format="WAV")
         return path
 
     return write
+
+
+def _tone(n=SAMPLE_RATE, amplitude=0.5):
+    return (amplitude * np.sin(2 * np.pi * 440 * np.arange(n) / SAMPLE_RATE)).astype(np.float32)
+
+
+def make_missing(tmp_path):
+    return tmp_path / "missing.wav"
+
+
+def make_empty(tmp_path):
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    return path
+
+
+def make_text(tmp_path):
+    path = tmp_path / "notes.wav"
+    path.write_text("these are my notes, not audio\n" * 20)
+    return path
+
+
+def make_truncated(tmp_path):
+    path = tmp_path / "truncated.wav"
+    sf.write(str(path), _tone(), SAMPLE_RATE, subtype="PCM_16")
+    path.write_bytes(path.read_bytes()[:20])
+    return path
+
+
+def make_zero_frames(tmp_path):
+    path = tmp_path / "zero_frames.wav"
+    sf.write(str(path), np.zeros(0, np.float32), SAMPLE_RATE, subtype="PCM_16")
+    assert sf.info(str(path)).frames == 0
+    return path
+
+
+def make_all_zero(tmp_path):
+    path = tmp_path / "all_zero.wav"
+    sf.write(str(path), np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+def make_non_finite(value, index):
+    """A maker of a float wav holding `value` (NaN or inf) at sample `index`."""
+    def make(tmp_path):
+        path = tmp_path / f"{value}.wav"
+        data = _tone()
+        data[index] = value
+        sf.write(str(path), data, SAMPLE_RATE, subtype="FLOAT")
+        return path
+    return make
+
+
+make_nan = make_non_finite(np.nan, 1000)
+make_inf = make_non_finite(np.inf, 5000)
+
+
+def make_too_short(tmp_path):
+    path = tmp_path / "short.wav"
+    sf.write(str(path), _tone(1000), SAMPLE_RATE, subtype="PCM_16")
+    return path
+
+
+BAD_FILES = {  # maker, a word the reason must contain
+    "missing": (make_missing, "not found"),
+    "empty": (make_empty, "empty"),
+    "text": (make_text, "not a readable audio file"),
+    "truncated": (make_truncated, "not a readable audio file"),
+    "zero_frames": (make_zero_frames, "no audio samples"),
+    "all_zero": (make_all_zero, "silent"),
+    "nan": (make_nan, "NaN"),
+    "inf": (make_inf, "infinite"),
+    "too_short": (make_too_short, "too short"),
+}

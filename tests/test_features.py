@@ -1,10 +1,21 @@
-"""Features of the bundled tones: f0 (pYIN), loudness (A-weighted dB), MFCC; mean_note."""
+"""grown_timbres/features.py: pYIN f0, A-weighted loudness and MFCCs on the bundled tones and on
+signals with known answers; the feature cache; padded batches and each file back out of one."""
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
-import ddsp_helpers as dh
-from conftest import FIRST_MIDI, cents, midi_to_hz
+from grown_timbres.audio import AudioInputError
+from grown_timbres.config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
+from grown_timbres.features import (F0_MAX_HZ, F0_MIN_HZ, FEATURE_KEYS, FEATURE_SETTINGS,
+                                    MFCC_N_FFT, MFCC_N_MELS, compute_loudness, compute_mfcc,
+                                    estimate_f0, extract_features, feature_cache_path,
+                                    file_features, hz_to_midi, load_multiple_files, mean_note)
+from conftest import (FIRST_MIDI, batch_from_features, cents, make_all_zero, make_empty,
+                      make_missing, make_text, midi_to_hz)
+
+
+SR = SAMPLE_RATE
 
 
 @pytest.mark.parametrize("index", range(12))
@@ -29,17 +40,17 @@ def test_feature_shapes_and_dtypes(bundled_features, tone_paths):
     for path, feats in zip(tone_paths, bundled_features):
         n_frames = len(feats["f0"])
         samples, rate = sf.read(str(path), dtype="int16")
-        assert rate == dh.SAMPLE_RATE and n_frames == len(samples) // dh.HOP_LENGTH
-        np.testing.assert_array_equal(feats["audio"], samples[: n_frames * dh.HOP_LENGTH] / 32768.0)
-        assert feats["audio"].shape == (n_frames * dh.HOP_LENGTH,)
+        assert rate == SAMPLE_RATE and n_frames == len(samples) // HOP_LENGTH
+        np.testing.assert_array_equal(feats["audio"], samples[: n_frames * HOP_LENGTH] / 32768.0)
+        assert feats["audio"].shape == (n_frames * HOP_LENGTH,)
         assert feats["voiced"].shape == (n_frames,) and feats["voiced"].dtype == bool
         assert feats["loudness"].shape == (n_frames,)
-        assert feats["mfcc"].shape == (n_frames, dh.N_MFCC)
+        assert feats["mfcc"].shape == (n_frames, N_MFCC)
         for key in ("audio", "f0", "loudness", "mfcc"):
             assert feats[key].dtype == np.float32, key
             assert np.all(np.isfinite(feats[key])), key
-        assert np.all(feats["f0"] >= dh.F0_MIN_HZ) and np.all(feats["f0"] <= dh.F0_MAX_HZ)
-        assert np.all(feats["loudness"] >= dh.LOUDNESS_FLOOR_DB)
+        assert np.all(feats["f0"] >= F0_MIN_HZ) and np.all(feats["f0"] <= F0_MAX_HZ)
+        assert np.all(feats["loudness"] >= LOUDNESS_FLOOR_DB)
         voiced_loudness = feats["loudness"][feats["voiced"]]
         assert -45 < np.median(voiced_loudness) < -5, np.median(voiced_loudness)
 
@@ -50,45 +61,65 @@ def test_feature_frame_t_is_centred_on_sample_t_times_hop():
     silence, frames from 4 after it at the tone's level, and loudness frame 100 (centred on the
     onset) sees half its window filled: 3 dB below the steady level, within 1 dB. pYIN's
     voicing starts within 10 frames of the onset."""
-    sr, onset = dh.SAMPLE_RATE, 100 * dh.HOP_LENGTH
-    t = np.arange(200 * dh.HOP_LENGTH) / sr
+    sr, onset = SAMPLE_RATE, 100 * HOP_LENGTH
+    t = np.arange(200 * HOP_LENGTH) / sr
     audio = (0.3 * np.sin(2 * np.pi * 440.0 * t) * (np.arange(len(t)) >= onset)).astype(np.float32)
-    loudness = dh.compute_loudness(audio)
-    mfcc = dh.compute_mfcc(audio)
-    assert loudness.shape == (200,) and mfcc.shape == (200, dh.N_MFCC)
+    loudness = compute_loudness(audio)
+    mfcc = compute_mfcc(audio)
+    assert loudness.shape == (200,) and mfcc.shape == (200, N_MFCC)
     steady = float(np.median(loudness[120:190]))
-    assert np.all(loudness[:95] == dh.LOUDNESS_FLOOR_DB)
+    assert np.all(loudness[:95] == LOUDNESS_FLOOR_DB)
     np.testing.assert_allclose(loudness[105:195], steady, atol=0.2)
     assert loudness[100] == pytest.approx(steady - 3.0, abs=1.0)
     # MFCC frames are 1024 samples: 2 frames either side of the onset see some of both
     silent_mfcc, tone_c0 = mfcc[50], np.median(mfcc[120:190, 0])
-    np.testing.assert_allclose(mfcc[:97], np.broadcast_to(silent_mfcc, (97, dh.N_MFCC)), atol=1e-3)
+    np.testing.assert_allclose(mfcc[:97], np.broadcast_to(silent_mfcc, (97, N_MFCC)), atol=1e-3)
     assert tone_c0 > silent_mfcc[0] + 30
     np.testing.assert_allclose(mfcc[103:197, 0], tone_c0, atol=2.0)
-    f0, voiced = dh.estimate_f0(audio)
+    f0, voiced = estimate_f0(audio)
     assert not voiced[:90].any() and voiced[110:190].all()
 
 
 def test_f0_interpolates_unvoiced_frames():
     """A tone with a silent gap in the middle: f0 has no NaN and the gap holds the pitch."""
-    sr = dh.SAMPLE_RATE
+    sr = SAMPLE_RATE
     t = np.arange(sr * 2) / sr
     audio = (0.5 * np.sin(2 * np.pi * 330.0 * t)).astype(np.float32)
     audio[int(0.8 * sr): int(1.2 * sr)] = 0.0
-    audio = audio[: len(audio) // dh.HOP_LENGTH * dh.HOP_LENGTH]
-    f0, voiced = dh.estimate_f0(audio)
-    assert f0.shape == voiced.shape == (len(audio) // dh.HOP_LENGTH,)
+    audio = audio[: len(audio) // HOP_LENGTH * HOP_LENGTH]
+    f0, voiced = estimate_f0(audio)
+    assert f0.shape == voiced.shape == (len(audio) // HOP_LENGTH,)
     assert not voiced.all() and voiced.any()
     assert np.all(np.isfinite(f0))
     assert np.all(np.abs([cents(f, 330.0) for f in f0]) < 20)
+
+
+def test_white_noise_has_no_pitch(tmp_path):
+    path = tmp_path / "white_noise.wav"
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, SR).astype(np.float32)
+    sf.write(str(path), noise, SR, subtype="FLOAT")
+    with pytest.raises(AudioInputError, match="no pitched frames") as info:
+        extract_features(path)
+    assert path.name in str(info.value)
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_white_noise_without_viterbi_voicing_raises(tmp_path, seed):
+    """Noise where pYIN's decoder happens to mark no frame voiced: the no-pitch path works."""
+    path = tmp_path / "white_noise.wav"
+    noise = np.random.default_rng(seed).uniform(-0.5, 0.5, SR).astype(np.float32)
+    sf.write(str(path), noise, SR, subtype="FLOAT")
+    with pytest.raises(AudioInputError, match="no pitched frames") as info:
+        extract_features(path)
+    assert str(path) in str(info.value)
 
 
 def test_loudness_follows_gain_exactly(bundled_features):
     audio = bundled_features[0]["audio"] * 0.25  # stays below full scale after +6 dB
     louder = audio * 10 ** (6 / 20)
     assert np.max(np.abs(louder)) < 1.0
-    base, raised = dh.compute_loudness(audio), dh.compute_loudness(louder)
-    above = (base > dh.LOUDNESS_FLOOR_DB + 10) & (raised > dh.LOUDNESS_FLOOR_DB + 10)
+    base, raised = compute_loudness(audio), compute_loudness(louder)
+    above = (base > LOUDNESS_FLOOR_DB + 10) & (raised > LOUDNESS_FLOOR_DB + 10)
     assert above.sum() > 0.5 * len(base)
     shift = float(np.median(raised[above] - base[above]))
     print(f"+6 dB gain -> loudness +{shift:.3f} dB")
@@ -96,18 +127,18 @@ def test_loudness_follows_gain_exactly(bundled_features):
 
 
 def test_loudness_of_full_scale_1khz_sine():
-    sr = dh.SAMPLE_RATE
+    sr = SAMPLE_RATE
     t = np.arange(sr) / sr
     sine = np.sin(2 * np.pi * 1000.0 * t).astype(np.float32)
-    loudness = dh.compute_loudness(sine)
-    assert loudness.shape == (sr // dh.HOP_LENGTH,) and loudness.dtype == np.float32
+    loudness = compute_loudness(sine)
+    assert loudness.shape == (sr // HOP_LENGTH,) and loudness.dtype == np.float32
     middle = float(np.median(loudness[10:-10]))
     print(f"full-scale 1 kHz sine: {middle:.3f} dB")
     assert abs(middle - (-3.0)) < 0.5
 
 
 def test_loudness_floor_on_silence():
-    assert np.all(dh.compute_loudness(np.zeros(4096, np.float32)) == dh.LOUDNESS_FLOOR_DB)
+    assert np.all(compute_loudness(np.zeros(4096, np.float32)) == LOUDNESS_FLOOR_DB)
 
 
 def reference_mfcc(audio):
@@ -117,16 +148,16 @@ def reference_mfcc(audio):
     import librosa
     import scipy.fft
 
-    n_fft = dh.MFCC_N_FFT
+    n_fft = MFCC_N_FFT
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
     padded = np.pad(audio.astype(np.float64), n_fft // 2)
     frames = np.stack([padded[s: s + n_fft] * window
-                       for s in range(0, len(audio) + 1, dh.HOP_LENGTH)])
+                       for s in range(0, len(audio) + 1, HOP_LENGTH)])
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2
-    mel = power @ librosa.filters.mel(sr=dh.SAMPLE_RATE, n_fft=n_fft, n_mels=dh.MFCC_N_MELS).T
+    mel = power @ librosa.filters.mel(sr=SAMPLE_RATE, n_fft=n_fft, n_mels=MFCC_N_MELS).T
     db = 10 * np.log10(np.maximum(mel, 1e-10))
     db = np.maximum(db, db.max() - 80.0)
-    return scipy.fft.dct(db, type=2, norm="ortho", axis=1)[:, : dh.N_MFCC]
+    return scipy.fft.dct(db, type=2, norm="ortho", axis=1)[:, : N_MFCC]
 
 
 def test_mfcc_values():
@@ -134,49 +165,153 @@ def test_mfcc_values():
     +6 dB of gain moves only coefficient 0, by 6.02 x sqrt(MFCC_N_MELS) (the orthonormal DCT of
     a constant dB shift), and leaves the other 19 unchanged."""
     rng = np.random.default_rng(0)
-    audio = rng.uniform(-0.5, 0.5, 40 * dh.HOP_LENGTH).astype(np.float32)
-    t = np.arange(len(audio)) / dh.SAMPLE_RATE
+    audio = rng.uniform(-0.5, 0.5, 40 * HOP_LENGTH).astype(np.float32)
+    t = np.arange(len(audio)) / SAMPLE_RATE
     audio += (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-    mfcc = dh.compute_mfcc(audio)
-    assert mfcc.shape == (40, dh.N_MFCC) and mfcc.dtype == np.float32
+    mfcc = compute_mfcc(audio)
+    assert mfcc.shape == (40, N_MFCC) and mfcc.dtype == np.float32
     reference = reference_mfcc(audio)[:40]
     print(f"max |compute_mfcc - reference| {np.abs(mfcc - reference).max():.2e}, "
           f"coefficients up to {np.abs(reference).max():.0f}")
     np.testing.assert_allclose(mfcc, reference, rtol=0, atol=1e-3 * np.abs(reference).max())
-    louder = dh.compute_mfcc(audio * np.float32(2.0))
-    shift = 20 * np.log10(2.0) * np.sqrt(dh.MFCC_N_MELS)
+    louder = compute_mfcc(audio * np.float32(2.0))
+    shift = 20 * np.log10(2.0) * np.sqrt(MFCC_N_MELS)
     np.testing.assert_allclose(louder[:, 0] - mfcc[:, 0], shift, atol=1e-2)
     np.testing.assert_allclose(louder[:, 1:], mfcc[:, 1:], atol=1e-2)
 
 
 def test_hz_to_midi_numpy_and_torch():
-    assert dh.hz_to_midi(np.float64(440.0)) == pytest.approx(69.0)
-    assert dh.hz_to_midi(np.array([261.6256]))[0] == pytest.approx(60.0, abs=1e-3)
-    assert torch.allclose(dh.hz_to_midi(torch.tensor([220.0, 880.0])), torch.tensor([57.0, 81.0]))
+    assert hz_to_midi(np.float64(440.0)) == pytest.approx(69.0)
+    assert hz_to_midi(np.array([261.6256]))[0] == pytest.approx(60.0, abs=1e-3)
+    assert torch.allclose(hz_to_midi(torch.tensor([220.0, 880.0])), torch.tensor([57.0, 81.0]))
+
+
+def test_feature_cache_hit_skips_extraction(tmp_path, tone_paths, monkeypatch):
+    cache = tmp_path / "cache"
+    first = extract_features(tone_paths[0], cache_dir=cache)
+    assert len(list(cache.glob("*.npz"))) == 1
+    monkeypatch.setattr("grown_timbres.features.load_audio",
+                        lambda *a, **k: pytest.fail("cache missed"))
+    copy = tmp_path / "renamed.wav"
+    copy.write_bytes(tone_paths[0].read_bytes())
+    second = extract_features(copy, cache_dir=cache)
+    assert second["path"] == str(copy)
+    for key in FEATURE_KEYS:
+        np.testing.assert_array_equal(first[key], second[key])
+
+
+def test_feature_cache_misses_when_a_setting_changes(tmp_path, tone_paths, monkeypatch):
+    before = feature_cache_path(tone_paths[0], tmp_path)
+    monkeypatch.setitem(FEATURE_SETTINGS, "n_mfcc", 13)
+    assert feature_cache_path(tone_paths[0], tmp_path) != before
+
+
+def test_load_multiple_files_skips_bad_file(tmp_path, tone_paths, bundled_features):
+    """One bad file and two good ones (one cut to 1 s): real extraction, one process."""
+    bad = make_text(tmp_path)
+    short = tmp_path / "short_A4.wav"
+    sf.write(str(short), sf.read(str(tone_paths[9]), dtype="float32")[0][:SR], SR,
+             subtype="FLOAT")
+    with pytest.warns(UserWarning, match="notes.wav"):
+        batch = load_multiple_files([tone_paths[0], bad, short], progress=False, n_workers=1)
+    assert batch["file_paths"] == [str(tone_paths[0]), str(short)]
+    assert list(batch["errors"]) == [str(bad)]
+    assert "not a readable audio file" in batch["errors"][str(bad)]
+    n_long, n_short = len(bundled_features[0]["f0"]), SR // HOP_LENGTH
+    assert batch["lengths"].tolist() == [n_long, n_short]
+    assert batch["f0"].shape == (2, n_long, 1) and batch["mfcc"].shape == (2, n_long, N_MFCC)
+    assert batch["audio"].shape == (2, n_long * HOP_LENGTH)
+    # the same features as extracted alone, and the padding as documented
+    np.testing.assert_array_equal(batch["audio"][0].numpy(), bundled_features[0]["audio"])
+    np.testing.assert_array_equal(batch["f0"][0, :, 0].numpy(), bundled_features[0]["f0"])
+    assert np.all(batch["audio"][1, n_short * HOP_LENGTH:].numpy() == 0)
+    assert np.all(batch["loudness"][1, n_short:].numpy() == LOUDNESS_FLOOR_DB)
+    assert np.all(batch["f0"][1, n_short:].numpy() == batch["f0"][1, n_short - 1].numpy())
+    assert not batch["voiced"][1, n_short:].any()
+
+
+def test_load_multiple_files_in_worker_processes(tmp_path, tone_paths, bundled_features):
+    """The default path (a process pool): bad files are reported from the workers too."""
+    bad = make_all_zero(tmp_path)
+    with pytest.warns(UserWarning, match="silent"):
+        batch = load_multiple_files([bad, tone_paths[1]], progress=False, n_workers=2)
+    assert batch["file_paths"] == [str(tone_paths[1])] and list(batch["errors"]) == [str(bad)]
+    np.testing.assert_array_equal(batch["f0"][0, :, 0].numpy(), bundled_features[1]["f0"])
+
+
+def test_load_multiple_files_all_bad_raises(tmp_path):
+    paths = [make_empty(tmp_path), make_text(tmp_path), make_missing(tmp_path)]
+    with pytest.warns(UserWarning):
+        with pytest.raises(AudioInputError) as info:
+            load_multiple_files(paths, progress=False, n_workers=1)
+    message = str(info.value)
+    assert "no usable audio file" in message
+    for path in paths:
+        assert path.name in message
+
+
+def test_load_multiple_files_no_files_raises():
+    with pytest.raises(AudioInputError, match="no files given"):
+        load_multiple_files([], progress=False)
+
+
+def test_collate_matches_features_and_file_features_undoes_it(bundled_features):
+    """Files of different lengths in one batch: each file's valid frames and samples are its
+    own features unchanged, and file_features gives them back; beyond them f0 and MFCC hold the last frame, loudness sits at the
+    floor, audio is zero and nothing is voiced; lengths count the valid frames."""
+    short = dict(bundled_features[2])
+    n = 50
+    short.update(path=short["path"] + "#short", audio=short["audio"][: n * HOP_LENGTH],
+                 **{key: short[key][:n] for key in ("f0", "voiced", "loudness", "mfcc")})
+    features = [bundled_features[0], short, bundled_features[1]]
+    batch = batch_from_features(features)
+    full = len(bundled_features[0]["f0"])
+    assert batch["lengths"].tolist() == [full, n, len(bundled_features[1]["f0"])]
+    assert batch["errors"] == {} and batch["file_paths"] == [f["path"] for f in features]
+    assert batch["f0"].shape == (3, full, 1) and batch["mfcc"].shape == (3, full, N_MFCC)
+    assert batch["audio"].shape == (3, full * HOP_LENGTH) and batch["voiced"].shape == (3, full)
+    for i, feats in enumerate(features):
+        m = len(feats["f0"])
+        np.testing.assert_array_equal(batch["f0"][i, :m, 0].numpy(), feats["f0"])
+        np.testing.assert_array_equal(batch["loudness"][i, :m, 0].numpy(), feats["loudness"])
+        np.testing.assert_array_equal(batch["mfcc"][i, :m].numpy(), feats["mfcc"])
+        np.testing.assert_array_equal(batch["voiced"][i, :m].numpy(), feats["voiced"])
+        np.testing.assert_array_equal(batch["audio"][i, : m * HOP_LENGTH].numpy(),
+                                      feats["audio"])
+        back = file_features(batch, i)  # and each file comes back out as it went in
+        assert back["path"] == feats["path"]
+        for key in FEATURE_KEYS:
+            assert back[key].dtype == feats[key].dtype
+            np.testing.assert_array_equal(back[key], feats[key])
+    assert torch.all(batch["f0"][1, n:, 0] == float(short["f0"][-1]))
+    assert torch.all(batch["mfcc"][1, n:] == torch.from_numpy(short["mfcc"][-1]))
+    assert torch.all(batch["loudness"][1, n:] == LOUDNESS_FLOOR_DB)
+    assert torch.all(batch["audio"][1, n * HOP_LENGTH:] == 0)
+    assert not batch["voiced"][1, n:].any()
 
 
 def test_mean_note_over_bundled_batch(bundled_batch):
     assert bundled_batch["f0"].shape[0] == 12 and not bundled_batch["errors"]
     for index in range(12):
-        f0_mean, loudness_mean, mfcc_mean = dh.mean_note(bundled_batch, index)
+        f0_mean, loudness_mean, mfcc_mean = mean_note(bundled_batch, index)
         error = cents(f0_mean, midi_to_hz(FIRST_MIDI + index))
         assert abs(error) < 20, (index, error)
-        assert dh.LOUDNESS_FLOOR_DB < loudness_mean < 0
-        assert mfcc_mean.shape == (dh.N_MFCC,) and np.all(np.isfinite(mfcc_mean))
+        assert LOUDNESS_FLOOR_DB < loudness_mean < 0
+        assert mfcc_mean.shape == (N_MFCC,) and np.all(np.isfinite(mfcc_mean))
 
 
 def test_mean_note_ignores_padding(bundled_features):
     """A short file in a batch with a long one: its mean uses only its own frames."""
     short = dict(bundled_features[9])  # A4
     n = 60
-    short.update(path=short["path"] + "#short", audio=short["audio"][: n * dh.HOP_LENGTH],
+    short.update(path=short["path"] + "#short", audio=short["audio"][: n * HOP_LENGTH],
                  f0=short["f0"][:n], voiced=short["voiced"][:n],
                  loudness=short["loudness"][:n], mfcc=short["mfcc"][:n])
     from conftest import batch_from_features
 
     batch = batch_from_features([bundled_features[0], short])
     assert batch["lengths"].tolist() == [len(bundled_features[0]["f0"]), n]
-    f0_mean, loudness_mean, mfcc_mean = dh.mean_note(batch, 1)
+    f0_mean, loudness_mean, mfcc_mean = mean_note(batch, 1)
     expected_loudness = float(np.mean(short["loudness"]))
     assert loudness_mean == pytest.approx(expected_loudness, abs=1e-3)
     np.testing.assert_allclose(mfcc_mean, short["mfcc"].mean(0), rtol=1e-5, atol=1e-4)

@@ -1,17 +1,21 @@
-"""Evaluation and reporting: the sine baseline's level and pitch, resynthesis_metrics on inputs
+"""grown_timbres/report.py: the sine baseline's level and pitch, resynthesis_metrics on inputs
 whose answers are known (same signal, +-6 dB, +-50 cents), epoch timing, run records and the
-side-by-side comparison (speedup per file, rows, markdown), with every expected number worked
-out here from the inputs."""
+side-by-side comparison, with every expected number worked out here from the inputs."""
 import json
 
 import numpy as np
 import pytest
-import torch
 
-import ddsp_helpers as dh
+from grown_timbres.config import FFT_SIZES, HOP_LENGTH, LOUDNESS_FLOOR_DB, SAMPLE_RATE
+from grown_timbres.features import compute_loudness, estimate_f0
+from grown_timbres.model import DDSPModel
+from grown_timbres.report import (comparison_markdown, comparison_rows, epoch_seconds,
+                                  load_run_record, make_run_record, resynthesis_metrics,
+                                  save_run_record, sine_baseline)
 from conftest import cents, peak_frequency
 
-SR, HOP = dh.SAMPLE_RATE, dh.HOP_LENGTH
+
+SR, HOP = SAMPLE_RATE, HOP_LENGTH
 
 
 def tone(f0_hz, seconds, amplitude=0.3, partials=(1.0, 0.5, 0.25)):
@@ -36,10 +40,10 @@ def test_sine_baseline_has_the_loudness_and_pitch_it_was_given(f0_hz, loudness_d
     0.5 dB (a baseline 3 dB too quiet, or missing the A-weighting at 110 or 3000 Hz, fails),
     and its frequency is f0 within 2 cents."""
     n_frames = 86
-    audio = dh.sine_baseline(np.full(n_frames, f0_hz, np.float32),
+    audio = sine_baseline(np.full(n_frames, f0_hz, np.float32),
                              np.full(n_frames, loudness_db, np.float32))
     assert audio.shape == (n_frames * HOP,) and audio.dtype == np.float32
-    measured = middle(dh.compute_loudness(audio))
+    measured = middle(compute_loudness(audio))
     print(f"{f0_hz} Hz at {loudness_db} dB: loudness {measured.min():.2f} .. "
           f"{measured.max():.2f} dB")
     assert np.all(np.abs(measured - loudness_db) < 0.5)
@@ -50,9 +54,9 @@ def test_sine_baseline_follows_loudness_steps_and_is_silent_at_the_floor():
     """Loudness held at -35, then -15, then the floor (-80) for 0.5 s each: the sine reads
     -35 and -15 dB in the middle of each hold and is exactly silent at the floor."""
     hold = 43
-    loudness = np.repeat(np.float32([-35.0, -15.0, dh.LOUDNESS_FLOOR_DB]), hold)
-    audio = dh.sine_baseline(np.full(3 * hold, 440.0, np.float32), loudness)
-    measured = dh.compute_loudness(audio)
+    loudness = np.repeat(np.float32([-35.0, -15.0, LOUDNESS_FLOOR_DB]), hold)
+    audio = sine_baseline(np.full(3 * hold, 440.0, np.float32), loudness)
+    measured = compute_loudness(audio)
     for i, level in enumerate((-35.0, -15.0)):
         np.testing.assert_allclose(measured[i * hold + 12: (i + 1) * hold - 12], level, atol=0.5)
     assert np.all(audio[(2 * hold + 1) * HOP:] == 0)
@@ -63,13 +67,12 @@ def test_sine_baseline_follows_loudness_steps_and_is_silent_at_the_floor():
 def target():
     """A 1 s three-partial tone at 330 Hz, and its features as the notebooks compute them."""
     audio = tone(330.0, 1.0)
-    f0, voiced = dh.estimate_f0(audio)
-    return {"audio": audio, "f0": f0, "voiced": voiced, "loudness": dh.compute_loudness(audio)}
+    f0, voiced = estimate_f0(audio)
+    return {"audio": audio, "f0": f0, "voiced": voiced, "loudness": compute_loudness(audio)}
 
 
 def metrics(output, target):
-    return dh.resynthesis_metrics(output, target["audio"], target["f0"], target["voiced"],
-                                  target["loudness"])
+    return resynthesis_metrics(output, target)
 
 
 def numpy_spectral_distance(pred, target):
@@ -77,7 +80,7 @@ def numpy_spectral_distance(pred, target):
     centred frames hop n / 4, periodic Hann; mean |M_p - M_t| + mean |log M_p - log M_t|
     (magnitudes floored at 1e-5 inside the log), averaged over sizes."""
     total = 0.0
-    for n_fft in dh.FFT_SIZES:
+    for n_fft in FFT_SIZES:
         window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
 
         def magnitude(x):
@@ -89,7 +92,7 @@ def numpy_spectral_distance(pred, target):
         mp, mt = magnitude(pred), magnitude(target)
         total += (np.mean(np.abs(mp - mt)) + np.mean(np.abs(np.log(np.maximum(mp, 1e-5))
                                                              - np.log(np.maximum(mt, 1e-5)))))
-    return total / len(dh.FFT_SIZES)
+    return total / len(FFT_SIZES)
 
 
 def test_metrics_of_the_target_itself_are_zero(target):
@@ -133,7 +136,7 @@ def test_metrics_of_a_signal_50_cents_sharp_then_flat(target):
 def test_metrics_of_silence(target):
     result = metrics(np.zeros_like(target["audio"]), target)
     assert np.isnan(result["f0_error_cents"]) and result["voiced_frames_matched"] == 0.0
-    expected_l1 = np.mean(target["loudness"] - dh.LOUDNESS_FLOOR_DB)
+    expected_l1 = np.mean(target["loudness"] - LOUDNESS_FLOOR_DB)
     assert result["loudness_l1_db"] == pytest.approx(expected_l1, rel=1e-5)
 
 
@@ -142,8 +145,8 @@ def test_epoch_seconds_spreads_each_window_evenly():
     """Syncs after epochs 2, 5 and 6 at 4, 10 and 13 s: epochs 1-2 took 2 s each, 3-5 2 s each,
     6 took 3 s."""
     history = {"timed_epochs": [2, 5, 6], "elapsed_seconds": [4.0, 10.0, 13.0]}
-    assert dh.epoch_seconds(history) == [2.0, 2.0, 2.0, 2.0, 2.0, 3.0]
-    assert dh.epoch_seconds({"timed_epochs": [], "elapsed_seconds": []}) == []
+    assert epoch_seconds(history) == [2.0, 2.0, 2.0, 2.0, 2.0, 3.0]
+    assert epoch_seconds({"timed_epochs": [], "elapsed_seconds": []}) == []
 
 
 def fake_run(n_files, n_epochs, seconds_per_epoch, final_spectral, sine_cents=12.0):
@@ -153,7 +156,8 @@ def fake_run(n_files, n_epochs, seconds_per_epoch, final_spectral, sine_cents=12
     batch = {"file_paths": [f"scale_tones/{i + 1:02d}.wav" for i in range(n_files)],
              "errors": {"bad.wav": "silent"}}
     spectral = [final_spectral + 0.1 * (n_epochs - 1 - e) for e in range(n_epochs)]
-    history = {"loss": [s + 0.01 for s in spectral], "spectral_loss": spectral,
+    history = {"loss": [s + 0.01 for s in spectral],
+               "terms": {"spectral": spectral, "time_l1": [0.01] * n_epochs},
                "timed_epochs": list(range(1, n_epochs + 1)),
                "elapsed_seconds": [seconds_per_epoch * (e + 1) for e in range(n_epochs)],
                "skipped_steps": 1, "status": "finished"}
@@ -170,13 +174,13 @@ def records():
     """The original notebook: 1 file, 20 epochs of 3 s (60 s in all, 3 s per file per epoch).
     The optimized one: 12 files, 10 epochs of 9 s (90 s; 0.75 s per file per epoch): 4x faster
     per file per epoch although it took longer in total and ran half the epochs."""
-    model = dh.DDSPModel(hidden_size=16)
+    model = DDSPModel(hidden_size=16)
     runs = {}
     for label, (n_files, n_epochs, seconds) in {"original": (1, 20, 3.0),
                                                 "optimized": (12, 10, 9.0)}.items():
         batch, history, metrics = fake_run(n_files, n_epochs, seconds,
                                            final_spectral=1.0 + n_files / 100)
-        runs[label] = dh.make_run_record(f"ddsp_{label}", model, batch, history,
+        runs[label] = make_run_record(f"ddsp_{label}", model, batch, history,
                                          {"n_epochs": n_epochs}, metrics,
                                          [f"resynth_{label}.wav"], feature_seconds=1.5,
                                          device="cpu")
@@ -195,7 +199,9 @@ def test_make_run_record_holds_the_run(records):
     assert optimized["seconds_per_file"] == pytest.approx(7.5)
     assert optimized["epoch_seconds"] == pytest.approx([9.0] * 10)
     # the last 10 spectral losses of the optimized run: 1.12 + 0.9 .. 1.12 + 0.0, mean 1.57
-    assert optimized["final_spectral_loss"] == pytest.approx(1.12 + 0.45)
+    assert optimized["final_loss_terms"]["spectral"] == pytest.approx(1.12 + 0.45)
+    assert optimized["final_loss_terms"]["time_l1"] == pytest.approx(0.01)
+    assert optimized["loss_term_curves"]["time_l1"] == [0.01] * 10
     assert optimized["final_loss"] == pytest.approx(1.12 + 0.01)
     assert optimized["skipped_steps"] == 1 and optimized["training_status"] == "finished"
     assert optimized["config"]["model"]["hidden_size"] == 16
@@ -204,7 +210,7 @@ def test_make_run_record_holds_the_run(records):
 
 
 def test_comparison_rows_speedup_per_file_and_content(records):
-    rows = dh.comparison_rows(records)
+    rows = comparison_rows(records)
     assert [r["run"] for r in rows] == ["original", "optimized"]
     original, optimized = rows
     # time per file per epoch: 60 s / 1 file / 20 epochs = 3 s; 90 s / 12 files / 10 epochs = 0.75 s
@@ -218,6 +224,7 @@ def test_comparison_rows_speedup_per_file_and_content(records):
     assert optimized["s per file"] == pytest.approx(7.5)
     assert original["final spectral loss"] == pytest.approx(1.01 + 0.45)
     assert optimized["final spectral loss"] == pytest.approx(1.12 + 0.45)
+    assert optimized["final time_l1 loss"] == pytest.approx(0.01)
     # model spectral distances 1 .. 12 (mean 6.5) against the sine's 4; f0 error of the model
     # skips the NaN of file 01 (mean 2.0; the original's only file is NaN)
     assert optimized["spectral distance (sine)"] == "6.500 (4.000)"
@@ -227,7 +234,7 @@ def test_comparison_rows_speedup_per_file_and_content(records):
 
 
 def test_comparison_markdown_table(records):
-    lines = dh.comparison_markdown(records).splitlines()
+    lines = comparison_markdown(records).splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     assert header[:4] == ["run", "device", "files", "epochs"]
     assert "speedup per file" in header
@@ -243,8 +250,27 @@ def test_comparison_markdown_table(records):
 
 
 def test_save_and_load_run_record_round_trip(records, tmp_path):
-    path = dh.save_run_record(tmp_path / "runs" / "ddsp_optimized.json", records["optimized"])
-    loaded = dh.load_run_record(path)
+    path = save_run_record(tmp_path / "runs" / "ddsp_optimized.json", records["optimized"])
+    loaded = load_run_record(path)
     assert loaded["seconds_per_file"] == records["optimized"]["seconds_per_file"]
     assert loaded["metrics"]["02"]["model"]["spectral_distance"] == 2.0
-    assert dh.load_run_record(tmp_path / "missing.json") is None
+    assert load_run_record(tmp_path / "missing.json") is None
+
+
+def test_a_record_written_before_named_loss_terms_loads_and_compares(records, tmp_path):
+    """Run records from before issue 10 hold spectral_loss_curve and final_spectral_loss: they
+    load as the spectral term, and a term they lack shows as '-' in the comparison."""
+    old = dict(records["original"])
+    old["spectral_loss_curve"] = old.pop("loss_term_curves")["spectral"]
+    old["final_spectral_loss"] = old.pop("final_loss_terms")["spectral"]
+    path = save_run_record(tmp_path / "ddsp_original.json", old)
+    loaded = load_run_record(path)
+    assert loaded["loss_term_curves"] == {"spectral": old["spectral_loss_curve"]}
+    assert loaded["final_loss_terms"] == {"spectral": pytest.approx(1.01 + 0.45)}
+    rows = comparison_rows({"original": loaded, "optimized": records["optimized"]})
+    assert rows[0]["final spectral loss"] == pytest.approx(1.01 + 0.45)
+    assert rows[0]["final time_l1 loss"] is None
+    table = comparison_markdown({"original": loaded, "optimized": records["optimized"]})
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    original = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
+    assert original[header.index("final time_l1 loss")] == "-"

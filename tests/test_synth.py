@@ -1,14 +1,20 @@
-"""Harmonic synthesizer (spectral peaks, aliasing, long-term phase) and filtered noise."""
+"""grown_timbres/synth.py: float64 phase, harmonic peaks and aliasing, long-term phase,
+interpolation of controls, filtered noise."""
 import math
 
 import numpy as np
 import pytest
 import torch
 
-import ddsp_helpers as dh
+from grown_timbres.config import HOP_LENGTH, SAMPLE_RATE
+from grown_timbres.model import N_NOISE_BANDS
+from grown_timbres.synth import (cumulative_phase, exp_sigmoid, filtered_noise, harmonic_synth,
+                                 harmonic_waves, noise_impulse_responses,
+                                 normalize_harmonic_distribution, upsample_frames)
 from conftest import spectrum_db
 
-SR, HOP = dh.SAMPLE_RATE, dh.HOP_LENGTH
+
+SR, HOP = SAMPLE_RATE, HOP_LENGTH
 
 
 def constant_f0(f0_hz, seconds, batch=1):
@@ -27,7 +33,7 @@ def one_hot_amplitudes(n_frames, n_harmonics, amplitudes: dict):
 def test_cumulative_phase_is_float32_in_unit_interval_and_exact():
     n = 4 * SR
     f0 = torch.full((1, n, 1), 440.0)
-    phase = dh.cumulative_phase(f0)
+    phase = cumulative_phase(f0)
     assert phase.dtype == torch.float32 and phase.shape == (1, n, 1)
     assert float(phase.min()) >= 0.0 and float(phase.max()) <= 1.0  # [0, 1): see next test
     exact = np.mod(440.0 * (np.arange(n) + 1) / SR, 1.0)  # cumsum: sample 0 already holds f0/sr
@@ -37,14 +43,14 @@ def test_cumulative_phase_is_float32_in_unit_interval_and_exact():
 
 
 def test_cumulative_phase_strictly_below_one():
-    phase = dh.cumulative_phase(torch.full((1, 4 * SR, 1), 440.0))
+    phase = cumulative_phase(torch.full((1, 4 * SR, 1), 440.0))
     assert float(phase.max()) < 1.0
 
 
 def test_cumulative_phase_varying_f0_matches_float64_sum():
     rng = np.random.default_rng(0)
     f0 = rng.uniform(100, 2000, size=(2, 50_000, 1))
-    phase = dh.cumulative_phase(torch.from_numpy(f0).float())
+    phase = cumulative_phase(torch.from_numpy(f0).float())
     exact = np.mod(np.cumsum(f0.astype(np.float32).astype(np.float64) / SR, axis=1), 1.0)
     error = np.abs(phase.double().numpy() - exact)
     assert np.minimum(error, 1 - error).max() < 1e-6
@@ -93,7 +99,7 @@ def test_long_tone_keeps_frequency_and_phase(k):
     1024 cycles): 4e-4 rad at harmonic 1 and 8e-3 rad at harmonic 20 by the fourth second."""
     f0_hz, seconds, amplitude = 440.0, 4.0, 0.5
     f0 = constant_f0(f0_hz, seconds)
-    audio = dh.harmonic_synth(f0, one_hot_amplitudes(f0.shape[1], 20, {k: amplitude}))[0].numpy()
+    audio = harmonic_synth(f0, one_hot_amplitudes(f0.shape[1], 20, {k: amplitude}))[0].numpy()
     assert audio.dtype == np.float32 and len(audio) == f0.shape[1] * HOP
     first_f, _ = frequency_and_phase(audio, k * f0_hz, 0.0, 1.0)
     last_f, _ = frequency_and_phase(audio, k * f0_hz, seconds - 1.0, seconds)
@@ -113,10 +119,10 @@ def test_long_tone_keeps_frequency_and_phase(k):
 def test_harmonic_peaks_at_multiples_of_f0():
     f0 = constant_f0(440.0, 2.0)
     levels = {1: 0.4, 2: 0.2, 3: 0.1, 5: 0.05}
-    audio = dh.harmonic_synth(f0, one_hot_amplitudes(f0.shape[1], 8, levels))[0].numpy()
+    audio = harmonic_synth(f0, one_hot_amplitudes(f0.shape[1], 8, levels))[0].numpy()
     assert audio.shape == (f0.shape[1] * HOP,) and np.all(np.isfinite(audio))
     freqs, db = spectrum_db(audio, n_fft=4 * len(audio))  # zero-padded: no scalloping
-    bin_hz = dh.SAMPLE_RATE / len(audio)
+    bin_hz = SAMPLE_RATE / len(audio)
     for k, amplitude in levels.items():
         near = np.abs(freqs - k * 440.0) < 20
         peak = freqs[near][np.argmax(db[near])]
@@ -133,7 +139,7 @@ def test_no_aliasing_above_nyquist():
     f0_hz = 3000.0  # harmonics 1..3 below 11025 Hz; 4..64 above and must not fold back
     f0 = constant_f0(f0_hz, 2.0)
     amps = torch.full((1, f0.shape[1], 64), 1.0 / 64)
-    audio = dh.harmonic_synth(f0, amps)[0].numpy()
+    audio = harmonic_synth(f0, amps)[0].numpy()
     freqs, db = spectrum_db(audio, n_fft=4 * len(audio))
     harmonic_bins = np.zeros_like(freqs, bool)
     for k in (1, 2, 3):
@@ -147,7 +153,7 @@ def test_no_aliasing_above_nyquist():
 
 def test_harmonics_above_nyquist_are_silent():
     f0 = constant_f0(12000.0, 0.5)
-    audio = dh.harmonic_synth(f0, torch.ones(1, f0.shape[1], 4))
+    audio = harmonic_synth(f0, torch.ones(1, f0.shape[1], 4))
     assert torch.all(audio == 0)
 
 
@@ -165,7 +171,7 @@ def test_harmonic_synth_batch_shapes_and_amplitude_interpolation():
     f0 = torch.tensor([[[220.0]] * 10, [[330.0]] * 10])  # [2, 10, 1]
     amps = torch.zeros(2, 10, 3)
     amps[:, 5:, 0] = 1.0
-    audio = dh.harmonic_synth(f0, amps)
+    audio = harmonic_synth(f0, amps)
     assert audio.shape == (2, 10 * HOP) and audio.dtype == torch.float32
     assert torch.all(audio[:, : 4 * HOP] == 0)
     ramp = np.arange(HOP) / HOP
@@ -181,7 +187,7 @@ def test_harmonic_amplitudes_interpolate_towards_the_next_frame():
     a[t]), the last frame held (np.interp between the frames' first samples)."""
     n_frames = 12
     amplitudes = torch.rand(1, n_frames, 2, generator=torch.Generator().manual_seed(4))
-    audio = dh.harmonic_synth(torch.full((1, n_frames, 1), 300.0), amplitudes)[0].double().numpy()
+    audio = harmonic_synth(torch.full((1, n_frames, 1), 300.0), amplitudes)[0].double().numpy()
     n = np.arange(n_frames * HOP)
     expected = sum(np.interp(n, np.arange(n_frames) * HOP, amplitudes[0, :, k].double().numpy())
                    * analytic_sine((k + 1) * 300.0, len(n)) for k in range(2))
@@ -193,7 +199,7 @@ def test_normalize_harmonic_distribution():
     dist = torch.rand(2, 6, 64, generator=rng) + 0.01
     f0 = torch.tensor([100.0, 440.0, 2756.25, 3000.0, 5000.0, 11000.0]).reshape(1, 6, 1)
     f0 = f0.expand(2, 6, 1)
-    out = dh.normalize_harmonic_distribution(dist, f0)
+    out = normalize_harmonic_distribution(dist, f0)
     assert out.shape == dist.shape
     torch.testing.assert_close(out.sum(-1), torch.ones(2, 6), rtol=1e-6, atol=1e-6)
     k = torch.arange(1, 65)
@@ -207,7 +213,7 @@ def test_normalize_harmonic_distribution():
 
 def test_upsample_frames_hits_frames_and_holds_last():
     x = torch.tensor([[[0.0], [1.0], [3.0]]])
-    up = dh.upsample_frames(x, hop_length=4)
+    up = upsample_frames(x, hop_length=4)
     assert up.shape == (1, 12, 1)
     assert up[0, :, 0].tolist() == [0, 0.25, 0.5, 0.75, 1, 1.5, 2, 2.5, 3, 3, 3, 3]
 
@@ -218,7 +224,7 @@ def test_upsample_frames_is_linear_interpolation_between_frame_starts(hop):
     (np.interp between the frames' samples); after the last frame's sample it is held. Each
     channel and batch item on its own."""
     x = torch.randn(2, 7, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    up = dh.upsample_frames(x, hop_length=hop)
+    up = upsample_frames(x, hop_length=hop)
     assert up.shape == (2, 7 * hop, 3)
     n = np.arange(7 * hop)
     for b in range(2):
@@ -232,7 +238,7 @@ def test_harmonic_waves_follow_an_f0_glide():
     running sum of the linearly interpolated f0, to 1e-4 rad."""
     n_frames = 20
     f0 = torch.linspace(300.0, 600.0, n_frames).reshape(1, n_frames, 1)
-    waves = dh.harmonic_waves(f0, 3).reshape(n_frames * HOP, 3).double().numpy()
+    waves = harmonic_waves(f0, 3).reshape(n_frames * HOP, 3).double().numpy()
     f0_audio = np.interp(np.arange(n_frames * HOP), np.arange(n_frames) * HOP,
                          f0[0, :, 0].double().numpy())
     cycles = np.cumsum(f0_audio / SR)
@@ -244,7 +250,7 @@ def test_harmonic_waves_follow_an_f0_glide():
 
 
 def test_exp_sigmoid_range():
-    y = dh.exp_sigmoid(torch.tensor([-100.0, 0.0, 100.0]))
+    y = exp_sigmoid(torch.tensor([-100.0, 0.0, 100.0]))
     assert y[0] == pytest.approx(1e-7, rel=1e-3) and y[2] == pytest.approx(2.0, rel=1e-6)
     assert y[1] == pytest.approx(2 * 0.5 ** math.log(10) + 1e-7)
 
@@ -256,51 +262,51 @@ def test_filtered_noise_shape_level_and_alignment():
     RMS m / sqrt(3), sample-aligned with its frame. One loud frame (m 0.5) among silent ones
     sounds only in its own hop: nothing leaks before or after; frames at m 1 and m 0.1 differ
     by 20 dB."""
-    mags = torch.rand(3, 40, dh.N_NOISE_BANDS)
-    out = dh.filtered_noise(mags)
+    mags = torch.rand(3, 40, N_NOISE_BANDS)
+    out = filtered_noise(mags)
     assert out.shape == (3, 40 * HOP) and out.dtype == torch.float32
     assert torch.all(torch.isfinite(out))
-    assert dh.noise_impulse_responses(mags).shape == (3, 40, 2 * (dh.N_NOISE_BANDS - 1))
+    assert noise_impulse_responses(mags).shape == (3, 40, 2 * (N_NOISE_BANDS - 1))
 
     n_frames = 200
-    mags = torch.full((1, n_frames, dh.N_NOISE_BANDS), 0.5)
-    audio = dh.filtered_noise(mags, generator=torch.Generator().manual_seed(1))[0].double()
+    mags = torch.full((1, n_frames, N_NOISE_BANDS), 0.5)
+    audio = filtered_noise(mags, generator=torch.Generator().manual_seed(1))[0].double()
     rms = audio.square().mean().sqrt().item()
     print(f"flat m = 0.5: RMS {rms:.4f} (0.5 / sqrt(3) = {0.5 / math.sqrt(3):.4f})")
     assert 20 * math.log10(rms / (0.5 / math.sqrt(3))) == pytest.approx(0.0, abs=0.1)
     assert audio.abs().max().item() <= 0.5 + 1e-6
 
-    single = torch.zeros(1, 30, dh.N_NOISE_BANDS)
+    single = torch.zeros(1, 30, N_NOISE_BANDS)
     single[0, 10] = 0.5
-    burst = dh.filtered_noise(single, generator=torch.Generator().manual_seed(2))[0]
+    burst = filtered_noise(single, generator=torch.Generator().manual_seed(2))[0]
     inside = burst[10 * HOP: 11 * HOP]
     assert inside.abs().max() > 0.4 and inside.square().mean().sqrt() > 0.2
     outside = torch.cat([burst[: 10 * HOP], burst[11 * HOP:]])
     assert outside.abs().max() < 1e-6
 
-    steps = torch.ones(1, n_frames, dh.N_NOISE_BANDS)
+    steps = torch.ones(1, n_frames, N_NOISE_BANDS)
     steps[0, n_frames // 2:] = 0.1
-    stepped = dh.filtered_noise(steps, generator=torch.Generator().manual_seed(3))[0].double()
+    stepped = filtered_noise(steps, generator=torch.Generator().manual_seed(3))[0].double()
     half = n_frames // 2 * HOP
     ratio = stepped[:half].square().mean().sqrt() / stepped[half:].square().mean().sqrt()
     assert 20 * math.log10(ratio.item()) == pytest.approx(20.0, abs=0.3)
 
 
 def test_filtered_noise_is_reproducible_and_silent_for_zero_magnitudes():
-    mags = torch.rand(1, 20, dh.N_NOISE_BANDS)
-    a = dh.filtered_noise(mags, generator=torch.Generator().manual_seed(3))
-    b = dh.filtered_noise(mags, generator=torch.Generator().manual_seed(3))
+    mags = torch.rand(1, 20, N_NOISE_BANDS)
+    a = filtered_noise(mags, generator=torch.Generator().manual_seed(3))
+    b = filtered_noise(mags, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
-    assert torch.all(dh.filtered_noise(torch.zeros(1, 20, dh.N_NOISE_BANDS)) == 0)
+    assert torch.all(filtered_noise(torch.zeros(1, 20, N_NOISE_BANDS)) == 0)
 
 
 def test_filtered_noise_low_pass():
     import scipy.signal
 
     n_frames = 430  # 5 s
-    mags = torch.zeros(1, n_frames, dh.N_NOISE_BANDS)
+    mags = torch.zeros(1, n_frames, N_NOISE_BANDS)
     mags[..., :10] = 1.0  # bands are SR / 2 / 64 = 172 Hz apart: pass up to ~1.55 kHz
-    audio = dh.filtered_noise(mags, generator=torch.Generator().manual_seed(0))[0].numpy()
+    audio = filtered_noise(mags, generator=torch.Generator().manual_seed(0))[0].numpy()
     assert audio.shape == (n_frames * HOP,) and np.all(np.isfinite(audio))
     freqs, psd = scipy.signal.welch(audio, fs=SR, nperseg=2048)
     passband = psd[(freqs > 50) & (freqs < 1300)].mean()
@@ -309,28 +315,3 @@ def test_filtered_noise_low_pass():
     print(f"low-pass noise: above 2 kHz mean {stop_mean:.1f} dB, max {stop_max:.1f} dB "
           f"re. passband")
     assert stop_max < -30
-
-
-def test_precomputed_harmonic_waves_give_the_same_audio_and_step():
-    torch.manual_seed(0)
-    model = dh.DDSPModel(hidden_size=32)
-    frames = 20
-    f0 = torch.linspace(200, 900, frames).reshape(1, frames, 1).repeat(2, 1, 1)
-    amplitudes = torch.rand(2, frames, model.n_harmonics)
-    waves = dh.harmonic_waves(f0, model.n_harmonics)
-    assert waves.shape == (2, frames, dh.HOP_LENGTH, model.n_harmonics)
-    torch.testing.assert_close(dh.harmonic_synth(f0, amplitudes, waves=waves),
-                               dh.harmonic_synth(f0, amplitudes), rtol=0, atol=0)
-    batch = {"f0": f0, "loudness": torch.full((2, frames, 1), -20.0),
-             "mfcc": torch.randn(2, frames, dh.N_MFCC),
-             "audio": torch.randn(2, frames * dh.HOP_LENGTH) * 0.1,
-             "lengths": torch.tensor([frames, frames - 3])}
-    losses = []
-    for with_waves in (False, True):
-        torch.manual_seed(0)
-        model = dh.DDSPModel(hidden_size=32)
-        step_batch = dh.with_harmonic_waves(batch, model) if with_waves else batch
-        optimizer, loss = dh.make_optimizer(model), dh.MultiScaleSpectralLoss()
-        losses.append(torch.stack([dh.training_step(model, optimizer, step_batch, loss)[0]
-                                   for _ in range(2)]))
-    torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)

@@ -1,0 +1,72 @@
+"""The notebooks' API and the package's shape: ddsp_helpers names exactly what the two notebooks
+call (the README's examples use only those names), importing it stays light, and the files of
+grown_timbres/ import one way, in the order the data flows, each a few pages long."""
+import ast
+import re
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+import ddsp_helpers
+from conftest import REPO_ROOT
+
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
+PACKAGE = REPO_ROOT / "grown_timbres"
+# The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
+FLOW = ["config", "audio", "features", "synth", "model", "loss", "checkpoints", "train", "growth",
+        "report", "notes", "transfer", "plots", "notebook"]
+
+
+def names_used(text: str) -> set:
+    return set(re.findall(r"\bddsp\.([A-Za-z_]\w*)", text))
+
+
+def notebook_names() -> set:
+    return {name for path in NOTEBOOKS for cell in nbformat.read(path, as_version=4).cells
+            if cell.cell_type == "code" for name in names_used(cell.source)}
+
+
+def test_facade_exports_exactly_the_notebook_names():
+    public = {name for name in vars(ddsp_helpers) if not name.startswith("_")}
+    assert public == notebook_names(), (sorted(public - notebook_names()),
+                                        sorted(notebook_names() - public))
+
+
+@pytest.mark.parametrize("name", sorted(notebook_names()))
+def test_every_notebook_name_exists(name):
+    assert getattr(ddsp_helpers, name, None) is not None, name
+
+
+def test_the_readme_uses_notebook_names_only():
+    used = names_used((REPO_ROOT / "README.md").read_text())
+    assert {"grow_timbre", "load_multiple_files", "stages_from_table"} <= used
+    assert used <= notebook_names(), sorted(used - notebook_names())
+
+
+def test_facade_is_thin_and_package_files_a_few_pages():
+    assert len((REPO_ROOT / "ddsp_helpers.py").read_text().splitlines()) < 120
+    files = {p.stem: len(p.read_text().splitlines()) for p in PACKAGE.glob("*.py")}
+    assert set(files) - {"__init__"} == set(FLOW)
+    assert max(files.values()) <= 350, files
+
+
+@pytest.mark.parametrize("name", FLOW)
+def test_imports_run_one_way(name):
+    """No circles, nothing running back up: each file imports only files listed above it."""
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1}
+    assert imported <= set(FLOW[: FLOW.index(name)]), sorted(imported)
+
+
+def test_import_is_light():
+    """`import ddsp_helpers` loads torch and numpy only: librosa, soundfile, matplotlib, mido
+    and IPython wait until a function needs them (a notebook's first cell stays quick)."""
+    heavy = ("librosa", "soundfile", "matplotlib", "mido", "IPython", "scipy")
+    code = ("import sys, ddsp_helpers; print(' '.join(m for m in " + repr(heavy)
+            + " if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True,
+                            capture_output=True, text=True)
+    assert result.stdout.split() == []

@@ -1,0 +1,160 @@
+"""grown_timbres/audio.py: reading any sound file as mono float32 at SAMPLE_RATE (rates, formats,
+stereo, clipping, length caps), the one error for unusable input, and writing wav."""
+import warnings
+
+import numpy as np
+import pytest
+
+from grown_timbres.audio import MAX_AUDIO_SECONDS, AudioInputError, load_audio, write_wav
+from grown_timbres.config import SAMPLE_RATE
+from grown_timbres.features import extract_features
+from conftest import BAD_FILES, cents, peak_frequency
+
+
+SR = SAMPLE_RATE
+
+
+def tone(freq, seconds, rate, amplitude=0.5):
+    t = np.arange(int(round(seconds * rate))) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_stereo_is_averaged(write_wav_file):
+    left, right = tone(440, 0.5, SR, 0.6), tone(660, 0.5, SR, 0.2)
+    path = write_wav_file("stereo.wav", np.stack([left, right], axis=1))
+    audio = load_audio(path)
+    assert audio.dtype == np.float32 and audio.ndim == 1 and len(audio) == len(left)
+    np.testing.assert_allclose(audio, (left + right) / 2, atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [44100, 48000, 16000])
+def test_other_rates_are_resampled_with_pitch_kept(write_wav_file, rate):
+    n = int(1.5 * rate)
+    path = write_wav_file(f"tone_{rate}.wav", tone(440.0, 1.5, rate), rate, "PCM_16")
+    audio = load_audio(path)
+    expected = n * SR / rate
+    assert abs(len(audio) - expected) <= 2, (len(audio), expected)
+    measured = peak_frequency(audio[2000:-2000], SR)
+    print(f"{rate} Hz -> {SR} Hz: {len(audio)} samples (expected {expected:.1f}), "
+          f"peak {measured:.3f} Hz = {cents(measured, 440.0):+.3f} cents")
+    assert abs(cents(measured, 440.0)) < 20
+    assert 0.45 < np.max(np.abs(audio)) <= 0.55  # level kept by the resampler
+
+
+@pytest.mark.parametrize("subtype, tolerance", [("PCM_U8", 1.0 / 64), ("PCM_16", 1e-4),
+                                                 ("PCM_24", 1e-6), ("FLOAT", 1e-7),
+                                                 ("DOUBLE", 1e-7)])
+def test_sample_formats_accepted(write_wav_file, subtype, tolerance):
+    data = tone(330, 0.5, SR, 0.7)
+    path = write_wav_file(f"fmt_{subtype}.wav", data, SR, subtype)
+    audio = load_audio(path)
+    assert audio.dtype == np.float32 and audio.shape == data.shape
+    assert np.max(np.abs(audio - data)) < tolerance
+
+
+@pytest.mark.parametrize("fmt", ["FLAC", "OGG"])
+def test_flac_and_ogg_are_accepted(tmp_path, fmt):
+    """The decoded file is the tone that was written: FLAC sample for sample (to 16-bit
+    quantisation), OGG (lossy) at the same pitch (1 cent) and level (0.2 dB) and aligned."""
+    import soundfile as sf
+
+    from conftest import cents, peak_frequency
+
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    written = 0.5 * np.sin(2 * np.pi * 330 * t)
+    path = tmp_path / f"tone.{fmt.lower()}"
+    sf.write(str(path), written, SAMPLE_RATE, format=fmt)
+    audio = load_audio(path)
+    assert abs(len(audio) - SAMPLE_RATE) < 1024 and np.isfinite(audio).all()
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    n = min(len(audio), len(written))
+    if fmt == "FLAC":
+        assert len(audio) == len(written)
+        np.testing.assert_allclose(audio, written, atol=1.5 / 32768)
+    else:
+        middle = slice(2048, n - 2048)
+        level = 20 * np.log10(np.std(audio[middle]) / np.std(written[middle]))
+        assert abs(level) < 0.2
+        assert np.corrcoef(audio[middle], written[middle])[0, 1] > 0.99
+    assert abs(cents(peak_frequency(audio[:n], SAMPLE_RATE), 330.0)) < 1
+
+
+def test_float_beyond_full_scale_is_rescaled_with_warning(write_wav_file):
+    data = tone(330, 0.5, SR, 2.0)
+    path = write_wav_file("hot.wav", data)
+    with pytest.warns(UserWarning, match="beyond full scale"):
+        audio = load_audio(path)
+    assert np.max(np.abs(audio)) <= 1.0
+    np.testing.assert_allclose(audio, data / np.max(np.abs(data)), atol=1e-6)
+
+
+def test_long_file_is_cut_with_warning(write_wav_file):
+    path = write_wav_file("long.wav", tone(330, 3.0, SR))
+    with pytest.warns(UserWarning, match="only the first"):
+        audio = load_audio(path, max_seconds=1.0)
+    assert len(audio) == SR
+
+
+def test_ten_minute_file_is_capped_with_bounded_memory(tmp_path):
+    """Only the first MAX_AUDIO_SECONDS are read: a full read of 10 minutes would allocate
+    53 MB of float32 samples."""
+    import tracemalloc
+
+    import soundfile as sf
+
+    path = tmp_path / "ten_minutes.wav"
+    t = np.arange(600 * SAMPLE_RATE) / SAMPLE_RATE
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SAMPLE_RATE,
+             subtype="PCM_16")
+    del t
+    tracemalloc.start()
+    try:
+        with pytest.warns(UserWarning, match="600.0 s long; only the first 30 s are used"):
+            audio = load_audio(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(audio) == MAX_AUDIO_SECONDS * SAMPLE_RATE
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
+def test_no_warning_for_a_plain_file(tone_paths):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        audio = load_audio(tone_paths[0])
+    assert audio.dtype == np.float32 and len(audio) == 2 * SR
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+@pytest.mark.parametrize("function", [load_audio, extract_features],
+                         ids=["load_audio", "extract_features"])
+def test_bad_file_raises_audio_input_error(tmp_path, case, function):
+    make, reason = BAD_FILES[case]
+    path = make(tmp_path)
+    with pytest.raises(AudioInputError) as info:
+        function(path)
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert str(path) in str(err) and path.name in str(err)
+    assert reason.lower() in str(err).lower(), str(err)
+    assert err.path == str(path) and reason.lower() in err.reason.lower()
+    print(f"{case}: {err}")
+
+
+def test_audio_input_error_survives_pickling():
+    import pickle
+
+    err = pickle.loads(pickle.dumps(AudioInputError("/data/a.wav", "is silent")))
+    assert isinstance(err, AudioInputError)
+    assert (err.path, err.reason, str(err)) == ("/data/a.wav", "is silent", "/data/a.wav: is silent")
+
+
+def test_write_wav_round_trip(tmp_path):
+    data = tone(440, 0.5, SR, 0.5)
+    path = write_wav(tmp_path / "sub" / "out.wav", data)
+    assert path.is_file() and sorted(p.name for p in path.parent.iterdir()) == ["out.wav"]
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    assert info.samplerate == SR and info.subtype == "PCM_16" and info.channels == 1
+    np.testing.assert_allclose(load_audio(path), data, atol=1e-4)

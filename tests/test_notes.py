@@ -1,0 +1,159 @@
+"""grown_timbres/notes.py: note lists (names, accidentals, MIDI numbers, rests) and MIDI files
+(tempo changes, types 0 and 1, overlaps, parts, drums) as Notes, and the errors that name
+what is wrong."""
+import re
+
+import numpy as np
+import pytest
+
+from grown_timbres.notes import Note, parse_note_list, read_midi
+from grown_timbres.transfer import notes_to_controls
+
+
+# ----------------------------------------------------------------------------- note lists
+@pytest.mark.parametrize("text, expected", [
+    ("C4:0.5 E4:0.5 G4:1", [(60, 0.5), (64, 0.5), (67, 1.0)]),
+    ("C#4:1 Db4:1 Bb3:0.25 E#4:1 Cb4:1 f#2:0.5", [(61, 1), (61, 1), (58, 0.25), (65, 1), (59, 1),
+                                                  (42, 0.5)]),
+    ("\u266f".join(["C", "4:1"]) + " D\u266d4:1", [(61, 1), (61, 1)]),
+    ("60:0.5 61.5:1 0:0.1 127:0.1", [(60, 0.5), (61.5, 1), (0, 0.1), (127, 0.1)]),
+    ("R:0.5 rest:1 r:0.2 C-1:1 G9:1", [(None, 0.5), (None, 1), (None, 0.2), (0, 1), (127, 1)]),
+    ("  C4:0.5\n\tE4 : 0.5 ,G4:1,  ", [(60, 0.5), (64, 0.5), (67, 1.0)]),
+])
+def test_parse_note_list_accepts_names_accidentals_midi_numbers_rests_whitespace(text, expected):
+    notes = parse_note_list(text)
+    assert [(n.pitch_midi, n.duration) for n in notes] == [
+        (None if p is None else float(p), float(d)) for p, d in expected]
+    assert all(isinstance(n, Note) for n in notes)
+
+
+@pytest.mark.parametrize("text, token, why", [
+    ("C4:0.5 H4:1", "H4:1", "not a note"),
+    ("C4:0.5 C4", "C4", "missing ':duration'"),
+    ("C4:-1", "C4:-1", "> 0"),
+    ("C4:0", "C4:0", "> 0"),
+    ("C4:inf", "C4:inf", "finite"),
+    ("E4:1 C4:abc", "C4:abc", "not a number"),
+    ("C4:1:2", "C4:1:2", "too many"),
+    ("C10:1", "C10:1", "outside 0..127"),
+    ("128:1", "128:1", "outside 0..127"),
+    ("C##4:1", "C##4:1", "not a note"),
+    (":1", ":1", "not a note"),
+])
+def test_bad_note_list_names_the_token_and_why(text, token, why):
+    with pytest.raises(ValueError, match=re.escape(repr(token))) as info:
+        parse_note_list(text)
+    assert why in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["", "   \n ", ", ,"])
+def test_empty_note_list_is_an_error(text):
+    with pytest.raises(ValueError, match="empty"):
+        parse_note_list(text)
+
+
+def test_notes_as_pairs_dicts_and_names():
+    from_text = notes_to_controls("C4:0.4 R:0.2 Eb4:0.4")
+    from_pairs = notes_to_controls([("C4", 0.4), (None, 0.2), (63, 0.4)])
+    from_dicts = notes_to_controls([{"pitch_midi": 60, "duration": 0.4},
+                                       {"pitch_midi": None, "duration": 0.2},
+                                       {"pitch_midi": "D#4", "duration": 0.4}])
+    for other in (from_pairs, from_dicts):
+        for a, b in zip(from_text, other):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="outside"):
+        notes_to_controls([(200, 1.0)])
+
+
+# ----------------------------------------------------------------------------- MIDI files
+def write_midi(path, tracks, ticks_per_beat=480, file_type=1):
+    """tracks: lists of (delta ticks, kind, value...) -> a MIDI file (mido)."""
+    import mido
+    midi = mido.MidiFile(type=file_type, ticks_per_beat=ticks_per_beat)
+    for events in tracks:
+        track = mido.MidiTrack()
+        for delta, kind, *args in events:
+            if kind == "tempo":
+                track.append(mido.MetaMessage("set_tempo", tempo=args[0], time=delta))
+            elif kind == "on":
+                track.append(mido.Message("note_on", note=args[0], velocity=args[1] if len(args) > 1
+                                          else 90, channel=args[2] if len(args) > 2 else 0,
+                                          time=delta))
+            elif kind == "off":
+                track.append(mido.Message("note_off", note=args[0], velocity=0,
+                                          channel=args[1] if len(args) > 1 else 0, time=delta))
+            elif kind == "program":
+                track.append(mido.Message("program_change", program=args[0], time=delta))
+        midi.tracks.append(track)
+    midi.save(str(path))
+    return path
+
+
+def test_read_midi_pitches_and_durations_with_a_tempo_change(tmp_path):
+    # conductor track: 120 bpm, 60 bpm from tick 480, 90 bpm from tick 2640. Melody (track 1):
+    # C4 1 beat at 120 (0.5 s), E4 1 beat at 60 (1.0 s), rest 1/2 beat (0.5 s), G4 2 beats
+    # (2.0 s, ended by a note_on of velocity 0), A4 1 beat at 60 + 1 beat at 90 (1.667 s).
+    conductor = [(0, "tempo", 500000), (480, "tempo", 1000000), (2160, "tempo", 666667)]
+    melody = [(0, "program", 71), (0, "on", 60), (480, "off", 60), (0, "on", 64), (480, "off", 64),
+              (240, "on", 67), (960, "on", 67, 0), (0, "on", 69), (960, "off", 69)]
+    path = write_midi(tmp_path / "melody.mid", [conductor, melody])
+    notes = read_midi(path)
+    expected = [(60, 0.5), (64, 1.0), (None, 0.5), (67, 2.0), (69, 1.0 + 0.666667)]
+    assert [n.pitch_midi for n in notes] == [None if p is None else float(p) for p, _ in expected]
+    np.testing.assert_allclose([n.duration for n in notes], [d for _, d in expected], atol=1e-3)
+
+
+def test_read_midi_type0_and_leading_silence(tmp_path):
+    events = [(0, "tempo", 400000), (960, "on", 62), (240, "off", 62), (0, "on", 65),
+              (480, "off", 65)]
+    notes = read_midi(write_midi(tmp_path / "t0.mid", [events], file_type=0))
+    assert [(n.pitch_midi, round(n.duration, 4)) for n in notes] == [(62.0, 0.2), (65.0, 0.4)]
+
+
+@pytest.mark.parametrize("overlap, expected", [
+    ("highest", [(64, 1.0), (60, 0.5)]),
+    ("latest", [(64, 0.5), (60, 1.0)]),
+])
+def test_read_midi_overlapping_notes_become_monophonic(tmp_path, overlap, expected):
+    # 120 bpm: E4 from 0 to 1.0 s, C4 from 0.5 to 1.5 s
+    events = [(0, "on", 64), (480, "on", 60), (480, "off", 64), (480, "off", 60)]
+    notes = read_midi(write_midi(tmp_path / "poly.mid", [events]), overlap=overlap)
+    assert [(n.pitch_midi, round(n.duration, 6)) for n in notes] == [
+        (float(p), d) for p, d in expected]
+
+
+def test_read_midi_takes_the_first_part_with_notes_unless_merged(tmp_path):
+    bass = [(0, "on", 36, 90, 1), (960, "off", 36, 1)]
+    lead = [(480, "on", 72, 90, 0), (480, "off", 72, 0)]
+    path = write_midi(tmp_path / "two.mid", [[(0, "tempo", 500000)], bass, lead])
+    assert [n.pitch_midi for n in read_midi(path)] == [36.0]
+    assert [n.pitch_midi for n in read_midi(path, track=2)] == [72.0]
+    assert [n.pitch_midi for n in read_midi(path, merge=True)] == [36.0, 72.0]
+    with pytest.raises(ValueError, match="no notes in track 0"):
+        read_midi(path, track=0)
+
+
+def test_read_midi_skips_the_drum_channel_unless_asked(tmp_path):
+    drums = [(0, "on", 36, 90, 9), (240, "off", 36, 9)]
+    lead = [(240, "on", 67, 90, 0), (480, "off", 67, 0)]
+    path = write_midi(tmp_path / "band.mid", [drums, lead])
+    assert [n.pitch_midi for n in read_midi(path)] == [67.0]
+    assert [n.pitch_midi for n in read_midi(path, channel=9)] == [36.0]
+
+
+def test_read_midi_rejects_a_text_file_naming_it(tmp_path):
+    path = tmp_path / "notes.mid"
+    path.write_text("C4:0.5 E4:0.5 G4:1\n")
+    with pytest.raises(ValueError, match=r"notes\.mid: not a readable MIDI file"):
+        read_midi(path)
+
+
+def test_read_midi_without_notes_names_the_file(tmp_path):
+    path = write_midi(tmp_path / "silent.mid", [[(0, "tempo", 500000), (0, "program", 3)]])
+    with pytest.raises(ValueError, match=r"silent\.mid: the MIDI file has no notes"):
+        read_midi(path)
+
+
+def test_read_midi_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        read_midi(tmp_path / "absent.mid")
