@@ -9,7 +9,7 @@ stages' gains change, crossfading at the boundaries, so nothing clicks.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
@@ -81,6 +81,7 @@ def _seconds(duration, where: str) -> float:
     return seconds
 
 
+STAGE_FIELDS = tuple(field.name for field in fields(Stage))  # a form row's columns, in order
 GROWTH_STAGES = (
     Stage("fundamental", 1, False, 1.0),
     Stage("3 harmonics", 3, False, 1.0),
@@ -98,13 +99,13 @@ def stages_from_table(rows) -> list:
     stages = []
     for i, row in enumerate(rows, start=1):
         if not isinstance(row, (Stage, dict)):
-            row = dict(zip(("name", "n_harmonics", "noise", "duration"), row))
+            row = dict(zip(STAGE_FIELDS, row))
         if isinstance(row, dict):
             name = str(row.get("name") or "").strip() or f"stage {i}"
-            missing = {"n_harmonics", "noise", "duration"} - set(row)
+            missing = set(STAGE_FIELDS[1:]) - set(row)
             if missing:
                 raise ValueError(f"stage {name!r} (row {i}) lacks {sorted(missing)}")
-            row = Stage(name, row["n_harmonics"], row["noise"], row["duration"])
+            row = Stage(name, *(row[field] for field in STAGE_FIELDS[1:]))
         stages.append(row)
     if not stages:
         raise ValueError("a growth needs at least one stage")
@@ -113,8 +114,8 @@ def stages_from_table(rows) -> list:
 
 def stages_to_table(stages=GROWTH_STAGES) -> list:
     """Stages as form rows (n_harmonics None -> 'all'), the inverse of stages_from_table."""
-    return [{"name": s.name, "n_harmonics": "all" if s.n_harmonics is None else s.n_harmonics,
-             "noise": s.noise, "duration": s.duration} for s in stages_from_table(stages)]
+    return [{**asdict(s), "n_harmonics": "all" if s.n_harmonics is None else s.n_harmonics}
+            for s in stages_from_table(stages)]
 
 
 def stage_weights(stages, n_frames: int, frame_seconds: float,
