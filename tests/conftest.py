@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from grown_timbres.config import SAMPLE_RATE  # noqa: E402
+from grown_timbres.config import N_MFCC, SAMPLE_RATE  # noqa: E402
 from grown_timbres.features import collate, compile_feature_kernels, extract_features  # noqa: E402
 
 # One intra-op thread by default (DDSP_TEST_THREADS=2 for two). The models here are small: on an
@@ -63,6 +63,16 @@ def peak_frequency(x: np.ndarray, sample_rate: int, fmin: float = 20.0, pad: int
     a, b, c = np.log(mag[i - 1: i + 2] + 1e-300)
     offset = 0.5 * (a - c) / (a - 2 * b + c)
     return float((i + offset) * sample_rate / n_fft)
+
+
+def small_inputs(batch=2, n_frames=40, seed=0):
+    """Model inputs of `batch` steady notes from 200 to 600 Hz at -30 dB, random MFCCs:
+    f0 [B, T, 1], loudness [B, T, 1], mfcc [B, T, N_MFCC]."""
+    g = torch.Generator().manual_seed(seed)
+    f0 = torch.linspace(200, 600, batch)[:, None, None].expand(batch, n_frames, 1).contiguous()
+    loudness = torch.full((batch, n_frames, 1), -30.0)
+    mfcc = torch.randn(batch, n_frames, N_MFCC, generator=g)
+    return f0, loudness, mfcc
 
 
 def batch_from_features(features: list[dict]) -> dict:

@@ -7,16 +7,9 @@ import torch
 from grown_timbres.config import HOP_LENGTH, N_MFCC, SAMPLE_RATE
 from grown_timbres.model import N_HARMONICS, N_NOISE_BANDS, DDSPModel, render
 from grown_timbres.synth import filtered_noise, harmonic_synth
+from conftest import small_inputs
 
 HOP = HOP_LENGTH
-
-
-def small_inputs(batch=2, n_frames=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    f0 = torch.linspace(200, 600, batch)[:, None, None].expand(batch, n_frames, 1).contiguous()
-    loudness = torch.full((batch, n_frames, 1), -30.0)
-    mfcc = torch.randn(batch, n_frames, N_MFCC, generator=g)
-    return f0, loudness, mfcc
 
 
 def test_forward_shapes_and_values():

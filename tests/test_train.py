@@ -17,7 +17,7 @@ from grown_timbres.synth import harmonic_synth, harmonic_waves
 from grown_timbres.train import (CLIP_GRAD_NORM, LEARNING_RATE, SNAPSHOT_EVERY, make_optimizer,
                                  parameters_finite, resume_training, train, training_step,
                                  with_harmonic_waves)
-from conftest import batch_from_features
+from conftest import batch_from_features, small_inputs
 
 
 FRAMES = 24
@@ -305,14 +305,6 @@ def test_precomputed_harmonic_waves_give_the_same_audio_and_step():
         losses.append(torch.stack([training_step(model, optimizer, step_batch, loss)[0]
                                    for _ in range(2)]))
     torch.testing.assert_close(losses[0], losses[1], rtol=0, atol=0)
-
-
-def small_inputs(batch=2, n_frames=40, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    f0 = torch.linspace(200, 600, batch)[:, None, None].expand(batch, n_frames, 1).contiguous()
-    loudness = torch.full((batch, n_frames, 1), -30.0)
-    mfcc = torch.randn(batch, n_frames, N_MFCC, generator=g)
-    return f0, loudness, mfcc
 
 
 def test_bfloat16_autocast_training_step_on_cpu():
