@@ -43,7 +43,7 @@ def test_notebook_is_valid_and_stripped(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_cells_stay_thin(path):
-    """No model, loss or feature code in cells: those live in ddsp_helpers."""
+    """No model, loss or feature code in cells: those live in grown_timbres/."""
     source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells
                        if c.cell_type == "code")
     for forbidden in ("class ", "torch.stft", "librosa.pyin", "nn.Module", "def "):
