@@ -1,12 +1,12 @@
 """Benchmark the seed's optimizations one at a time and together, in one process.
 
 Every variant trains on the same bundled tones (`scale_tones/*.wav`) from the same seed with the
-code the notebooks run (`train.training_step`, the losses, `train.make_optimizer` of
-`grown_timbres`); only the timing
-harness lives here. Rows: `original` (one file per run, float32, plain loss, eager, plain Adam),
-each optimization alone on top of it (`+cached`, `+batching`, `+amp`, `+compile`) and
-`optimized` (the optimized notebook's recipe). Also timed per file: feature extraction
-(sequential, parallel, on-disk cache), training scaled to 1000 epochs, growth rendering.
+code the notebooks run (`training_step`, the losses and `make_optimizer` of `grown_timbres`);
+only the timing harness lives here. Rows: `original` (one file per run, float32, plain loss,
+eager, plain Adam), each optimization alone on top of it (`+cached`, `+batching`, `+amp`,
+`+compile`) and `optimized` (the optimized notebook's recipe). Also timed per file: feature
+extraction (sequential, parallel, on-disk cache), training scaled to 1000 epochs, growth
+rendering.
 Writes outputs/benchmarks/benchmark_<device>.json and .md and prints the markdown.
 
     # CPU, full run
@@ -463,10 +463,9 @@ def render_markdown(report: dict) -> str:
     tail = min(cfg["loss_tail"], cfg["warmup"] + cfg["epochs"])
     out += [f"Final loss terms: each term of the training loss (loss.training_loss), mean of "
             f"the last {tail} epochs (one-file rows: mean over their runs; batched rows: over "
-            "the whole batch). "
-            "Distance on original files: the notebooks' spectral distance (resynthesize + "
-            f"MultiScaleSpectralLoss) on the original row's files, mean over the last "
-            f"{tail} epochs; parity compares it with the original's. Warm-up s: the "
+            "the whole batch). Distance on original files: the notebooks' spectral distance "
+            "(resynthesize + MultiScaleSpectralLoss) on the original row's files, mean over the "
+            f"last {tail} epochs; parity compares it with the original's. Warm-up s: the "
             f"first {cfg['warmup']} epochs (compilation and CUDA-graph capture included), apart "
             "from the steady state.", ""]
     features = report["features"]
