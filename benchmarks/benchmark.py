@@ -43,12 +43,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from grown_timbres.capture import CapturedStep, TrainingState  # noqa: E402
 from grown_timbres.features import (batch_to_device, collate, extract_features,  # noqa: E402
                                     feature_cache_path, file_features, load_multiple_files,
                                     mean_note)
 from grown_timbres.growth import grow_timbre  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
-from grown_timbres.model import HIDDEN_SIZE, DDSPModel  # noqa: E402
+from grown_timbres.model import HIDDEN_SIZE, DDSPModel, unwrap_model  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402
 from grown_timbres.train import (LEARNING_RATE, cpu_has_fast_bfloat16, cpu_name,  # noqa: E402
                                  device_report, make_optimizer, synchronize, training_step,
@@ -66,19 +67,21 @@ BATCHED_PARITY_MIN_EPOCHS = 400
 E2E_EPOCHS = 1000  # the seed's N_EPOCHS: the end-to-end estimate scales training to this
 TINY = dict(files=2, hidden_size=64, epochs=3, warmup=1, original_files=1)
 
-VARIANTS = ("original", "+cached", "+batching", "+amp", "+compile", "optimized")
+VARIANTS = ("original", "+cached", "+batching", "+amp", "+compile", "+capture", "optimized")
 WHAT = {
     "original": "1 file per run, float32, plain loss, eager, Adam",
     "+cached": "original + cached target STFTs",
     "+batching": "original + all files in one batch (masked plain loss)",
     "+amp": "original + fp16 autocast + GradScaler",
     "+compile": "original + model.compile(mode='reduce-overhead')",
-    "optimized": "batching + cached + amp + compile + fused Adam + TF32 + precomputed "
-                 "harmonic waves (the notebook)",
+    "+capture": "original + the whole step captured once as a CUDA graph and replayed "
+                "(Adam fused and capturable)",
+    "optimized": "batching + cached + fp16 amp + compile (no CUDA graphs of its own) + capture "
+                 "+ fused Adam + TF32 + precomputed harmonic waves (the notebook)",
 }
 CLAIMS = {  # the seed's claimed speedups ("Nx" for batching: N files at once)
     "original": "1x (2-3 h/file)", "+cached": "1.5x", "+batching": "{n}x ({n} files)",
-    "+amp": "2.5x", "+compile": "1.2x",
+    "+amp": "2.5x", "+compile": "1.2x", "+capture": "- (not the seed's)",
     "optimized": "36-54x (2-3 h/file -> 3-4 min/file)",
 }
 
@@ -88,7 +91,7 @@ def variant_settings(name: str, device: torch.device, args) -> dict | str:
     """What a variant switches on, or (a string) why it is not measured on this device."""
     cuda = device.type == "cuda"
     s = dict(batched=False, cached=False, amp_dtype=None, scaler=False, compile=None,
-             fused_adam=False, tf32=False, waves=False, what=WHAT[name])
+             capture=False, fused_adam=False, tf32=False, waves=False, what=WHAT[name])
     if name == "+cached":
         s["cached"] = True
     elif name == "+batching":
@@ -108,10 +111,14 @@ def variant_settings(name: str, device: torch.device, args) -> dict | str:
             s.update(compile="default", what="original + model.compile() (default mode, CPU)")
         else:
             return "skipped on CPU (--compile-on-cpu to measure)"
+    elif name == "+capture":
+        if not cuda:
+            return "n/a on CPU (CUDA graphs)"
+        s.update(capture=True, fused_adam=True)
     elif name == "optimized":
         s.update(batched=True, cached=True, fused_adam=True, tf32=True, waves=True)
         if cuda:
-            s.update(amp_dtype=torch.float16, scaler=True, compile="reduce-overhead")
+            s.update(amp_dtype=torch.float16, scaler=True, compile="default", capture=True)
         elif cpu_has_fast_bfloat16():  # the notebook's own choice on a CPU
             s.update(amp_dtype=torch.bfloat16, what="batching + cached + make_optimizer + TF32 "
                      "setting + bfloat16 autocast + precomputed harmonic waves (the notebook on "
@@ -142,7 +149,7 @@ def build(settings: dict, batch: dict, args, device):
     if settings["compile"]:
         torch.compiler.reset()  # every compiled run pays (and reports) its own compilation
         model.compile(**({} if settings["compile"] == "default" else {"mode": settings["compile"]}))
-    optimizer = (make_optimizer(model) if settings["fused_adam"]
+    optimizer = (make_optimizer(model, capturable=settings["capture"]) if settings["fused_adam"]
                  else torch.optim.Adam(model.parameters(), lr=LEARNING_RATE))
     if settings["cached"]:
         loss = OptimizedMultiScaleSpectralLoss()
@@ -174,28 +181,45 @@ def timed_run(settings: dict, batch: dict, args, device, parity_rows, desc: str)
     model, optimizer, loss, scaler, batch = build(settings, batch, args, device)
     n_epochs = args.warmup + args.epochs
     tail = min(LOSS_TAIL, n_epochs)
+    names = []
+
+    def step():
+        total, step_terms = training_step(model, optimizer, batch, loss, scaler,
+                                          settings["amp_dtype"])
+        names[:] = list(step_terms)
+        return torch.stack([total, *step_terms.values()])
+
+    runner = CapturedStep(step, TrainingState(unwrap_model(model), optimizer, scaler))
+    capture_s = None
+    if settings["capture"]:
+        synchronize(device)
+        start = time.perf_counter()
+        fallback = runner.capture()
+        if fallback is not None:  # never time eager steps under the capture's name
+            raise CaptureFellBack(fallback)
+        capture_s = time.perf_counter() - start
     seconds, steps, distances = [], [], []
     for epoch in tqdm(range(n_epochs), desc=desc, leave=False, disable=None):  # bar on a TTY
-        if device.type == "cuda":  # as train.train does: CUDA graphs need the step marker
+        if device.type == "cuda" and not runner.captured:  # compile's own CUDA graphs
             torch.compiler.cudagraph_mark_step_begin()
         synchronize(device)
         start = time.perf_counter()
-        steps.append(training_step(model, optimizer, batch, loss, scaler,
-                                   settings["amp_dtype"]))
+        steps.append(runner())
         synchronize(device)
         seconds.append(time.perf_counter() - start)
         if epoch >= n_epochs - tail:
             distances += file_distances(model, batch, parity_rows)
-    totals = torch.stack([total for total, _ in steps]).float().cpu().numpy()
-    terms = {name: torch.stack([step_terms[name] for _, step_terms in steps]).float().cpu().numpy()
-             for name in steps[0][1]}
+    values = torch.stack(steps).float().cpu().numpy()
+    totals = values[:, 0]
+    terms = {name: values[:, column] for column, name in enumerate(names, start=1)}
     run = {"epoch_seconds": seconds, "loss": totals.tolist(),
            "loss_terms": {name: curve.tolist() for name, curve in terms.items()},
            "final_loss_terms": {name: float(curve[-tail:].mean()) for name, curve in terms.items()},
            "parity_distance": float(np.mean(distances)),
            "finite": bool(np.isfinite(totals).all() and np.isfinite(distances).all()
                           and all(np.isfinite(curve).all() for curve in terms.values())),
-           "grad_scale_end": scaler.get_scale() if scaler is not None else None}
+           "grad_scale_end": scaler.get_scale() if scaler is not None else None,
+           "capture_s": capture_s}
     return run, model
 
 
@@ -222,7 +246,8 @@ def measure_variant(name: str, settings: dict, data: dict, args, device) -> tupl
         "s_per_epoch": per_epoch,
         "s_per_file_per_epoch": per_epoch / files_per_run,
         "s_per_file_1000_epochs": 1000 * per_epoch / files_per_run,
-        "warmup_s": statistics.median(sum(r["epoch_seconds"][:warm]) for r in runs),
+        "warmup_s": statistics.median(sum(r["epoch_seconds"][:warm]) + (r["capture_s"] or 0)
+                                      for r in runs),
         "first_epoch_s": statistics.median(r["epoch_seconds"][0] for r in runs),
         "final_loss_terms": {name: float(np.mean([r["final_loss_terms"][name] for r in runs]))
                              for name in runs[0]["final_loss_terms"]},
@@ -233,6 +258,59 @@ def measure_variant(name: str, settings: dict, data: dict, args, device) -> tupl
     }
     row["warmup_overhead_s"] = row["warmup_s"] - warm * per_epoch  # compile, graph capture
     return row, model
+
+
+class CaptureFellBack(RuntimeError):
+    """A capture variant whose step could not be captured: the row says so, untimed."""
+
+
+def repeated(batch: dict, n_files: int) -> dict:
+    """The batch's files repeated (then cut) to n_files rows: bigger batches of the same data."""
+    reps = -(-n_files // len(batch["file_paths"]))
+    out = {k: torch.cat([v] * reps)[:n_files] for k, v in batch.items() if torch.is_tensor(v)}
+    return {**batch, **out, "file_paths": (batch["file_paths"] * reps)[:n_files]}
+
+
+def scaling_rows(batch: dict, args, device) -> dict:
+    """The optimized recipe at more files per batch: per-file time and peak GPU memory
+    (--scaling), and the largest batch that trains captured under --memory-cap-gb."""
+    settings = variant_settings("optimized", device, args)
+    settings["compile"] = None  # compile changes time per step, not memory or scaling
+    epochs = dict(warmup=3, epochs=args.scaling_epochs)
+
+    def measure(n_files):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        run_args = argparse.Namespace(**{**vars(args), **epochs})
+        with matmul_precision("high"):
+            run, _ = timed_run(settings, repeated(batch, n_files), run_args, device, [0],
+                               f"{n_files} files")
+        per_epoch = statistics.median(run["epoch_seconds"][epochs["warmup"]:])
+        return {"files": n_files, "s_per_epoch": per_epoch, "s_per_file_per_epoch":
+                per_epoch / n_files, "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+                "capture_s": run["capture_s"], "finite": run["finite"]}
+
+    out = {"rows": [], "cap": None}
+    for n_files in args.scaling:
+        try:
+            out["rows"].append(measure(n_files))
+        except Exception as err:
+            out["rows"].append({"files": n_files, "error": f"{type(err).__name__}: {err}"[:200]})
+        print(f"scaling {out['rows'][-1]}", flush=True)
+    if args.memory_cap_gb:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gb * 2**30 / total))
+        fits, n_files = None, max(args.scaling or [12]) * 2
+        while n_files <= 4096:
+            try:
+                fits = measure(n_files)
+            except Exception as err:  # out of memory, or a capture that fell back for it
+                print(f"{n_files} files under {args.memory_cap_gb} GB: {type(err).__name__}")
+                break
+            n_files *= 2
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        out["cap"] = {"gb": args.memory_cap_gb, "largest": fits, "failed_at": n_files}
+    return out
 
 
 def add_comparisons(rows: list, n_files: int) -> None:
@@ -480,6 +558,20 @@ def render_markdown(report: dict) -> str:
     out += ["", f"Training features read from `{tf['cache_dir']}` in {tf['seconds']:.3g} s "
             f"({tf['hits_before']}/{features['n_files']} cached before this run).", ""]
     growth = report["growth"]
+    if report.get("scaling"):
+        scaling = report["scaling"]
+        out += ["## More files per batch (the optimized recipe without compile, captured)",
+                markdown_table(["files", "s/epoch", "ms/file/epoch", "peak GPU GiB", "capture s"],
+                               [[r["files"], r.get("s_per_epoch"),
+                                 None if "error" in r else 1000 * r["s_per_file_per_epoch"],
+                                 r.get("peak_gib"), r.get("capture_s") or r.get("error")]
+                                for r in scaling["rows"]]), ""]
+        if scaling["cap"]:
+            cap, largest = scaling["cap"], scaling["cap"]["largest"]
+            out += [f"Under a {cap['gb']:g} GB cap: largest batch that trained captured: "
+                    + (f"{largest['files']} files ({largest['peak_gib']:.1f} GiB peak)"
+                       if largest else "none tried fitted")
+                    + f"; {cap['failed_at']} files did not.", ""]
     out += [f"## Growth rendering: {growth['median_s']:.3g} s per file "
             f"(grow_timbre, median of {len(growth['seconds'])}, {growth['model']})", ""]
     if report["end_to_end"]:
@@ -522,11 +614,20 @@ def parse_args(argv=None):
                         help="on CPU, measure +amp as bfloat16 autocast without GradScaler")
     parser.add_argument("--compile-on-cpu", action="store_true",
                         help="on CPU, measure +compile with model.compile() default mode")
+    parser.add_argument("--scaling", default="",
+                        help="CUDA: comma list of batch sizes (files, the tones repeated) to time "
+                             "the optimized recipe at, e.g. 12,24,48,96")
+    parser.add_argument("--scaling-epochs", type=int, default=200,
+                        help="timed epochs per --scaling row")
+    parser.add_argument("--memory-cap-gb", type=float, default=0,
+                        help="CUDA: also find the largest batch that trains captured with the "
+                             "process capped at this many GB (40: a Colab A100)")
     parser.add_argument("--skip-extraction", action="store_true",
                         help="do not time feature extraction (training features still load)")
     parser.add_argument("--tiny", action="store_true", help="CI preset: " + ", ".join(
         f"{k.replace('_', '-')} {v}" for k, v in TINY.items()) + " (explicit flags win)")
     args = parser.parse_args(argv)
+    args.scaling = [int(n) for n in args.scaling.split(",") if n.strip()]
     if args.tiny:
         parser.set_defaults(**TINY)
         args = parser.parse_args(argv)
@@ -581,6 +682,10 @@ def main(argv=None) -> dict:
         print(f"[{number}/{len(args.variants)}] {name}: {settings['what']} ...", flush=True)
         try:
             row, model = measure_variant(name, settings, data, args, device)
+        except CaptureFellBack as err:
+            rows.append({"variant": name, "status": f"failed: capture fell back to eager, not "
+                                                    f"timed: {str(err)[:160]}", "what": WHAT[name]})
+            continue
         except Exception as err:  # one failing variant (e.g. no compiler) must not stop the rest
             traceback.print_exc()
             rows.append({"variant": name, "status": f"failed: {type(err).__name__}: "
@@ -604,7 +709,9 @@ def main(argv=None) -> dict:
     growth = {"seconds": growth_seconds, "median_s": statistics.median(growth_seconds),
               "model": model_label}
 
-    report = {"meta": meta, "config": {**{k: v for k, v in vars(args).items()},
+    scaling = (scaling_rows(batch, args, device)
+               if device.type == "cuda" and (args.scaling or args.memory_cap_gb) else None)
+    report = {"meta": meta, "scaling": scaling, "config": {**{k: v for k, v in vars(args).items()},
                                        "loss_tail": LOSS_TAIL, "files_used": batch["file_paths"]},
               "variants": rows, "features": features, "growth": growth,
               "end_to_end": end_to_end(rows, features, growth["median_s"], args.e2e_epochs)}

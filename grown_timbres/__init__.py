@@ -9,6 +9,7 @@ One concern per file, listed as the data flows; each file imports only files abo
     model        the decoder (DDSPModel) and render, the one way to play it
     loss         multi-scale spectral loss + time-domain L1, as named terms
     checkpoints  weights and configuration, saved and loaded safely
+    capture      a training step recorded once as a CUDA graph and replayed
     train        device, optimizer, the training step and loop, resuming
     growth       stages as data (Stage) and grow_timbre
     report       metrics, run records, the comparison table

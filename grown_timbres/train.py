@@ -1,5 +1,6 @@
 """Training: the device, the optimizer, one full-batch step (autocast, GradScaler, clipping)
-and the loop around it (progress bar, NaN guard, interrupt, resumable checkpoints).
+and the loop around it (progress bar, NaN guard, interrupt, resumable checkpoints), replaying
+the step from a CUDA graph where asked (capture.py).
 
     batch (features.collate) -> history {loss, terms {name: curve}, elapsed_seconds, status}
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from .capture import CapturedStep, TrainingState
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import HOP_LENGTH, SAMPLE_RATE
 from .loss import MultiScaleSpectralLoss, training_loss
@@ -71,10 +73,15 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE) -> torch.optim.Optimizer:
-    """Adam; the fused kernel on CUDA (one launch for all parameters)."""
+def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE,
+                   capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam; the fused kernel on CUDA (one launch for all parameters). `capturable`: its step
+    count stays on the GPU, so that train(capture=True) can record the step as a CUDA graph."""
     device = next(model.parameters()).device
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda")
+    if capturable and device.type != "cuda":
+        raise ValueError(f"a capturable optimizer needs a CUDA model, not {device.type}")
+    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda",
+                            capturable=capturable)
 
 
 def with_harmonic_waves(batch: dict, model) -> dict:
@@ -89,11 +96,13 @@ def training_step(model, optimizer, batch: dict, spectral_loss: MultiScaleSpectr
     """One full-batch step -> (total loss, {term name: value}), detached tensors (no sync).
 
     Only the model runs under autocast (`amp_dtype`); the loss is float32 (loss.training_loss).
-    With a GradScaler the gradients are unscaled before clipping, so the clip sees true norms."""
+    With a GradScaler the gradients are unscaled before clipping, so the clip sees true norms.
+    Autocast keeps no cache of cast weights: each weight is cast once per step anyway, and a
+    cache would hold tensors from outside a captured graph."""
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["f0"].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
-                        enabled=amp_dtype is not None):
+                        enabled=amp_dtype is not None, cache_enabled=False):
         pred_audio, _, _ = model(batch["f0"], batch["loudness"], batch["mfcc"],
                                  batch.get("harmonic_waves"))
     loss, terms = training_loss(spectral_loss, pred_audio, batch["audio"], batch["lengths"])
@@ -121,46 +130,74 @@ def parameters_finite(model) -> bool:
     return bool(torch.isfinite(norms).all())
 
 
+def optimizer_steps(optimizer) -> int:
+    """Updates the optimizer has applied. Adam counts them in its state; a step a GradScaler
+    skipped (non-finite gradients) is not counted, fused or not, captured or not."""
+    for state in optimizer.state.values():
+        if "step" in state:
+            return int(state["step"])
+    return 0
+
+
 def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=None,
           amp_dtype=None, sync_every: int | None = None, progress: bool = True,
           desc: str = "training", history: dict | None = None, checkpoint_path=None,
-          checkpoint_every: int = 100) -> dict:
+          checkpoint_every: int = 100, capture: bool = False) -> dict:
     """Run `n_epochs` full-batch steps with a tqdm bar and return the history: the total loss
     and each term of it (loss.training_loss) per epoch, elapsed_seconds at each synchronised
-    epoch (timed_epochs), skipped_steps (GradScaler overflow skips) and status.
+    epoch (timed_epochs), skipped_steps (GradScaler overflow skips), status, and with
+    `capture` how the step ran ("captured", or why it fell back) and capture_seconds.
 
+    `capture` (CUDA only, optimizer from make_optimizer(model, capturable=True)): the step is
+    recorded once as a CUDA graph and replayed every epoch (capture.CapturedStep); a capture
+    that fails or disagrees with the eager step falls back to it with one warning.
     The host waits for the device only every `sync_every` steps (default: 25 on CUDA, 1 on CPU)
     to read the losses, take honest wall times and check for trouble:
-    - a NaN or inf loss stops training: the weights of the last good check are restored and
-      `status` says what happened (no exception: the notebook can still save and listen);
-    - an interrupt (KeyboardInterrupt, Colab's stop button) stops cleanly the same way;
+    - a NaN or inf loss stops training: weights, optimizer, scaler and random state are put
+      back in place to the last snapshot with finite losses (every SNAPSHOT_EVERY epochs) and
+      `status` says so (no exception: the notebook can still save and listen);
+    - an interrupt (KeyboardInterrupt, Colab's stop button) stops cleanly;
     - with `checkpoint_path`, a resumable checkpoint (weights, optimizer, scaler, history) is
       written atomically every `checkpoint_every` epochs and when training stops.
     Pass an earlier history (resume_training) to continue its curves and epoch count."""
     from tqdm.auto import tqdm
 
     device = batch["f0"].device
+    if capture and device.type != "cuda":
+        raise ValueError(f"capture records a CUDA graph: it needs a CUDA batch, not {device.type}")
     core = unwrap_model(model)
     sync_every = sync_every or (25 if device.type == "cuda" else 1)
     history = history or new_history()
     first_epoch = len(history["loss"])
     time_offset = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
-    good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+    names = []
+
+    def step() -> torch.Tensor:
+        """[total, *terms] of one eager step."""
+        loss, terms = training_step(model, optimizer, batch, spectral_loss, scaler, amp_dtype)
+        names[:] = list(terms)
+        return torch.stack([loss, *terms.values()])
+
+    runner = CapturedStep(step, TrainingState(core, optimizer, scaler))
+    if capture:
+        synchronize(device)
+        started = time.perf_counter()
+        history["capture"] = runner.capture() or "captured"
+        history["capture_seconds"] = time.perf_counter() - started
+    good = TrainingState(core, optimizer, scaler).save()
     good_epoch = first_epoch
-    scale = scaler.get_scale() if scaler is not None else None
+    steps_before, skipped_before = optimizer_steps(optimizer), history["skipped_steps"]
     history["status"] = "running"
     pending = []
     synchronize(device)
     start = time.perf_counter()
 
     def drain() -> bool:
-        """Record the pending losses; False if one is not finite (weights then restored)."""
-        nonlocal good_state, good_epoch, scale
+        """Record the pending losses; False if one is not finite (state then restored)."""
+        nonlocal good_epoch
         if not pending:
             return True
-        names = list(pending[0][1])
-        values = torch.stack([torch.stack([loss, *terms.values()])
-                              for loss, terms in pending]).cpu()  # the one sync
+        values = torch.stack(pending).float().cpu()  # the one sync
         pending.clear()
         finite = torch.isfinite(values).all(dim=1)
         n_good = len(values) if finite.all() else int((~finite).int().argmax())
@@ -172,19 +209,17 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
         epoch = len(history["loss"])
         history["timed_epochs"].append(epoch)
         history["elapsed_seconds"].append(time_offset + time.perf_counter() - start)
-        if scaler is not None:  # each skipped step halves the scale
-            new_scale = scaler.get_scale()
-            history["skipped_steps"] += max(0, round(math.log2(scale / new_scale)))
-            scale = new_scale
+        history["skipped_steps"] = skipped_before + (recorded + len(values) - first_epoch) - (
+            optimizer_steps(optimizer) - steps_before)
         if n_good < len(values):
-            core.load_state_dict(good_state)
+            good.restore()  # in place: a captured graph's tensors stay valid
             history["status"] = (f"stopped at epoch {epoch + 1}: the loss became "
-                                 f"{values[n_good, 0].item()}; weights restored from epoch "
-                                 f"{good_epoch}")
+                                 f"{values[n_good, 0].item()}; weights, optimizer and scaler "
+                                 f"restored from epoch {good_epoch}")
             warnings.warn(history["status"], stacklevel=3)
             return False
         if epoch - good_epoch >= SNAPSHOT_EVERY and parameters_finite(core):
-            good_state = {k: v.detach().clone() for k, v in core.state_dict().items()}
+            good.save()
             good_epoch = epoch
         return True
 
@@ -199,16 +234,15 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
 
     bar = tqdm(range(n_epochs), desc=desc, disable=not progress)
     try:
-        for step in bar:
-            if device.type == "cuda":  # CUDA graphs must know where a step begins
-                torch.compiler.cudagraph_mark_step_begin()
-            pending.append(training_step(model, optimizer, batch, spectral_loss, scaler,
-                                         amp_dtype))
-            if (step + 1) % sync_every == 0 or step + 1 == n_epochs:
+        for epoch in bar:
+            if device.type == "cuda" and not runner.captured:
+                torch.compiler.cudagraph_mark_step_begin()  # for compile's own CUDA graphs
+            pending.append(runner())
+            if (epoch + 1) % sync_every == 0 or epoch + 1 == n_epochs:
                 if not drain():
                     break
                 bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
-                if (first_epoch + step + 1) % checkpoint_every < sync_every:
+                if (first_epoch + epoch + 1) % checkpoint_every < sync_every:
                     save()
         else:
             history["status"] = "finished"

@@ -1,0 +1,178 @@
+"""One training step recorded as a CUDA graph and replayed every epoch.
+
+A DDSP step launches about 1,400 small kernels (the cuDNN GRU alone several per frame). Launched
+one by one from Python, the GPU waits on the CPU for most of the step, so batching, mixed
+precision and compilation barely move it. During training the batch and the cached target
+spectra never change: the case CUDA graphs are made for. The whole step (forward, losses,
+backward, unscale, clip, optimizer, scaler update) is recorded once and replayed with one launch.
+
+What capture needs, and where it is arranged:
+- a capturable optimizer: Adam(fused=True, capturable=True), its step count on the GPU
+  (`make_optimizer(model, capturable=True)`); a GradScaler then skips non-finite steps and
+  updates its scale on the GPU too, with no host sync (fused Adam reads `found_inf` itself);
+- autocast without its weight-cast cache (`training_step` always passes cache_enabled=False);
+- a few eager warm-up steps on a side stream (lazy optimizer state, cuDNN and cuBLAS workspaces,
+  and compilation when the model was compiled);
+- gradients set to None before capture, so backward allocates them in the graph's memory pool;
+- outputs read from the graph's static tensors after each replay.
+A captured step is checked against eager steps from the same state before it is used; any
+failure leaves training on the eager step with one message saying why.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+CAPTURE_WARMUP_STEPS = 3
+CAPTURE_CHECK_STEPS = 3
+CAPTURE_RTOL = 1e-3  # replayed vs eager losses from the same state
+
+
+class TrainingState:
+    """An in-place snapshot of what a training step changes: parameters and buffers, optimizer
+    state, GradScaler scale and growth tracker, and the random streams.
+
+    restore() writes back into the same tensors (never replaces them), so a captured graph,
+    which holds their addresses, stays valid. Optimizer state that did not exist yet when the
+    snapshot was taken is reset to Adam's initial values (zeros), which is what a fresh state
+    would be."""
+
+    def __init__(self, model, optimizer, scaler=None):
+        self.model, self.optimizer, self.scaler = model, optimizer, scaler
+        self.tensors = [t for t in list(model.parameters()) + list(model.buffers())]
+        self.saved = None
+
+    def _optimizer_tensors(self):
+        return [value for state in self.optimizer.state.values() for value in state.values()
+                if torch.is_tensor(value)]
+
+    @torch.no_grad()
+    def save(self):
+        self.saved = {
+            "model": [t.detach().clone() for t in self.tensors],
+            "optimizer": [t.clone() for t in self._optimizer_tensors()],
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": [torch.cuda.get_rng_state(d) for d in self._cuda_devices()],
+        }
+        return self
+
+    def _cuda_devices(self):
+        return sorted({t.device for t in self.tensors if t.device.type == "cuda"},
+                      key=str)
+
+    @torch.no_grad()
+    def restore(self):
+        saved = self.saved
+        for target, value in zip(self.tensors, saved["model"]):
+            target.copy_(value)
+        current = self._optimizer_tensors()
+        if len(current) == len(saved["optimizer"]):
+            for target, value in zip(current, saved["optimizer"]):
+                target.copy_(value)
+        elif not saved["optimizer"]:
+            for target in current:
+                target.zero_()
+        else:
+            raise RuntimeError("the optimizer's state changed shape since the snapshot")
+        if self.scaler is not None:
+            self.scaler.load_state_dict(saved["scaler"])  # fills its tensors in place
+        torch.set_rng_state(saved["cpu_rng"])
+        for device, state in zip(self._cuda_devices(), saved["cuda_rng"]):
+            torch.cuda.set_rng_state(state, device)
+
+
+def capture_problem(optimizer, device, scaler=None) -> str | None:
+    """Why a step on `device` with `optimizer` (and `scaler`) cannot be captured, or None."""
+    if torch.device(device).type != "cuda":
+        return "CUDA graphs need a CUDA device"
+    for group in optimizer.param_groups:
+        if not group.get("capturable", False):
+            return ("the optimizer is not capturable: build it with "
+                    "make_optimizer(model, capturable=True)")
+        if scaler is not None and not group.get("fused", False):
+            return ("a GradScaler step is captured only with a fused optimizer (others read "
+                    "found_inf on the host): make_optimizer(model, capturable=True)")
+    return None
+
+
+class CapturedStep:
+    """step() -> loss terms, replayed from a CUDA graph.
+
+    `step` is one eager training step on fixed tensors that returns its loss terms as one
+    tensor (it may set gradients to None first: that runs no kernel). capture() warms up,
+    records, and checks CAPTURE_CHECK_STEPS replays against as many eager steps from the same
+    state; the state is then put back, so capturing costs no training. It returns None on
+    success or the reason it fell back; calling the object runs a replay when captured and the
+    eager step otherwise, and returns a fresh tensor of the step's loss terms."""
+
+    def __init__(self, step, state: TrainingState):
+        self.step, self.state = step, state
+        self.graph = None
+        self.static_terms = None
+        self.fallback_reason = None
+
+    def capture(self, warmup_steps: int = CAPTURE_WARMUP_STEPS,
+                check_steps: int = CAPTURE_CHECK_STEPS, rtol: float = CAPTURE_RTOL):
+        state = self.state
+        problem = capture_problem(state.optimizer, state.tensors[0].device, state.scaler)
+        if problem is None:
+            state.save()  # the state training starts from: put back whatever happens
+            try:
+                problem = self._capture(warmup_steps, check_steps, rtol)
+            except Exception as err:  # any capture error: train on, eagerly
+                problem = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                torch.cuda.synchronize()
+                state.restore()
+        if problem is not None:
+            self.graph, self.static_terms = None, None
+            self.fallback_reason = problem
+            warnings.warn(f"CUDA graph capture is off, training runs eagerly: {problem}",
+                          stacklevel=2)
+        return problem
+
+    def _capture(self, warmup_steps, check_steps, rtol):
+        state = self.state
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup_steps):
+                self.step()
+        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.synchronize()
+        for param in state.model.parameters():
+            param.grad = None
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_terms = self.step()
+        torch.cuda.synchronize()
+        # Warm-up and capture ran steps: check replays and eager steps from the start state.
+        state.restore()
+        replayed = []
+        for _ in range(check_steps):
+            graph.replay()
+            replayed.append(static_terms.clone())
+        replayed = torch.stack(replayed).float().cpu()
+        state.restore()
+        eager = torch.stack([self.step().detach().clone() for _ in range(check_steps)])
+        eager = eager.float().cpu()
+        state.restore()
+        if not (torch.isfinite(replayed).all() and torch.isfinite(eager).all()):
+            return "the check steps gave a non-finite loss"
+        error = ((replayed - eager).abs() / eager.abs().clamp_min(1e-12)).max().item()
+        if error > rtol:
+            return (f"replayed losses differ from eager ones by {error:.2e} relative "
+                    f"(allowed {rtol:.0e})")
+        self.graph, self.static_terms = graph, static_terms
+        return None
+
+    @property
+    def captured(self) -> bool:
+        return self.graph is not None
+
+    def __call__(self) -> torch.Tensor:
+        if self.graph is None:
+            return self.step().detach()
+        self.graph.replay()
+        return self.static_terms.clone()

@@ -1,0 +1,155 @@
+"""capture.py and the loop around it: in-place snapshots (what a captured graph needs), exact
+skipped-step counts, refusals on CPU, and, on a CUDA machine, replayed steps equal to eager ones."""
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from grown_timbres import capture, train
+from grown_timbres.config import HOP_LENGTH, N_MFCC, SAMPLE_RATE
+from grown_timbres.loss import OptimizedMultiScaleSpectralLoss
+from grown_timbres.model import DDSPModel
+
+CUDA = torch.cuda.is_available()
+
+
+def tone_batch(n_files=2, n_frames=24, device="cpu") -> dict:
+    """Harmonic tones at 220 and 330 Hz with steady features: a padded-batch-shaped dict."""
+    t = np.arange(n_frames * HOP_LENGTH) / SAMPLE_RATE
+    f0s = [220.0 * (1.5 ** i) for i in range(n_files)]
+    audio = np.stack([0.3 * np.sin(2 * np.pi * f * t) + 0.1 * np.sin(4 * np.pi * f * t)
+                      for f in f0s]).astype(np.float32)
+    generator = torch.Generator().manual_seed(0)
+    batch = {"f0": torch.tensor(f0s, dtype=torch.float32).reshape(-1, 1, 1).expand(-1, n_frames, 1),
+             "loudness": torch.full((n_files, n_frames, 1), -20.0),
+             "mfcc": torch.randn(n_files, 1, N_MFCC, generator=generator).expand(-1, n_frames, -1),
+             "audio": torch.from_numpy(audio),
+             "lengths": torch.full((n_files,), n_frames)}
+    return {k: v.contiguous().to(device) for k, v in batch.items()}
+
+
+def setup(device="cpu", scaler=None, capturable=False, fused=True):
+    torch.manual_seed(0)
+    batch = tone_batch(device=device)
+    model = DDSPModel(hidden_size=32).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.LEARNING_RATE, fused=fused,
+                                 capturable=capturable)
+    loss = OptimizedMultiScaleSpectralLoss().precompute_target(batch["audio"], device,
+                                                               batch["lengths"])
+    return model, optimizer, loss, batch
+
+
+def capture_warnings(caught) -> list:
+    """The capture's own warnings (torch's deprecation notices are none of this test's)."""
+    return [str(w.message) for w in caught if "CUDA graph capture" in str(w.message)]
+
+
+def optimizer_tensors(optimizer):
+    return [v for state in optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
+
+
+def test_restore_is_in_place_and_replays_the_same_curve():
+    """A graph holds tensor addresses: restore writes into the same storage, and training from
+    the restored state repeats the losses bit for bit (weights, Adam, scaler and noise)."""
+    model, optimizer, loss, batch = setup()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+    step = lambda: train.training_step(model, optimizer, batch, loss, scaler)[0]  # noqa: E731
+    step()  # Adam's state exists from here on
+    state = capture.TrainingState(model, optimizer, scaler).save()
+    pointers = [t.data_ptr() for t in list(model.parameters()) + optimizer_tensors(optimizer)]
+    first = torch.stack([step() for _ in range(4)])
+    scale_after = scaler.get_scale()
+    state.restore()
+    assert [t.data_ptr() for t in list(model.parameters()) + optimizer_tensors(optimizer)] \
+        == pointers
+    assert scaler.get_scale() == 2.0 ** 10 != scale_after  # the scale grew, and was put back
+    again = torch.stack([step() for _ in range(4)])
+    assert torch.equal(first, again)
+
+
+def test_restore_to_before_the_first_step_resets_adam():
+    """A snapshot taken before Adam made its state restores to a fresh optimizer's: zeros."""
+    model, optimizer, loss, batch = setup()
+    state = capture.TrainingState(model, optimizer).save()
+    first = [train.training_step(model, optimizer, batch, loss)[0] for _ in range(3)]
+    state.restore()
+    assert all(float(t.abs().max()) == 0 for t in optimizer_tensors(optimizer))
+    again = [train.training_step(model, optimizer, batch, loss)[0] for _ in range(3)]
+    assert torch.equal(torch.stack(first), torch.stack(again))
+
+
+def test_skipped_steps_are_counted_exactly():
+    """Steps the GradScaler skips are counted from Adam's own step count, exact even when the
+    scale grows and shrinks inside one sync window (growth_interval 1 makes it do both)."""
+    def make_scaler():
+        return torch.amp.GradScaler("cpu", init_scale=2.0 ** 115, growth_interval=1)
+
+    model, optimizer, loss, batch = setup()
+    scaler = make_scaler()
+    expected, scale = 0, scaler.get_scale()
+    for _ in range(12):
+        train.training_step(model, optimizer, batch, loss, scaler)
+        expected += scaler.get_scale() < scale  # a skip halves the scale, a good step doubles it
+        scale = scaler.get_scale()
+    assert 4 <= expected < 12
+
+    model, optimizer, loss, batch = setup()
+    history = train.train(model, optimizer, batch, loss, 12, scaler=make_scaler(),
+                          sync_every=12, progress=False)
+    assert history["skipped_steps"] == expected
+
+
+def test_capture_is_refused_on_cpu():
+    model, optimizer, loss, batch = setup()
+    with pytest.raises(ValueError, match="CUDA"):
+        train.train(model, optimizer, batch, loss, 2, capture=True, progress=False)
+    with pytest.raises(ValueError, match="CUDA"):
+        train.make_optimizer(model, capturable=True)
+    assert "CUDA" in capture.capture_problem(optimizer, "cpu")
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
+def test_capture_problem_names_what_to_change():
+    model, optimizer, loss, batch = setup("cuda")
+    assert "capturable" in capture.capture_problem(optimizer, "cuda")
+    model, optimizer, loss, batch = setup("cuda", capturable=True, fused=False)
+    scaler = torch.amp.GradScaler("cuda")
+    assert "fused" in capture.capture_problem(optimizer, "cuda", scaler)
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("amp_dtype", [None, torch.float16, torch.bfloat16], ids=str)
+def test_captured_training_follows_the_eager_curve(amp_dtype):
+    """train(capture=True) replays a graph; its losses stay within 1e-3 of eager training's
+    from the same seed, and the skipped-step count and the state agree."""
+    curves, skipped = [], []
+    for capture_step in (False, True):
+        model, optimizer, loss, batch = setup("cuda", capturable=True)
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        batch = train.with_harmonic_waves(batch, model)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            history = train.train(model, optimizer, batch, loss, 30, scaler=scaler,
+                                  amp_dtype=amp_dtype, capture=capture_step, progress=False)
+        assert not capture_warnings(caught)  # a fallback warns
+        assert history["status"] == "finished"
+        if capture_step:
+            assert history["capture"] == "captured"
+        curves.append(np.array(history["loss"]))
+        skipped.append(history["skipped_steps"])
+    assert np.allclose(curves[1], curves[0], rtol=1e-3 if amp_dtype is None else 2e-2)
+    assert skipped[0] == skipped[1]
+    assert curves[1][-1] < 0.9 * curves[1][0]
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
+def test_a_capture_that_cannot_run_falls_back_with_one_warning():
+    model, optimizer, loss, batch = setup("cuda", capturable=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = train.train(model, optimizer, batch, loss, 5, capture=True, progress=False)
+    assert len(capture_warnings(caught)) == 1 and "capturable" in capture_warnings(caught)[0]
+    assert history["status"] == "finished" and "capturable" in history["capture"]
+    assert math.isfinite(history["loss"][-1])
