@@ -53,8 +53,8 @@ def device_report(device=None) -> dict:
               "python": platform.python_version(), "cpu_threads": torch.get_num_threads()}
     if device.type == "cuda":
         properties = torch.cuda.get_device_properties(device)
-        report.update(device=properties.name, gpu_memory_gb=round(properties.total_memory / 2**30, 1),
-                      cuda=torch.version.cuda)
+        report.update(device=properties.name, cuda=torch.version.cuda,
+                      gpu_memory_gb=round(properties.total_memory / 2**30, 1))
     else:
         report["device"] = cpu_name()
     return report
