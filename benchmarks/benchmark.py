@@ -43,17 +43,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from grown_timbres.capture import CapturedStep, TrainingState  # noqa: E402
 from grown_timbres.features import (batch_to_device, collate, extract_features,  # noqa: E402
                                     feature_cache_path, file_features, load_multiple_files,
                                     mean_note)
 from grown_timbres.growth import grow_timbre  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
-from grown_timbres.model import HIDDEN_SIZE, DDSPModel, unwrap_model  # noqa: E402
+from grown_timbres.model import HIDDEN_SIZE, DDSPModel  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402
 from grown_timbres.train import (LEARNING_RATE, cpu_has_fast_bfloat16, cpu_name,  # noqa: E402
-                                 device_report, make_optimizer, synchronize, training_step,
-                                 with_harmonic_waves)
+                                 device_report, make_optimizer, step_runner, synchronize,
+                                 training_step, with_harmonic_waves)
 
 # ----------------------------------------------------------------------------- settings
 TONES_DIR = ROOT / "scale_tones"
@@ -181,15 +180,7 @@ def timed_run(settings: dict, batch: dict, args, device, parity_rows, desc: str)
     model, optimizer, loss, scaler, batch = build(settings, batch, args, device)
     n_epochs = args.warmup + args.epochs
     tail = min(LOSS_TAIL, n_epochs)
-    names = []
-
-    def step():
-        total, step_terms = training_step(model, optimizer, batch, loss, scaler,
-                                          settings["amp_dtype"])
-        names[:] = list(step_terms)
-        return torch.stack([total, *step_terms.values()])
-
-    runner = CapturedStep(step, TrainingState(unwrap_model(model), optimizer, scaler))
+    runner, names = step_runner(model, optimizer, batch, loss, scaler, settings["amp_dtype"])
     capture_s = None
     if settings["capture"]:
         synchronize(device)

@@ -40,7 +40,7 @@ class TrainingState:
 
     def __init__(self, model, optimizer, scaler=None):
         self.model, self.optimizer, self.scaler = model, optimizer, scaler
-        self.tensors = [t for t in list(model.parameters()) + list(model.buffers())]
+        self.tensors = list(model.parameters()) + list(model.buffers())
         self.saved = None
 
     def _optimizer_tensors(self):
@@ -111,7 +111,6 @@ class CapturedStep:
         self.step, self.state = step, state
         self.graph = None
         self.static_terms = None
-        self.fallback_reason = None
 
     def capture(self, warmup_steps: int = CAPTURE_WARMUP_STEPS,
                 check_steps: int = CAPTURE_CHECK_STEPS, rtol: float = CAPTURE_RTOL):
@@ -127,7 +126,6 @@ class CapturedStep:
                 state.restore()
         if problem is not None:
             self.graph, self.static_terms = None, None
-            self.fallback_reason = problem
             warnings.warn(f"CUDA graph capture is off, training runs eagerly: {problem}",
                           stacklevel=2)
         return problem

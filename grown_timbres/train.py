@@ -119,6 +119,20 @@ def training_step(model, optimizer, batch: dict, spectral_loss: MultiScaleSpectr
     return loss.detach(), {name: value.detach() for name, value in terms.items()}
 
 
+def step_runner(model, optimizer, batch: dict, spectral_loss, scaler=None, amp_dtype=None):
+    """training_step as a capture.CapturedStep -> (runner, names). Calling the runner runs one
+    step and returns [total, *terms] as one tensor; `names` holds the terms' names once a step
+    has run. runner.capture() records it as a CUDA graph."""
+    names = []
+
+    def step() -> torch.Tensor:
+        loss, terms = training_step(model, optimizer, batch, spectral_loss, scaler, amp_dtype)
+        names[:] = list(terms)
+        return torch.stack([loss, *terms.values()])
+
+    return CapturedStep(step, TrainingState(unwrap_model(model), optimizer, scaler)), names
+
+
 def new_history() -> dict:
     """An empty training history (see train)."""
     return {"loss": [], "terms": {}, "timed_epochs": [], "elapsed_seconds": [],
@@ -170,15 +184,7 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
     history = history or new_history()
     first_epoch = len(history["loss"])
     time_offset = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
-    names = []
-
-    def step() -> torch.Tensor:
-        """[total, *terms] of one eager step."""
-        loss, terms = training_step(model, optimizer, batch, spectral_loss, scaler, amp_dtype)
-        names[:] = list(terms)
-        return torch.stack([loss, *terms.values()])
-
-    runner = CapturedStep(step, TrainingState(core, optimizer, scaler))
+    runner, names = step_runner(model, optimizer, batch, spectral_loss, scaler, amp_dtype)
     if capture:
         synchronize(device)
         started = time.perf_counter()
