@@ -7,14 +7,15 @@ file, e.g. `from grown_timbres import synth`.
     config       SAMPLE_RATE
     audio        write_wav
     features     extract_features, load_multiple_files, collate, batch_to_device,
-                 file_features, mean_note
-    model        DDSPModel, HIDDEN_SIZE
+                 file_features
+    model        DDSPModel
     loss         MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
     checkpoints  save_checkpoint, load_checkpoint
     train        pick_device, device_report, cpu_has_fast_bfloat16, make_optimizer,
                  LEARNING_RATE, with_harmonic_waves, train, resume_training
-    growth       GROWTH_STAGES, stages_from_table, grow_timbre
-    report       resynthesize, evaluate_batch, metrics_table, make_run_record, save_run_record
+    growth       GROWTH_STAGES, stages_from_table, held_note, grow_timbre
+    report       resynthesize, evaluate_batch, metrics_table, growth_table, make_run_record,
+                 save_run_record
     notes        parse_note_list, read_midi
     transfer     notes_to_controls, recording_to_controls, training_ranges, timbre_mfcc,
                  render_melody
@@ -24,16 +25,16 @@ file, e.g. `from grown_timbres import synth`.
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.audio import write_wav
 from grown_timbres.features import (batch_to_device, collate, extract_features, file_features,
-                                    load_multiple_files, mean_note)
-from grown_timbres.model import HIDDEN_SIZE, DDSPModel
+                                    load_multiple_files)
+from grown_timbres.model import DDSPModel
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from grown_timbres.checkpoints import load_checkpoint, save_checkpoint
 from grown_timbres.train import (LEARNING_RATE, cpu_has_fast_bfloat16, device_report,
                                  make_optimizer, pick_device, resume_training, train,
                                  with_harmonic_waves)
-from grown_timbres.growth import GROWTH_STAGES, grow_timbre, stages_from_table
-from grown_timbres.report import (evaluate_batch, make_run_record, metrics_table, resynthesize,
-                                  save_run_record)
+from grown_timbres.growth import GROWTH_STAGES, grow_timbre, held_note, stages_from_table
+from grown_timbres.report import (evaluate_batch, growth_table, make_run_record, metrics_table,
+                                  resynthesize, save_run_record)
 from grown_timbres.notes import parse_note_list, read_midi
 from grown_timbres.transfer import (notes_to_controls, recording_to_controls, render_melody,
                                     timbre_mfcc, training_ranges)

@@ -44,9 +44,8 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from grown_timbres.features import (batch_to_device, collate, extract_features,  # noqa: E402
-                                    feature_cache_path, file_features, load_multiple_files,
-                                    mean_note)
-from grown_timbres.growth import grow_timbre  # noqa: E402
+                                    feature_cache_path, file_features, load_multiple_files)
+from grown_timbres.growth import grow_timbre, held_note  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
 from grown_timbres.model import HIDDEN_SIZE, DDSPModel  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402
@@ -407,12 +406,13 @@ def load_features(paths, args) -> tuple[dict, dict]:
 
 # ----------------------------------------------------------------------------- growth, end to end
 def time_growth(model, batch: dict, device) -> list[float]:
-    """Seconds per file of grow_timbre(model, *mean_note(batch, i))."""
+    """Seconds per file of grow_timbre(model, held_note(model, file_features(batch, i))): the
+    decoder over the file's frames, then the held note's render."""
     seconds = []
     for i in range(len(batch["file_paths"])):
         synchronize(device)
         start = time.perf_counter()
-        grow_timbre(model, *mean_note(batch, i))
+        grow_timbre(model, held_note(model, file_features(batch, i)))
         synchronize(device)
         seconds.append(time.perf_counter() - start)
     return seconds

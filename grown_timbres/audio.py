@@ -1,5 +1,5 @@
 """Audio in and out: reading any sound file as mono float32 at SAMPLE_RATE, finishing a render,
-writing 16-bit wav, and writing any file atomically."""
+writing float wav at true level, and writing any file atomically."""
 from __future__ import annotations
 
 import os
@@ -76,24 +76,16 @@ def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
-def fit_to_full_scale(audio: np.ndarray, peak: float = 0.99) -> np.ndarray:
-    """float32 audio [N] scaled down to `peak` if it would clip, untouched otherwise. A DDSP
-    resynthesis matches the target's spectrum, not its phases, so its waveform can peak higher
-    than the target's: scaling keeps the spectrum, clipping would add broadband distortion."""
-    audio = np.asarray(audio, dtype=np.float32)
-    loudest = float(np.max(np.abs(audio))) if audio.size else 0.0
-    return audio * (peak / loudest) if loudest > 1.0 else audio
-
-
 def finish_render(audio: np.ndarray) -> np.ndarray:
     """A render ready to play: EDGE_FADE_SECONDS fades at both ends (no click where it starts
-    or stops), scaled down if it would clip: float32 [N]."""
+    or stops), its level untouched: float32 [N]. A DDSP render matches a spectrum, not phases,
+    so it may peak above 1.0: write_wav keeps that, players turn a whole table down together."""
     audio = np.asarray(audio, dtype=np.float64).copy()
     fade = min(int(EDGE_FADE_SECONDS * SAMPLE_RATE), len(audio) // 2)
     ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
     audio[:fade] *= ramp
     audio[len(audio) - fade:] *= ramp[::-1]
-    return fit_to_full_scale(audio.astype(np.float32))
+    return audio.astype(np.float32)
 
 
 def atomic_write(path, write) -> Path:
@@ -112,9 +104,18 @@ def atomic_write(path, write) -> Path:
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write float audio [N] as 16-bit PCM wav, atomically (scaled down if it would clip)."""
+    """Write float audio [N] as a 32-bit float wav, atomically. Float, not 16-bit: a render
+    that peaks above 1.0 keeps its true level instead of being scaled down or clipped."""
     import soundfile as sf
 
-    audio = fit_to_full_scale(audio)
-    return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16",
+    audio = np.asarray(audio, dtype=np.float32)
+    return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="FLOAT",
                                                    format="WAV"))
+
+
+def read_wav(path) -> np.ndarray:
+    """A wav that write_wav wrote, as float32 [N] at its true level (no rescaling, unlike
+    load_audio, which takes anyone's file to the model's input range)."""
+    import soundfile as sf
+
+    return sf.read(str(path), dtype="float32", always_2d=True)[0].mean(axis=1)

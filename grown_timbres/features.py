@@ -270,15 +270,3 @@ def file_features(batch: dict, index: int) -> dict:
             "voiced": batch["voiced"][index, :n].cpu().numpy(),
             "loudness": batch["loudness"][index, :n, 0].cpu().numpy(),
             "mfcc": batch["mfcc"][index, :n].cpu().numpy()}
-
-
-def mean_note(batch: dict, index: int) -> tuple[float, float, np.ndarray]:
-    """File `index`'s average note: (f0 Hz, the geometric mean over voiced frames; loudness dB;
-    mfcc [N_MFCC]), over its valid frames only."""
-    features = file_features(batch, index)
-    f0, voiced = features["f0"], features["voiced"]
-    f0_mean = float(np.exp(np.mean(np.log(f0[voiced] if voiced.any() else f0))))
-    # torch's float32 means: numpy sums in another order, and the renders would move by an ulp
-    loudness_mean = float(torch.from_numpy(features["loudness"]).mean())
-    mfcc_mean = torch.from_numpy(features["mfcc"]).mean(0).numpy()
-    return f0_mean, loudness_mean, mfcc_mean

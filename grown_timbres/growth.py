@@ -1,10 +1,13 @@
 """Growth: a learned timbre rendered in stages, from the bare fundamental up to the full sound.
 
 A stage is data (Stage): a name, how many harmonics sound (None = all), whether the noise
-sounds, and for how long. One steady note is rendered once with continuous phase; only the
-stages' gains change, crossfading at the boundaries, so nothing clicks.
+sounds, and for how long. The note is the file's own, as the trained decoder plays it over the
+file's sustained frames (HeldNote), and its synthesizer controls are held still for the whole
+render, so the note is steady by construction: no recurrent state drifts over a long constant
+input. It is rendered once with continuous phase; only the stages' gains change, crossfading at
+the boundaries, so nothing clicks.
 
-    stages, note (f0 Hz, loudness dB, mfcc [N_MFCC]) -> audio [sum of durations * SAMPLE_RATE]
+    file features [T] -> HeldNote;  stages, HeldNote -> audio [sum of durations * SAMPLE_RATE]
 """
 from __future__ import annotations
 
@@ -16,10 +19,12 @@ import torch
 
 from .audio import finish_render
 from .config import HOP_LENGTH, SAMPLE_RATE
-from .model import evaluating, render, unwrap_model
+from .model import evaluating, render_controls, unwrap_model
 from .synth import noise_impulse_responses
 
 CROSSFADE_SECONDS = 0.08  # between growth stages
+SUSTAIN_WINDOW_DB = 6.0  # a file's sustained frames: voiced, within this of its loudest one
+NOISE_UNIFORM_POWER = 1.0 / 3.0  # the synthesizer's noise source: uniform in [-1, 1]
 MAX_STAGE_SECONDS = 30.0  # the synthesizer holds [N, H] waves: this bounds a render's memory
 _TRUE_WORDS = {"1", "true", "yes", "y", "on", "x"}
 _FALSE_WORDS = {"0", "false", "no", "n", "off", ""}
@@ -148,14 +153,81 @@ def stage_gains(stages, n_frames: int, n_harmonics: int, frame_seconds: float) -
     return {"harmonic_gain": harmonic[None], "noise_gain": noise[None, :, None]}
 
 
-def steady_note(model, f0_mean: float, loudness_mean: float, mfcc_mean, n_frames: int):
-    """One note held for n_frames, on the model's device: f0 [1, T, 1] Hz, loudness [1, T, 1] dB,
-    mfcc [1, T, N_MFCC] from scalars and an mfcc vector [N_MFCC]."""
-    device = next(unwrap_model(model).parameters()).device
-    mfcc = torch.as_tensor(np.asarray(mfcc_mean, dtype=np.float32), device=device)
-    return (torch.full((1, n_frames, 1), float(f0_mean), device=device),
-            torch.full((1, n_frames, 1), float(loudness_mean), device=device),
-            mfcc.reshape(1, 1, -1).expand(1, n_frames, -1))
+@dataclass(frozen=True)
+class HeldNote:
+    """One note as the trained decoder plays a file, held still: f0 Hz (geometric mean over
+    the sustained frames) and the synthesizer controls there (per-control medians): amplitude,
+    harmonic_distribution [H] (sums to 1), noise_magnitudes [M]; `frames`: how many of the
+    file's frames were sustained, `source`: the file."""
+
+    f0: float
+    amplitude: float
+    harmonic_distribution: np.ndarray
+    noise_magnitudes: np.ndarray
+    frames: int
+    source: str = ""
+
+    @property
+    def n_harmonics(self) -> int:
+        return len(self.harmonic_distribution)
+
+    def harmonic_amplitudes(self) -> np.ndarray:
+        """[H] each harmonic's sine amplitude."""
+        return self.amplitude * self.harmonic_distribution
+
+    def noise_adds_db(self) -> float:
+        """How much louder the noise makes the held note (dB): mean-square power of harmonics
+        plus noise over that of the harmonics alone. The harmonics' power is sum(a_k^2) / 2;
+        the noise's is the source's power times the energy of its FIR."""
+        harmonic = float(np.sum(self.harmonic_amplitudes() ** 2) / 2)
+        impulse = noise_impulse_responses(torch.from_numpy(self.noise_magnitudes)[None, None])
+        noise = NOISE_UNIFORM_POWER * float(torch.sum(impulse.double() ** 2))
+        return 10 * math.log10((harmonic + noise) / max(harmonic, 1e-30))
+
+
+def sustained_frames(features: dict) -> np.ndarray:
+    """[T] bool: where a file's note sounds steadily: voiced frames within SUSTAIN_WINDOW_DB
+    of the loudest voiced frame (all frames within it of the loudest, if none is voiced).
+    `features`: file_features or extract_features (voiced [T], loudness [T] dB)."""
+    loudness, voiced = np.asarray(features["loudness"]), np.asarray(features["voiced"], bool)
+    pool = voiced if voiced.any() else np.ones_like(voiced)
+    return pool & (loudness >= loudness[pool].max() - SUSTAIN_WINDOW_DB)
+
+
+def held_note(model, features: dict) -> HeldNote:
+    """The note to grow: the decoder run over the file's own frames (features: file_features
+    or extract_features, f0 [T] Hz, voiced, loudness [T] dB, mfcc [T, N_MFCC]), its controls
+    taken over the sustained frames (sustained_frames)."""
+    keep = sustained_frames(features)
+    with evaluating(model) as core:
+        device = next(core.parameters()).device
+
+        def frames(name):
+            values = torch.as_tensor(np.asarray(features[name], dtype=np.float32), device=device)
+            return values.reshape(1, len(keep), -1)
+
+        controls = core.get_controls(frames("f0"), frames("loudness"), frames("mfcc"))
+    held = {name: np.median(value[0].double().cpu().numpy()[keep], axis=0)
+            for name, value in controls.items()}
+    distribution = held["harmonic_distribution"]
+    return HeldNote(
+        f0=float(np.exp(np.mean(np.log(np.asarray(features["f0"], np.float64)[keep])))),
+        amplitude=float(held["amplitude"][0]),
+        harmonic_distribution=distribution / max(distribution.sum(), 1e-30),
+        noise_magnitudes=held["noise_magnitudes"], frames=int(keep.sum()),
+        source=str(features.get("path", "")))
+
+
+def held_controls(note: HeldNote, n_frames: int, device) -> tuple:
+    """The held note as the synthesizer takes it: f0 [1, T, 1] Hz and controls {amplitude
+    [1, T, 1], harmonic_distribution [1, T, H], noise_magnitudes [1, T, M]}."""
+    def hold(values):
+        values = torch.as_tensor(np.atleast_1d(values), dtype=torch.float32, device=device)
+        return values.reshape(1, 1, -1).expand(1, n_frames, -1)
+
+    return hold(note.f0), {"amplitude": hold(note.amplitude),
+                           "harmonic_distribution": hold(note.harmonic_distribution),
+                           "noise_magnitudes": hold(note.noise_magnitudes)}
 
 
 def _frames_for(stages) -> tuple[int, int]:
@@ -164,51 +236,53 @@ def _frames_for(stages) -> tuple[int, int]:
     return n_samples, -(-n_samples // HOP_LENGTH)
 
 
-def grow_timbre(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages=GROWTH_STAGES,
-                seed: int = 0) -> np.ndarray:
-    """Render `stages` back to back from one steady note: float32 [sum of durations * SR].
+def grow_timbre(model, note: HeldNote, stages=GROWTH_STAGES, seed: int = 0) -> np.ndarray:
+    """Render `stages` back to back from one held note (held_note): float32
+    [sum of durations * SR].
 
-    The note (f0_mean Hz, loudness_mean dB, mfcc_mean [N_MFCC], as features.mean_note gives
-    it) is held for the whole render; controls and phase run continuously and only the stage
-    gains change, crossfading at boundaries, so nothing clicks. Short fades at both ends;
-    scaled to 0.99 if it would clip. `stages`: anything stages_from_table takes."""
+    The note's controls and its phase run continuously and only the stage gains change,
+    crossfading at boundaries, so nothing clicks; short fades at both ends; the level is the
+    model's own. `stages`: anything stages_from_table takes."""
     stages = stages_from_table(stages)
     n_samples, n_frames = _frames_for(stages)
-    f0, loudness, mfcc = steady_note(model, f0_mean, loudness_mean, mfcc_mean, n_frames)
-    gains = stage_gains(stages, n_frames, unwrap_model(model).n_harmonics,
-                        HOP_LENGTH / SAMPLE_RATE)
-    audio = render(model, f0, loudness, mfcc, seed,
-                   **{name: gain.to(f0.device) for name, gain in gains.items()})
+    device = next(unwrap_model(model).parameters()).device
+    f0, controls = held_controls(note, n_frames, device)
+    gains = stage_gains(stages, n_frames, note.n_harmonics, HOP_LENGTH / SAMPLE_RATE)
+    audio = render_controls(model, f0, controls, seed,
+                            **{name: gain.to(device) for name, gain in gains.items()})
     return finish_render(audio[0, :n_samples])
 
 
-def stage_controls(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages) -> list:
-    """What sounds in each stage of grow_timbre's steady note: one dict per stage with
-    name, harmonic_frequencies [H] Hz, harmonic_amplitudes [H] (amplitude x distribution after
-    the stage's harmonic mask, averaged over the stage's own frames), noise_frequencies [K] Hz
-    and noise_response [K] (|FFT| of the noise FIR that sounds; zeros with noise off),
-    K = N_NOISE_BANDS for the default model."""
+def stage_levels(audio: np.ndarray, stages, guard_seconds: float = 0.06) -> list:
+    """Listening with numbers: per stage of a growth render [N], {"level_db": RMS level dBFS,
+    "centroid_hz": spectral centroid} over the stage's window, `guard_seconds` clear of the
+    crossfades (CROSSFADE_SECONDS / 2 each side of a boundary) and the edge fades."""
     stages = stages_from_table(stages)
-    _, n_frames = _frames_for(stages)
-    with evaluating(model) as core:
-        controls = core.get_controls(*steady_note(core, f0_mean, loudness_mean, mfcc_mean,
-                                                  n_frames))
-        harmonics = (controls["amplitude"] * controls["harmonic_distribution"])[0].cpu().numpy()
-        noise = controls["noise_magnitudes"][0].cpu().numpy()
-        weights = stage_weights(stages, n_frames, HOP_LENGTH / SAMPLE_RATE)
-        result = []
-        for i, stage in enumerate(stages):
-            own = weights[i] >= 0.5
-            if not own.any():  # a stage shorter than the crossfade: its loudest frames
-                own = weights[i] == weights[i].max()
-            magnitudes = noise[own].mean(0) * float(stage.noise)
-            impulse = noise_impulse_responses(torch.from_numpy(magnitudes)[None, None])[0, 0]
-            result.append({
-                "name": stage.name,
-                "harmonic_frequencies": float(f0_mean) * np.arange(1, core.n_harmonics + 1),
-                "harmonic_amplitudes": harmonics[own].mean(0) * harmonic_mask(stage,
-                                                                             core.n_harmonics),
-                "noise_frequencies": np.fft.rfftfreq(len(impulse), 1.0 / SAMPLE_RATE),
-                "noise_response": torch.fft.rfft(impulse).abs().numpy(),
-            })
+    edges = np.concatenate([[0.0], np.cumsum([s.duration for s in stages])])
+    result = []
+    for start, end in zip(edges[:-1], edges[1:]):
+        guard = min(guard_seconds, (end - start) / 4)
+        window = np.asarray(audio[int((start + guard) * SAMPLE_RATE):
+                                  int((end - guard) * SAMPLE_RATE)], dtype=np.float64)
+        magnitude = np.abs(np.fft.rfft(window * np.hanning(len(window))))
+        freqs = np.fft.rfftfreq(len(window), 1.0 / SAMPLE_RATE)
+        result.append({"level_db": 10 * math.log10(np.mean(window ** 2) + 1e-30),
+                       "centroid_hz": float(np.sum(magnitude * freqs) / max(np.sum(magnitude),
+                                                                              1e-30))})
     return result
+
+
+def stage_controls(note: HeldNote, stages) -> list:
+    """What sounds in each stage of grow_timbre's held note: one dict per stage with name,
+    harmonic_frequencies [H] Hz, harmonic_amplitudes [H] (after the stage's harmonic mask),
+    noise_frequencies [K] Hz and noise_response [K] (|FFT| of the noise FIR that sounds; zeros
+    with noise off), K = N_NOISE_BANDS for the default model."""
+    impulse = noise_impulse_responses(torch.from_numpy(note.noise_magnitudes)[None, None])[0, 0]
+    response = torch.fft.rfft(impulse).abs().numpy()
+    return [{"name": stage.name,
+             "harmonic_frequencies": note.f0 * np.arange(1, note.n_harmonics + 1),
+             "harmonic_amplitudes": note.harmonic_amplitudes() * harmonic_mask(stage,
+                                                                               note.n_harmonics),
+             "noise_frequencies": np.fft.rfftfreq(len(impulse), 1.0 / SAMPLE_RATE),
+             "noise_response": response * float(stage.noise)}
+            for stage in stages_from_table(stages)]

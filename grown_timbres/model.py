@@ -127,15 +127,20 @@ def evaluating(model):
         core.train(was_training)
 
 
-def render(model, f0, loudness, mfcc, seed: int = 0, **gains) -> np.ndarray:
-    """What the model plays for these inputs: f0 [B, T, 1] Hz, loudness [B, T, 1] dB,
-    mfcc [B, T, N_MFCC] (on the model's device) -> float32 audio [B, T * HOP_LENGTH] (numpy).
-
-    In eval mode (the model's mode is restored after), the noise seeded by `seed` without
-    touching torch's global random state, so a render repeats exactly. `gains`: passed on to
-    DDSPModel.synthesize (harmonic_gain, noise_gain)."""
+def render_controls(model, f0, controls: dict, seed: int = 0, **gains) -> np.ndarray:
+    """What the synthesizer plays for these controls (get_controls' dict, [B, T, ...]) at
+    f0 [B, T, 1] Hz -> float32 audio [B, T * HOP_LENGTH] (numpy). The noise is seeded by
+    `seed` without touching torch's global random state, so a render repeats exactly.
+    `gains`: passed on to DDSPModel.synthesize (harmonic_gain, noise_gain)."""
     with evaluating(model) as core:
         generator = torch.Generator(device=f0.device).manual_seed(seed)
-        audio = core.synthesize(f0, core.get_controls(f0, loudness, mfcc), generator=generator,
-                                **gains)
+        audio = core.synthesize(f0, controls, generator=generator, **gains)
     return audio.float().cpu().numpy()
+
+
+def render(model, f0, loudness, mfcc, seed: int = 0, **gains) -> np.ndarray:
+    """What the model plays for these inputs: f0 [B, T, 1] Hz, loudness [B, T, 1] dB,
+    mfcc [B, T, N_MFCC] (on the model's device) -> float32 audio [B, T * HOP_LENGTH] (numpy),
+    in eval mode (the model's mode is restored after); see render_controls."""
+    with evaluating(model) as core:
+        return render_controls(core, f0, core.get_controls(f0, loudness, mfcc), seed, **gains)

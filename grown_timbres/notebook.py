@@ -6,13 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import atomic_write, fit_to_full_scale, load_audio
+from .audio import atomic_write, load_audio, read_wav
 from .config import SAMPLE_RATE
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
-from .report import RUN_LABELS, comparison_markdown, load_run_record, resynthesis_wav
+from .report import (RUN_LABELS, common_stems, comparison_markdown, load_run_record,
+                     recorded_path, resynthesis_wav)
 
 RUNTIME_PACKAGES = {"librosa": "librosa", "soundfile": "soundfile", "tqdm": "tqdm",
-                    "matplotlib": "matplotlib", "ipywidgets": "ipywidgets"}
+                    "matplotlib": "matplotlib", "ipywidgets": "ipywidgets", "mido": "mido"}
+
+
+PLAYER_PEAK = 0.99  # what the loudest clip of a player table is turned down to, if it would clip
 
 
 def install_missing(packages: dict = RUNTIME_PACKAGES) -> list[str]:
@@ -58,32 +62,65 @@ def save_uploads(uploads, folder) -> list[Path]:
     return written
 
 
-def audio_player(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
-    """HTML <audio> element at the clip's true level (no normalisation; scaled down only if
-    it would clip): [N]."""
+def playback_gain(clips, peak: float = PLAYER_PEAK) -> float:
+    """One gain for clips played side by side: 1 unless the loudest sample of any clip would
+    clip, then what brings it to `peak`. The same gain for all keeps their relative level."""
+    loudest = max((float(np.max(np.abs(c))) for c in clips if c is not None and len(c)),
+                  default=0.0)
+    return peak / loudest if loudest > 1.0 else 1.0
+
+
+def gain_note(gain: float) -> str:
+    """What a table of players says about the gain applied to all of them ('' for none)."""
+    if gain == 1.0:
+        return ""
+    return (f"<p><i>All players here are turned down together by {-20 * np.log10(gain):.1f} dB "
+            "so that the loudest does not clip; their levels relative to each other are "
+            "true.</i></p>")
+
+
+def audio_player(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, gain: float | None = None
+                 ) -> str:
+    """HTML <audio> element of a clip [N] at its true level (no normalisation) times `gain`
+    (default: playback_gain of this clip alone, with a line saying so when it is not 1)."""
     from IPython.display import Audio
 
-    return Audio(fit_to_full_scale(audio), rate=sample_rate, normalize=False)._repr_html_()
+    own = gain is None
+    gain = playback_gain([audio]) if own else gain
+    html = Audio(np.asarray(audio, dtype=np.float32) * gain, rate=sample_rate,
+                 normalize=False)._repr_html_()
+    return html + gain_note(gain) if own else html
 
 
 def players_table(rows: dict, columns) -> str:
-    """HTML table of players: rows {label: {column: audio [N] or None}}; renders in Jupyter,
-    Colab and on GitHub."""
+    """HTML table of players: rows {label: {column: audio [N] or None}}, all at one gain
+    (playback_gain), so a louder clip sounds louder; renders in Jupyter, Colab and on GitHub."""
+    gain = playback_gain([clip for clips in rows.values() for clip in clips.values()])
     head = "".join(f"<th>{c}</th>" for c in ["file", *columns])
     body = ""
     for label, clips in rows.items():
-        cells = "".join(f"<td>{audio_player(clips[c]) if clips.get(c) is not None else '-'}</td>"
-                        for c in columns)
+        cells = "".join("<td>-</td>" if clips.get(c) is None else
+                        f"<td>{audio_player(clips[c], gain=gain)}</td>" for c in columns)
         body += f"<tr><td>{label}</td>{cells}</tr>"
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table><tr>{head}</tr>{body}</table>{gain_note(gain)}"
 
 
-def show_comparison(runs_dir) -> dict | None:
+def project_root(start) -> Path:
+    """The project folder that holds `start`: the nearest folder up with ddsp_helpers.py
+    (`start` itself when there is none)."""
+    start = Path(start).resolve()
+    return next((p for p in [start, *start.parents] if (p / "ddsp_helpers.py").is_file()), start)
+
+
+def show_comparison(runs_dir, root=None) -> dict | None:
     """The side-by-side section: table, loss curves (by epoch and by wall time), spectrograms
-    and players of one tone that both runs learned. Says what to run when a record is missing."""
+    and players of one tone that both runs learned. Says what to run when a record is missing.
+    Paths in the records are found under `root` (default: the project folder of `runs_dir`),
+    so the comparison still plays after the folder moved. Returns the records shown."""
     from IPython.display import HTML, Markdown, display
 
     runs_dir = Path(runs_dir)
+    root = project_root(runs_dir) if root is None else Path(root)
     records = {label: load_run_record(runs_dir / f"{name}.json")
                for name, label in RUN_LABELS.items()}
     missing = [f"`notebooks/{name}.ipynb`" for name, label in RUN_LABELS.items()
@@ -98,14 +135,20 @@ def show_comparison(runs_dir) -> dict | None:
                          "with optimizations."))
     plot_loss_comparison(records)
     original, optimized = records["original"], records["optimized"]
-    stem = Path(original["files"][0]).stem
-    original_wav, optimized_wav = resynthesis_wav(original, stem), resynthesis_wav(optimized, stem)
-    if original_wav is None or optimized_wav is None:
-        display(Markdown(f"The optimized run did not learn `{stem}` (the original's file): no "
-                         "sound to compare."))
+    stems = common_stems(records)
+    if not stems:
+        display(Markdown("The two runs learned no file in common: no sound to compare."))
         return records
-    clips = {"target": load_audio(original["files"][0]), "original": load_audio(original_wav),
-             "optimized": load_audio(optimized_wav)}
+    stem = stems[0]
+    target = recorded_path(next(f for f in original["files"] if Path(f).stem == stem), root)
+    wavs = {label: resynthesis_wav(record, stem, root) for label, record in records.items()}
+    lost = [label for label, wav in wavs.items() if wav is None] + (["target"] if target is None
+                                                                     else [])
+    if lost:
+        display(Markdown(f"Both runs learned `{stem}`, but these files are gone from `{root}`: "
+                         f"{', '.join(lost)}. Re-run the notebooks to hear them side by side."))
+        return records
+    clips = {"target": load_audio(target), **{label: read_wav(w) for label, w in wavs.items()}}
     plot_spectrogram_comparison(clips, stem)
     display(HTML(players_table({stem: clips}, list(clips))))
     return records

@@ -10,6 +10,8 @@ import numpy as np
 from .config import FRAME_RATE, HOP_LENGTH, SAMPLE_RATE
 from .growth import stage_controls, stages_from_table
 
+NOISE_AUDIBLE_DB = 1.0  # below this, the noise stage is said to be barely audible
+
 
 def plot_features(features: dict, title: str = ""):
     """f0, loudness and spectrogram of one file's features (extract_features' dict)."""
@@ -17,7 +19,7 @@ def plot_features(features: dict, title: str = ""):
     import matplotlib.pyplot as plt
 
     times = np.arange(len(features["f0"])) * HOP_LENGTH / SAMPLE_RATE
-    fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True)
+    fig, axes = plt.subplots(3, 1, figsize=(10, 7), sharex=True, layout="constrained")
     axes[0].plot(times, features["f0"], label="f0 (filled)")
     voiced_f0 = np.where(features["voiced"], features["f0"], np.nan)
     axes[0].plot(times, voiced_f0, lw=3, alpha=0.6, label="voiced")
@@ -27,12 +29,12 @@ def plot_features(features: dict, title: str = ""):
     axes[1].set_ylabel("loudness (dB A)")
     spectrum = librosa.amplitude_to_db(np.abs(librosa.stft(features["audio"], n_fft=1024,
                                                            hop_length=HOP_LENGTH)), ref=np.max)
-    axes[2].imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=-80,
-                   extent=[0, times[-1] if len(times) else 1, 0, SAMPLE_RATE / 2])
+    image = axes[2].imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=-80,
+                           extent=[0, times[-1] if len(times) else 1, 0, SAMPLE_RATE / 2])
+    fig.colorbar(image, ax=axes, label="dB re. peak", pad=0.01, shrink=0.33, anchor=(0, 0))
     axes[2].set_ylabel("frequency (Hz)")
     axes[2].set_xlabel("time (s)")
     fig.suptitle(title or Path(features.get("path", "")).name)
-    fig.tight_layout()
     return fig
 
 
@@ -54,44 +56,49 @@ def plot_loss(history: dict, title: str = "training loss"):
 
 
 def plot_growth(audio: np.ndarray, stages, title: str = "grown timbre"):
-    """Waveform and spectrogram of a growth render, stage boundaries marked and named."""
+    """Waveform and spectrogram (with its dB colour bar) of a growth render; stage boundaries
+    marked, stage names above the waveform, clear of it."""
     import librosa
     import matplotlib.pyplot as plt
 
     times = np.arange(len(audio)) / SAMPLE_RATE
-    fig, axes = plt.subplots(2, 1, figsize=(11, 6), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(11, 6.4), sharex=True, layout="constrained")
     axes[0].plot(times, audio, lw=0.4)
     axes[0].set_ylabel("amplitude")
     spectrum = librosa.amplitude_to_db(np.abs(librosa.stft(audio, n_fft=2048,
                                                            hop_length=HOP_LENGTH)), ref=np.max)
-    axes[1].imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=-80,
-                   extent=[0, times[-1], 0, SAMPLE_RATE / 2])
+    image = axes[1].imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=-80,
+                           extent=[0, times[-1], 0, SAMPLE_RATE / 2])
+    fig.colorbar(image, ax=axes, label="dB re. peak", pad=0.01, shrink=0.5, anchor=(0, 0))
     axes[1].set_ylim(0, 8000)
     axes[1].set_ylabel("frequency (Hz)")
     axes[1].set_xlabel("time (s)")
     start = 0.0
-    for stage in stages_from_table(stages):
+    for i, stage in enumerate(stages_from_table(stages)):
         for ax in axes:
             ax.axvline(start, color="w" if ax is axes[1] else "k", lw=0.8, ls="--")
-        axes[0].text(start + 0.03, 0.95, stage.name, transform=axes[0].get_xaxis_transform(),
-                     va="top", fontsize=8)
+        # above the axes, alternating two rows so that short stages' names do not collide
+        axes[0].text(start + stage.duration / 2, 1.02 + 0.1 * (i % 2), stage.name,
+                     transform=axes[0].get_xaxis_transform(), ha="center", va="bottom",
+                     fontsize=8, clip_on=False)
         start += stage.duration
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
-def plot_stage_controls(model, f0_mean: float, loudness_mean: float, mfcc_mean, stages):
-    """One column per stage: top, bars of the harmonic amplitudes that sound in it (after its
-    harmonic mask); bottom, the magnitude response of the noise filter that sounds in it (flat
-    zero with noise off). Axes are shared along each row, so the growth reads left to right.
-    Returns the figure (2 x len(stages) axes)."""
+def plot_stage_controls(note, stages):
+    """One column per stage of a held note (growth.held_note): top, bars of the harmonic
+    amplitudes that sound in it (after its harmonic mask); bottom, the magnitude response of
+    the noise filter that sounds in it (flat zero with noise off), and how much the noise adds
+    to the note's level, said plainly when it is under 1 dB. Axes are shared along each row,
+    so the growth reads left to right. Returns the figure (2 x len(stages) axes)."""
     import matplotlib.pyplot as plt
 
     stages = stages_from_table(stages)
-    per_stage = stage_controls(model, f0_mean, loudness_mean, mfcc_mean, stages)
+    per_stage = stage_controls(note, stages)
+    noise_db = note.noise_adds_db()
     n = len(per_stage)
-    fig, axes = plt.subplots(2, n, figsize=(2.6 * n + 0.6, 4.8), sharey="row", squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n + 0.6, 5.0), sharey="row", squeeze=False)
     for column, (stage, info) in enumerate(zip(stages, per_stage)):
         harmonic_ax, noise_ax = axes[0, column], axes[1, column]
         amplitudes = info["harmonic_amplitudes"]
@@ -103,15 +110,21 @@ def plot_stage_controls(model, f0_mean: float, loudness_mean: float, mfcc_mean, 
         harmonic_ax.set_xlabel("harmonic", fontsize=8)
         noise_ax.plot(info["noise_frequencies"] / 1000, info["noise_response"])
         noise_ax.set_xlabel("frequency (kHz)", fontsize=8)
-        if not stage.noise:
-            noise_ax.text(0.5, 0.5, "noise off", transform=noise_ax.transAxes, ha="center",
-                          va="center", fontsize=8, color="gray")
+        if stage.noise:
+            said = f"noise adds {noise_db:.1f} dB"
+            if noise_db < NOISE_AUDIBLE_DB:
+                said += "\n(under 1 dB: barely\naudible on this note)"
+        else:
+            said = "noise off"
+        noise_ax.text(0.5, 0.95, said, transform=noise_ax.transAxes, ha="center", va="top",
+                      fontsize=8, color="black" if stage.noise else "gray",
+                      bbox={"facecolor": "white", "alpha": 0.8, "linewidth": 0})
         for ax in (harmonic_ax, noise_ax):
             ax.tick_params(labelsize=7)
     axes[0, 0].set_ylabel("harmonic amplitude", fontsize=8)
     axes[1, 0].set_ylabel("noise filter |H|", fontsize=8)
-    fig.suptitle(f"what sounds in each stage ({float(f0_mean):.0f} Hz, "
-                 f"{float(loudness_mean):.0f} dB)", fontsize=9)
+    fig.suptitle(f"what sounds in each stage ({note.f0:.0f} Hz, held over {note.frames} "
+                 f"sustained frames of {Path(note.source).name or 'the note'})", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -171,20 +184,21 @@ def plot_loss_comparison(records: dict):
 
 
 def plot_spectrogram_comparison(clips: dict, title: str = ""):
-    """Spectrograms side by side: clips {label: audio [N]}."""
+    """Spectrograms side by side, one dB scale and its colour bar: clips {label: audio [N]}."""
     import librosa
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(clips), figsize=(4 * len(clips), 3.5), sharey=True)
+    fig, axes = plt.subplots(1, len(clips), figsize=(4 * len(clips) + 1, 3.5), sharey=True,
+                             layout="constrained")
     for ax, (label, audio) in zip(np.atleast_1d(axes), clips.items()):
         spectrum = librosa.amplitude_to_db(np.abs(librosa.stft(audio, n_fft=1024,
                                                                hop_length=HOP_LENGTH)), ref=1.0)
-        ax.imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=-80, vmax=20,
-                  extent=[0, len(audio) / SAMPLE_RATE, 0, SAMPLE_RATE / 2])
+        image = ax.imshow(spectrum, origin="lower", aspect="auto", cmap="magma", vmin=-80,
+                          vmax=20, extent=[0, len(audio) / SAMPLE_RATE, 0, SAMPLE_RATE / 2])
         ax.set_ylim(0, 8000)
         ax.set_title(label)
         ax.set_xlabel("time (s)")
     np.atleast_1d(axes)[0].set_ylabel("frequency (Hz)")
+    fig.colorbar(image, ax=axes, label="dB (re. full scale)", pad=0.01)
     fig.suptitle(title)
-    fig.tight_layout()
     return fig

@@ -14,6 +14,7 @@ import torch
 from .audio import AudioInputError, atomic_write
 from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB
 from .features import compute_loudness, estimate_f0, file_features
+from .growth import stage_levels, stages_from_table
 from .loss import MultiScaleSpectralLoss
 from .model import render, unwrap_model
 from .synth import harmonic_synth
@@ -95,6 +96,20 @@ def metrics_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def growth_table(grown: dict, notes: dict, stages) -> str:
+    """Markdown: per grown file ({stem: audio}, {stem: HeldNote}), each stage's level and
+    spectral centroid (growth.stage_levels) and what the noise adds to the held note."""
+    stages = stages_from_table(stages)
+    lines = ["| file | " + " | ".join(s.name for s in stages) + " | noise adds |",
+             "|---|" + "---|" * (len(stages) + 1)]
+    for stem, audio in grown.items():
+        cells = [f"{m['level_db']:.1f} dB, {m['centroid_hz']:.0f} Hz"
+                 for m in stage_levels(audio, stages)]
+        lines.append(f"| {stem} | " + " | ".join(cells) +
+                     f" | {notes[stem].noise_adds_db():.1f} dB |")
+    return "\n".join(lines)
+
+
 def epoch_seconds(history: dict) -> list[float]:
     """Wall time of every epoch, from the synchronised timestamps (each window's mean)."""
     seconds, previous_epoch, previous_time = [], 0, 0.0
@@ -105,25 +120,69 @@ def epoch_seconds(history: dict) -> list[float]:
     return seconds
 
 
+def steady_and_warmup(history: dict) -> tuple[float, float]:
+    """(steady seconds per epoch, warm-up seconds) of a run. Steady: the median epoch after
+    the first synchronised window, which holds the first epoch's one-off costs (compile,
+    allocator, caches); warm-up: what that window took beyond the steady pace, plus the
+    capture's own time (warm-up steps, recording, checks), which the epochs do not count."""
+    seconds = epoch_seconds(history)
+    capture = float(history.get("capture_seconds") or 0.0)
+    if not seconds:
+        return 0.0, capture
+    first_window = history["timed_epochs"][0]
+    later = seconds[first_window:]
+    steady = float(np.median(later or seconds))
+    warmup = sum(seconds[:first_window]) - steady * first_window if later else 0.0
+    return steady, max(warmup, 0.0) + capture
+
+
+def project_path(path, root) -> str:
+    """`path` as a run record keeps it: relative to the project `root` when inside it (so the
+    record survives moving the folder), absolute otherwise."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def recorded_path(path, root) -> Path | None:
+    """The file a run record names, found again: a relative name under `root`; a name that no
+    longer resolves (an absolute path from before a move, or an older record) by its file name
+    in a folder of the same name under `root` (both runs write resynth_<stem>.wav: the folder
+    tells them apart). None when it is nowhere."""
+    path = Path(path)
+    candidate = path if path.is_absolute() else Path(root) / path
+    if candidate.is_file():
+        return candidate
+    return next((m for m in sorted(Path(root).rglob(path.name))
+                 if m.parent.name == path.parent.name and m.is_file()), None)
+
+
 def make_run_record(notebook: str, model, batch: dict, history: dict, config: dict,
-                    metrics: dict, wavs: list, feature_seconds: float, device=None,
+                    metrics: dict, wavs: list, feature_seconds: float, root, device=None,
                     **extras) -> dict:
     """Everything the side-by-side comparison needs from one notebook run (JSON-ready): the
-    loss curve and every loss term's curve, their final values, times, metrics, wavs."""
+    loss curve and every loss term's curve, their final values, times (steady per-epoch pace
+    and warm-up apart), metrics, and its files and wavs relative to the project `root`.
+    Path-valued `extras` (a checkpoint) are stored relative to `root` too."""
     total = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
     n_files = len(batch["file_paths"])
+    steady, warmup = steady_and_warmup(history)
     return {
         "notebook": notebook,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         **device_report(device),
         "config": {**config, "model": dict(unwrap_model(model).config)},
-        "files": batch["file_paths"],
-        "rejected_files": batch["errors"],
+        "files": [project_path(f, root) for f in batch["file_paths"]],
+        "rejected_files": {Path(f).name: reason for f, reason in batch["errors"].items()},
         "n_files": n_files,
         "n_epochs": len(history["loss"]),
         "feature_seconds": feature_seconds,
         "total_training_seconds": total,
         "seconds_per_file": total / max(n_files, 1),
+        "steady_epoch_seconds": steady,
+        "warmup_seconds": warmup,
         "epoch_seconds": epoch_seconds(history),
         "loss_curve": history["loss"],
         "loss_term_curves": history["terms"],
@@ -135,8 +194,9 @@ def make_run_record(notebook: str, model, batch: dict, history: dict, config: di
         "final_loss_terms": {name: float(np.mean(curve[-FINAL_EPOCHS:]))
                              for name, curve in history["terms"].items() if curve},
         "metrics": metrics,
-        "wavs": [str(w) for w in wavs],
-        **extras,
+        "wavs": [project_path(w, root) for w in wavs],
+        **{key: project_path(value, root) if isinstance(value, Path) else value
+           for key, value in extras.items()},
     }
 
 
@@ -148,7 +208,8 @@ def save_run_record(path, record: dict) -> Path:
 
 
 def load_run_record(path) -> dict | None:
-    """The record at `path`, or None if there is none yet."""
+    """The record at `path`, or None if there is none yet. Records from older versions load
+    with what they lack worked out (named loss terms, steady pace and warm-up)."""
     import json
 
     path = Path(path)
@@ -159,18 +220,37 @@ def load_run_record(path) -> dict | None:
         record["loss_term_curves"] = {"spectral": record.pop("spectral_loss_curve")}
         final = record.pop("final_spectral_loss")
         record["final_loss_terms"] = {} if final is None else {"spectral": final}
+    if "steady_epoch_seconds" not in record:
+        record["steady_epoch_seconds"], record["warmup_seconds"] = steady_and_warmup(
+            {"timed_epochs": record["timed_epochs"], "elapsed_seconds": record["elapsed_seconds"],
+             "capture_seconds": record.get("capture_seconds")})
     return record
 
 
+def common_stems(records: dict) -> list[str]:
+    """The file stems every run learned, in the first run's order."""
+    stems = [[Path(f).stem for f in record["files"]] for record in records.values()]
+    return [stem for stem in stems[0] if all(stem in other for other in stems[1:])]
+
+
 def comparison_rows(records: dict) -> list[dict]:
-    """One row per run record {label: record}: what the side-by-side table shows. Speedup:
-    time per file per epoch against the first run; a loss term a run lacks shows as None."""
+    """One row per run record {label: record}: what the side-by-side table shows.
+    Speedup: the steady time per epoch per file against the first run's (warm-up apart, so a
+    long compile does not hide the steady pace, nor a short run flatter it). Metrics: means
+    over the files all runs learned (over each run's own files when they share none). A loss
+    term a run lacks shows as None."""
     rows = []
     baseline = next(iter(records.values()))
     terms = list(dict.fromkeys(name for r in records.values() for name in r["final_loss_terms"]))
+    shared = common_stems(records)
+
+    def per_file(record):
+        return record["steady_epoch_seconds"] / max(record["n_files"], 1)
+
     for label, record in records.items():
-        model_metrics = [m["model"] for m in record["metrics"].values()]
-        sine_metrics = [m["sine"] for m in record["metrics"].values()]
+        stems = shared or list(record["metrics"])
+        model_metrics = [record["metrics"][s]["model"] for s in stems if s in record["metrics"]]
+        sine_metrics = [record["metrics"][s]["sine"] for s in stems if s in record["metrics"]]
 
         def mean(items, key):
             values = [x[key] for x in items if np.isfinite(x[key])]
@@ -178,14 +258,15 @@ def comparison_rows(records: dict) -> list[dict]:
 
         rows.append({
             "run": label,
+            "recorded": record["created"],
             "device": record["device"],
             "files": record["n_files"],
             "epochs": record["n_epochs"],
             "training s": record["total_training_seconds"],
-            "s per file": record["seconds_per_file"],
-            "s per file per 1000 epochs": 1000 * record["seconds_per_file"] / max(record["n_epochs"], 1),
-            "speedup per file": (baseline["seconds_per_file"] / max(baseline["n_epochs"], 1))
-            / (record["seconds_per_file"] / max(record["n_epochs"], 1)),
+            "warm-up s": record["warmup_seconds"],
+            "steady ms per epoch": 1000 * record["steady_epoch_seconds"],
+            "ms per file per epoch": 1000 * per_file(record),
+            "speedup per file": per_file(baseline) / per_file(record) if per_file(record) else None,
             **{f"final {name} loss": record["final_loss_terms"].get(name) for name in terms},
             "spectral distance (sine)": f"{mean(model_metrics, 'spectral_distance'):.3f} "
                                         f"({mean(sine_metrics, 'spectral_distance'):.3f})",
@@ -197,22 +278,44 @@ def comparison_rows(records: dict) -> list[dict]:
     return rows
 
 
+def format_number(value) -> str:
+    """A number as people read it: '1527', '12.3', '4.56', '0.0123'; never '1.53e+03'.
+    None is '-'."""
+    if value is None:
+        return "-"
+    if isinstance(value, (bool, int, np.integer)) or not isinstance(value, (float, np.floating)):
+        return str(value)
+    if not np.isfinite(value):
+        return str(value)
+    magnitude = abs(value)
+    if magnitude >= 100:
+        return f"{value:.0f}"
+    if magnitude >= 10:
+        return f"{value:.1f}"
+    if magnitude >= 1 or magnitude == 0:
+        return f"{value:.2f}"
+    return f"{value:.{max(3, 2 - int(np.floor(np.log10(magnitude))))}f}".rstrip("0")
+
+
 def comparison_markdown(records: dict) -> str:
-    """The side-by-side table as markdown (speedup: time per file per epoch vs the first run)."""
+    """The side-by-side table as markdown, and under it which files the metrics cover."""
     rows = comparison_rows(records)
     keys = list(rows[0])
-
-    def cell(value):
-        if value is None:
-            return "-"
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
-
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(row[k]) for k in keys) + " |" for row in rows]
+    lines += ["| " + " | ".join(f"{format_number(row[k])}x" if k == "speedup per file"
+                                and row[k] is not None else format_number(row[k])
+                                for k in keys) + " |" for row in rows]
+    shared = common_stems(records)
+    lines.append("")
+    lines.append(f"Metrics over the file{'s' if len(shared) != 1 else ''} both runs learned: "
+                 f"{', '.join(shared)}." if shared else
+                 "The runs share no file: each run's metrics are over its own files.")
+    lines.append("Speedup: steady time per epoch per file against the first run; warm-up "
+                 "(compile, capture, first epoch) is shown apart.")
     return "\n".join(lines)
 
 
-def resynthesis_wav(record: dict, stem: str) -> Path | None:
-    """The resynthesis wav of `stem` that a run record lists, if it exists."""
-    return next((Path(w) for w in record["wavs"]
-                 if Path(w).name == f"resynth_{stem}.wav" and Path(w).is_file()), None)
+def resynthesis_wav(record: dict, stem: str, root) -> Path | None:
+    """The resynthesis wav of `stem` that a run record lists, where it is now."""
+    return next((found for w in record["wavs"] if Path(w).name == f"resynth_{stem}.wav"
+                 for found in [recorded_path(w, root)] if found is not None), None)

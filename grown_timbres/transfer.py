@@ -14,7 +14,7 @@ import torch
 
 from .audio import finish_render
 from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, SAMPLE_RATE
-from .features import extract_features, file_features, mean_note
+from .features import extract_features, file_features
 from .model import render, unwrap_model
 from .notes import as_notes, midi_to_hz
 
@@ -207,18 +207,23 @@ def recording_to_controls(recording, training=None, pitch_shift: float = 0.0,
 
 
 def timbre_mfcc(batch: dict, index: int | None = None) -> np.ndarray:
-    """The timbre to render with: [N_MFCC] mean MFCCs of file `index` (as mean_note), or with
-    index None the mean over all files' means ("the whole model", each file weighted equally)."""
+    """The timbre to render with: [N_MFCC] mean MFCCs of file `index` over its own frames, or
+    with index None the mean over all files' means ("the whole model", each file weighted
+    equally)."""
+    def file_mean(i):
+        # torch's float32 mean: numpy sums in another order, and renders would move by an ulp
+        return torch.from_numpy(file_features(batch, i)["mfcc"]).mean(0).numpy()
+
     if index is not None:
-        return mean_note(batch, index)[2]
-    return np.mean([mean_note(batch, i)[2] for i in range(len(batch["lengths"]))], axis=0)
+        return file_mean(index)
+    return np.mean([file_mean(i) for i in range(len(batch["lengths"]))], axis=0)
 
 
 def render_melody(model, f0, loudness, mfcc, seed: int = 0,
                   max_seconds: float = MELODY_MAX_SECONDS) -> np.ndarray:
     """Audio of a melody: f0 [T] Hz, loudness [T] dB, mfcc [N_MFCC] (held) or [T, N_MFCC] ->
-    float32 [T * HOP_LENGTH], peak <= 1 (scaled to 0.99 if it would clip), 10 ms fades at both
-    ends; the noise seeded by `seed` (see model.render).
+    float32 [T * HOP_LENGTH] at the model's own level (see audio.finish_render), 10 ms fades
+    at both ends; the noise seeded by `seed` (see model.render).
 
     Melodies longer than `max_seconds` are refused (ValueError): the synthesizer's memory grows
     with length x harmonics, about 20 MB per second; render long pieces in parts. The model has

@@ -31,7 +31,7 @@ The unit tests run as `python -m pytest -x -q -rfE -p no:cacheprovider tests` (s
 first failure, so "caught by" names the first failing test, not every one); `--pytest-args` adds
 arguments, e.g. `--pytest-args="-k 'not notebook'"`. With `--notebooks`, a mutation the unit
 tests miss is then tried on both notebooks in smoke mode (`DDSP_SMOKE=1 python -m pytest -q
-notebooks/ddsp_original.ipynb notebooks/ddsp_optimized.ipynb --nbval-lax --nbval-current-env`;
+notebooks/ddsp_optimized.ipynb notebooks/ddsp_original.ipynb --nbval-lax --nbval-current-env`;
 in smoke mode the notebooks assert their own claims). `--keep` keeps the copies and the pytest
 output. Exit status: 0 when every mutation is caught, 1 when one survives or cannot be
 applied, 2 when the baseline fails.
@@ -62,7 +62,7 @@ PACKAGE = "grown_timbres"  # the package ddsp_helpers.py is being split into
 LEGACY_MODULE = "ddsp_helpers.py"
 UNIT_COMMAND = ["-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", "tests"]
 NOTEBOOK_COMMAND = ["-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
-                    "notebooks/ddsp_original.ipynb", "notebooks/ddsp_optimized.ipynb",
+                    "notebooks/ddsp_optimized.ipynb", "notebooks/ddsp_original.ipynb",
                     "--nbval-lax", "--nbval-current-env"]
 
 

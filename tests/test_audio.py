@@ -5,7 +5,8 @@ import warnings
 import numpy as np
 import pytest
 
-from grown_timbres.audio import MAX_AUDIO_SECONDS, AudioInputError, load_audio, write_wav
+from grown_timbres.audio import (MAX_AUDIO_SECONDS, AudioInputError, load_audio, read_wav,
+                                 write_wav)
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.features import extract_features
 from conftest import BAD_FILES, cents, peak_frequency
@@ -156,5 +157,15 @@ def test_write_wav_round_trip(tmp_path):
     import soundfile as sf
 
     info = sf.info(str(path))
-    assert info.samplerate == SR and info.subtype == "PCM_16" and info.channels == 1
-    np.testing.assert_allclose(load_audio(path), data, atol=1e-4)
+    assert info.samplerate == SR and info.subtype == "FLOAT" and info.channels == 1
+    np.testing.assert_array_equal(read_wav(path), data.astype(np.float32))
+    np.testing.assert_allclose(load_audio(path), data, atol=1e-6)
+
+
+def test_write_wav_keeps_a_render_above_full_scale_at_its_level(tmp_path):
+    """A resynthesis may peak above 1.0 (same spectrum as its target, other phases): the wav
+    holds it exactly, neither scaled down nor clipped."""
+    data = tone(440, 0.5, SR, 1.6)
+    written = read_wav(write_wav(tmp_path / "loud.wav", data))
+    assert np.max(np.abs(written)) == pytest.approx(1.6, rel=1e-6)
+    np.testing.assert_array_equal(written, data.astype(np.float32))

@@ -10,7 +10,7 @@ from grown_timbres.config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_R
 from grown_timbres.features import (F0_MAX_HZ, F0_MIN_HZ, FEATURE_KEYS, FEATURE_SETTINGS,
                                     MFCC_N_FFT, MFCC_N_MELS, compute_loudness, compute_mfcc,
                                     estimate_f0, extract_features, feature_cache_path,
-                                    file_features, hz_to_midi, load_multiple_files, mean_note)
+                                    file_features, hz_to_midi, load_multiple_files)
 from conftest import (FIRST_MIDI, batch_from_features, cents, make_all_zero, make_empty,
                       make_missing, make_text, midi_to_hz)
 
@@ -288,31 +288,3 @@ def test_collate_matches_features_and_file_features_undoes_it(bundled_features):
     assert torch.all(batch["loudness"][1, n:] == LOUDNESS_FLOOR_DB)
     assert torch.all(batch["audio"][1, n * HOP_LENGTH:] == 0)
     assert not batch["voiced"][1, n:].any()
-
-
-def test_mean_note_over_bundled_batch(bundled_batch):
-    assert bundled_batch["f0"].shape[0] == 12 and not bundled_batch["errors"]
-    for index in range(12):
-        f0_mean, loudness_mean, mfcc_mean = mean_note(bundled_batch, index)
-        error = cents(f0_mean, midi_to_hz(FIRST_MIDI + index))
-        assert abs(error) < 20, (index, error)
-        assert LOUDNESS_FLOOR_DB < loudness_mean < 0
-        assert mfcc_mean.shape == (N_MFCC,) and np.all(np.isfinite(mfcc_mean))
-
-
-def test_mean_note_ignores_padding(bundled_features):
-    """A short file in a batch with a long one: its mean uses only its own frames."""
-    short = dict(bundled_features[9])  # A4
-    n = 60
-    short.update(path=short["path"] + "#short", audio=short["audio"][: n * HOP_LENGTH],
-                 f0=short["f0"][:n], voiced=short["voiced"][:n],
-                 loudness=short["loudness"][:n], mfcc=short["mfcc"][:n])
-    from conftest import batch_from_features
-
-    batch = batch_from_features([bundled_features[0], short])
-    assert batch["lengths"].tolist() == [len(bundled_features[0]["f0"]), n]
-    f0_mean, loudness_mean, mfcc_mean = mean_note(batch, 1)
-    expected_loudness = float(np.mean(short["loudness"]))
-    assert loudness_mean == pytest.approx(expected_loudness, abs=1e-3)
-    np.testing.assert_allclose(mfcc_mean, short["mfcc"].mean(0), rtol=1e-5, atol=1e-4)
-    assert abs(cents(f0_mean, 440.0)) < 20

@@ -1,7 +1,14 @@
-"""grown_timbres/notebook.py: uploads land inside their folder under clean, distinct names."""
+"""grown_timbres/notebook.py: uploads land inside their folder under clean, distinct names;
+players keep true relative levels; the side-by-side comparison survives moving the folder."""
+import numpy as np
 import pytest
 
-from grown_timbres.notebook import safe_upload_name, save_uploads
+from grown_timbres.audio import read_wav, write_wav
+from grown_timbres.config import SAMPLE_RATE
+from grown_timbres.model import DDSPModel
+from grown_timbres.notebook import (playback_gain, players_table, safe_upload_name, save_uploads,
+                                    show_comparison)
+from grown_timbres.report import make_run_record, save_run_record
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -26,3 +33,80 @@ def test_uploads_land_in_the_folder_and_same_names_are_kept_apart(tmp_path):
     assert [p.read_bytes() for p in written] == [b"one", b"two", b"three"]
     assert {p.parent for p in written} == {folder}
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["x.wav", "x_2.wav", "x_3.wav"]
+
+
+# ------------------------------------------------------------------ players and the comparison
+def test_players_share_one_gain_that_keeps_relative_levels():
+    """A resynthesis peaking at 1.5 beside a target at 0.5: both turned down by the same
+    20 log10(1.5 / 0.99) = 3.6 dB, and the table says so; nothing to say when nothing clips."""
+    quiet, loud = 0.5 * np.ones(100), 1.5 * np.ones(100)
+    gain = playback_gain([quiet, loud, None])
+    assert gain == pytest.approx(0.99 / 1.5)
+    html = players_table({"x": {"target": quiet, "resynthesis": loud}}, ["target", "resynthesis"])
+    assert "turned down together by 3.6 dB" in html
+    assert playback_gain([quiet]) == 1.0
+    assert "turned down" not in players_table({"x": {"target": quiet}}, ["target"])
+
+
+def fake_project(root, stem="01_C4"):
+    """A project folder as the two notebooks leave it: the marker file, the tone, each run's
+    resynthesis wav (the optimized one 6 dB louder and peaking above full scale) and both
+    run records, all paths stored relative to root."""
+    (root / "scale_tones").mkdir(parents=True)
+    (root / "ddsp_helpers.py").write_text("")
+    tone = 0.4 * np.sin(2 * np.pi * 261.6 * np.arange(SAMPLE_RATE) / SAMPLE_RATE)
+    write_wav(root / "scale_tones" / f"{stem}.wav", tone)
+    model = DDSPModel(hidden_size=16)
+    history = {"loss": [2.0, 1.0], "terms": {"spectral": [2.0, 1.0]}, "timed_epochs": [1, 2],
+               "elapsed_seconds": [1.0, 2.0], "skipped_steps": 0, "status": "finished"}
+    metric = {"spectral_distance": 1.0, "f0_error_cents": 1.0, "voiced_frames_matched": 1.0,
+              "loudness_l1_db": 1.0}
+    for name, level in (("ddsp_original", 1.0), ("ddsp_optimized", 2.0)):
+        wav = write_wav(root / "outputs" / name / f"resynth_{stem}.wav", level * 0.6 * tone / 0.4)
+        batch = {"file_paths": [str(root / "scale_tones" / f"{stem}.wav")], "errors": {}}
+        record = make_run_record(name, model, batch, history, {}, {stem: {"model": metric,
+                                 "sine": metric}}, [wav], 0.0, root=root, device="cpu")
+        save_run_record(root / "outputs" / "runs" / f"{name}.json", record)
+    return root
+
+
+def shown(monkeypatch, runs_dir):
+    """(records, what show_comparison displayed as text) without a notebook."""
+    import IPython.display
+
+    out = []
+    monkeypatch.setattr(IPython.display, "display",
+                        lambda obj: out.append(getattr(obj, "data", str(obj))))
+    records = show_comparison(runs_dir)
+    return records, "\n".join(map(str, out))
+
+
+def test_the_comparison_plays_at_true_level_after_the_folder_moved(tmp_path, monkeypatch):
+    root = fake_project(tmp_path / "project")
+    records, text = shown(monkeypatch, root / "outputs" / "runs")
+    assert records is not None and "<audio" in text and "did not learn" not in text
+    moved = tmp_path / "elsewhere" / "renamed"
+    moved.parent.mkdir()
+    root.rename(moved)
+    records, text = shown(monkeypatch, moved / "outputs" / "runs")
+    assert records["original"]["files"] == ["scale_tones/01_C4.wav"]
+    assert text.count("<audio") == 3 and "gone" not in text
+    # the optimized resynthesis peaks at 1.2: the three players are turned down by 1.7 dB together
+    assert "turned down together by 1.7 dB" in text
+    assert read_wav(moved / "outputs" / "ddsp_optimized" / "resynth_01_C4.wav").max() == \
+        pytest.approx(1.2, abs=1e-3)  # the wav keeps its level
+
+
+def test_the_comparison_says_which_file_is_gone(tmp_path, monkeypatch):
+    root = fake_project(tmp_path / "project")
+    (root / "outputs" / "ddsp_original" / "resynth_01_C4.wav").unlink()
+    _, text = shown(monkeypatch, root / "outputs" / "runs")
+    assert "Both runs learned `01_C4`, but these files are gone" in text and "original" in text
+    assert "<audio" not in text
+
+
+def test_the_comparison_waits_for_the_other_notebook(tmp_path, monkeypatch):
+    root = fake_project(tmp_path / "project")
+    (root / "outputs" / "runs" / "ddsp_optimized.json").unlink()
+    records, text = shown(monkeypatch, root / "outputs" / "runs")
+    assert records is None and "notebooks/ddsp_optimized.ipynb" in text

@@ -5,7 +5,7 @@ import torch
 
 from grown_timbres.config import HOP_LENGTH, N_MFCC, SAMPLE_RATE
 from grown_timbres.features import collate
-from grown_timbres.growth import stages_from_table, steady_note
+from grown_timbres.growth import held_note, stages_from_table
 from grown_timbres.model import DDSPModel
 from grown_timbres.plots import plot_loss, plot_stage_controls, plot_transfer
 from grown_timbres.transfer import recording_to_controls
@@ -59,26 +59,33 @@ def test_plot_transfer_before_and_after(bundled_features):
 def test_plot_stage_controls_has_an_axes_pair_per_stage(small_model):
     """Top row: one bar per harmonic at that stage's amplitude (the root stage: harmonic 1
     only; five: harmonics 1-5); bottom row: the noise filter's response (flat zero with noise
-    off). The bars are the model's own harmonic amplitudes for the held note."""
+    off). The bars are the held note's harmonic amplitudes; the noise stage says what the
+    noise adds, and that it is barely audible when under 1 dB (an untrained model's noise)."""
     import matplotlib.pyplot as plt
 
     stages = stages_from_table(FORM_ROWS)
-    fig = plot_stage_controls(small_model, 220.0, -20.0, np.zeros(N_MFCC), stages)
+    n_frames = 50
+    note = held_note(small_model, {"f0": np.full(n_frames, 220.0),
+                                   "voiced": np.ones(n_frames, bool),
+                                   "loudness": np.full(n_frames, -20.0),
+                                   "mfcc": np.zeros((n_frames, N_MFCC))})
+    fig = plot_stage_controls(note, stages)
     assert len(fig.axes) == 2 * len(stages)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert [t.split("\n")[0] for t in titles] == ["root", "five", "breath"]
-    with torch.no_grad():
-        f0, loudness, mfcc = steady_note(small_model, 220.0, -20.0, np.zeros(N_MFCC), 87)
-        controls = small_model.get_controls(f0, loudness, mfcc)
-    steady = (controls["amplitude"] * controls["harmonic_distribution"])[0, -1].numpy()
+    steady = note.harmonic_amplitudes()
     rows = np.asarray(fig.axes).reshape(2, len(stages))  # subplots(2, n): row by row
     for column, count in enumerate((1, 5, None)):
         bars = np.array([patch.get_height() for patch in rows[0, column].patches])
         assert len(bars) == small_model.n_harmonics
         expected = steady * (np.arange(len(steady)) < (count or len(steady)))
-        np.testing.assert_allclose(bars, expected, rtol=0.05, atol=1e-7)
+        np.testing.assert_allclose(bars, expected, rtol=1e-5, atol=1e-9)
         response = rows[1, column].lines[0].get_ydata()
         assert (np.max(response) > 0) == (count is None)
+    said = rows[1, 2].texts[0].get_text()
+    assert note.noise_adds_db() < 1.0
+    assert f"noise adds {note.noise_adds_db():.1f} dB" in said and "barely" in said
+    assert rows[1, 0].texts[0].get_text() == "noise off"
     plt.close(fig)
 
 

@@ -10,6 +10,8 @@ from grown_timbres.config import FFT_SIZES, HOP_LENGTH, LOUDNESS_FLOOR_DB, SAMPL
 from grown_timbres.features import compute_loudness, estimate_f0
 from grown_timbres.model import DDSPModel
 from grown_timbres.report import (comparison_markdown, comparison_rows, epoch_seconds,
+                                  format_number, project_path, recorded_path,
+                                  steady_and_warmup,
                                   load_run_record, make_run_record, resynthesis_metrics,
                                   save_run_record, sine_baseline)
 from conftest import cents, peak_frequency
@@ -182,8 +184,8 @@ def records():
                                            final_spectral=1.0 + n_files / 100)
         runs[label] = make_run_record(f"ddsp_{label}", model, batch, history,
                                          {"n_epochs": n_epochs}, metrics,
-                                         [f"resynth_{label}.wav"], feature_seconds=1.5,
-                                         device="cpu")
+                                         [f"outputs/ddsp_{label}/resynth_01.wav"],
+                                         feature_seconds=1.5, root=".", device="cpu")
     return runs
 
 
@@ -198,6 +200,10 @@ def test_make_run_record_holds_the_run(records):
     assert original["seconds_per_file"] == pytest.approx(60.0)
     assert optimized["seconds_per_file"] == pytest.approx(7.5)
     assert optimized["epoch_seconds"] == pytest.approx([9.0] * 10)
+    assert optimized["steady_epoch_seconds"] == pytest.approx(9.0)
+    assert optimized["warmup_seconds"] == pytest.approx(0.0)
+    assert optimized["wavs"] == ["outputs/ddsp_optimized/resynth_01.wav"]  # relative to root
+    assert optimized["rejected_files"] == {"bad.wav": "silent"}
     # the last 10 spectral losses of the optimized run: 1.12 + 0.9 .. 1.12 + 0.0, mean 1.57
     assert optimized["final_loss_terms"]["spectral"] == pytest.approx(1.12 + 0.45)
     assert optimized["final_loss_terms"]["time_l1"] == pytest.approx(0.01)
@@ -213,22 +219,23 @@ def test_comparison_rows_speedup_per_file_and_content(records):
     rows = comparison_rows(records)
     assert [r["run"] for r in rows] == ["original", "optimized"]
     original, optimized = rows
-    # time per file per epoch: 60 s / 1 file / 20 epochs = 3 s; 90 s / 12 files / 10 epochs = 0.75 s
+    # steady time per file per epoch: 3 s / 1 file = 3 s; 9 s / 12 files = 0.75 s
     assert original["speedup per file"] == pytest.approx(1.0)
     assert optimized["speedup per file"] == pytest.approx(3.0 / 0.75)
-    assert original["s per file per 1000 epochs"] == pytest.approx(3000.0)
-    assert optimized["s per file per 1000 epochs"] == pytest.approx(750.0)
+    assert original["ms per file per epoch"] == pytest.approx(3000.0)
+    assert optimized["ms per file per epoch"] == pytest.approx(750.0)
+    assert optimized["steady ms per epoch"] == pytest.approx(9000.0)
+    assert optimized["warm-up s"] == pytest.approx(0.0)
     assert (original["files"], optimized["files"]) == (1, 12)
     assert (original["epochs"], optimized["epochs"]) == (20, 10)
     assert optimized["training s"] == pytest.approx(90.0)
-    assert optimized["s per file"] == pytest.approx(7.5)
     assert original["final spectral loss"] == pytest.approx(1.01 + 0.45)
     assert optimized["final spectral loss"] == pytest.approx(1.12 + 0.45)
     assert optimized["final time_l1 loss"] == pytest.approx(0.01)
-    # model spectral distances 1 .. 12 (mean 6.5) against the sine's 4; f0 error of the model
-    # skips the NaN of file 01 (mean 2.0; the original's only file is NaN)
-    assert optimized["spectral distance (sine)"] == "6.500 (4.000)"
-    assert optimized["f0 error cents (sine)"] == "2.0 (12.0)"
+    # metrics over the files both runs learned: only 01 (model spectral distance 1.0, f0 error
+    # NaN), not the mean over the optimized run's 12 files
+    assert optimized["spectral distance (sine)"] == "1.000 (4.000)"
+    assert optimized["f0 error cents (sine)"] == "nan (12.0)"
     assert original["f0 error cents (sine)"] == "nan (12.0)"
     assert optimized["loudness L1 dB (sine)"] == "0.50 (1.50)"
 
@@ -236,16 +243,18 @@ def test_comparison_rows_speedup_per_file_and_content(records):
 def test_comparison_markdown_table(records):
     lines = comparison_markdown(records).splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header[:4] == ["run", "device", "files", "epochs"]
+    assert header[:5] == ["run", "recorded", "device", "files", "epochs"]
     assert "speedup per file" in header
     assert lines[1] == "|" + "---|" * len(header)
-    assert len(lines) == 4
+    assert len(lines) == 7 and lines[4] == ""
+    assert lines[5] == "Metrics over the file both runs learned: 01."
     cells = {row[0]: dict(zip(header, row)) for row in
              ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
-    assert cells["optimized"]["speedup per file"] == "4"
-    assert cells["original"]["speedup per file"] == "1"
+    assert cells["optimized"]["speedup per file"] == "4.00x"
+    assert cells["original"]["speedup per file"] == "1.00x"
     assert cells["optimized"]["files"] == "12" and cells["original"]["files"] == "1"
-    assert cells["optimized"]["s per file per 1000 epochs"] == "750"
+    assert cells["optimized"]["ms per file per epoch"] == "750"
+    assert cells["optimized"]["training s"] == "90.0"
     assert cells["optimized"]["final spectral loss"] == "1.57"
 
 
@@ -274,3 +283,51 @@ def test_a_record_written_before_named_loss_terms_loads_and_compares(records, tm
     header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
     original = [c.strip() for c in table.splitlines()[2].strip("|").split("|")]
     assert original[header.index("final time_l1 loss")] == "-"
+
+
+def test_steady_pace_leaves_out_the_first_window_and_warmup_adds_capture():
+    """Synced every 5 epochs: the first window (compile) took 20 s, later ones 1 s per epoch.
+    Steady 1 s per epoch; warm-up = 20 - 5 x 1 = 15 s, plus 4 s of capture."""
+    history = {"timed_epochs": [5, 10, 15, 20], "elapsed_seconds": [20.0, 25.0, 30.0, 35.0],
+               "capture_seconds": 4.0}
+    assert steady_and_warmup(history) == pytest.approx((1.0, 19.0))
+    # one window only: its mean is the pace and no warm-up can be told apart
+    assert steady_and_warmup({"timed_epochs": [4], "elapsed_seconds": [8.0]}) == (2.0, 0.0)
+    assert steady_and_warmup({"timed_epochs": [], "elapsed_seconds": []}) == (0.0, 0.0)
+
+
+def test_speedup_uses_the_steady_pace_not_the_total(records):
+    """A 60 s compile in the optimized run's first window leaves its steady pace, and so the
+    speedup, unchanged; the 60 s show as warm-up."""
+    slow_start = dict(records["optimized"])
+    slow_start["warmup_seconds"] = 60.0
+    slow_start["total_training_seconds"] += 60.0
+    rows = comparison_rows({"original": records["original"], "optimized": slow_start})
+    assert rows[1]["speedup per file"] == pytest.approx(4.0)
+    assert rows[1]["warm-up s"] == 60.0
+
+
+@pytest.mark.parametrize("value, text", [
+    (1527.4, "1527"), (12.345, "12.3"), (4.5678, "4.57"), (0.0123456, "0.0123"), (0.5, "0.5"),
+    (0.0, "0.00"), (3, "3"), (None, "-"), (float("nan"), "nan"), ("cpu", "cpu")])
+def test_numbers_are_formatted_for_people(value, text):
+    assert format_number(value) == text
+
+
+def test_record_paths_are_relative_to_the_project_and_found_after_a_move(tmp_path):
+    old_root = tmp_path / "project"
+    wav = old_root / "outputs" / "ddsp_optimized" / "resynth_01_C4.wav"
+    wav.parent.mkdir(parents=True)
+    wav.write_bytes(b"RIFF")
+    stored = project_path(wav, old_root)
+    assert stored == "outputs/ddsp_optimized/resynth_01_C4.wav"
+    assert project_path("/elsewhere/x.wav", old_root) == "/elsewhere/x.wav"
+    new_root = tmp_path / "moved" / "project"
+    new_root.parent.mkdir()
+    old_root.rename(new_root)
+    assert recorded_path(stored, new_root) == new_root / stored
+    # an absolute path written before the move (an older record) is found by its name and folder
+    assert recorded_path(str(wav), new_root) == new_root / stored
+    # the other run's file of the same name is not taken for this one
+    assert recorded_path("outputs/ddsp_original/resynth_01_C4.wav", new_root) is None
+    assert recorded_path("outputs/x/gone.wav", new_root) is None
