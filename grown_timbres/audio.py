@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FFT_SIZES, SAMPLE_RATE
+from .config import FFT_SIZES, MAX_AUDIO_SECONDS, MAX_FILE_NAME_BYTES, SAMPLE_RATE
 
 MIN_AUDIO_SAMPLES = max(FFT_SIZES)  # shorter input cannot fill the largest loss frame
-MAX_AUDIO_SECONDS = 30.0  # longer files are cut here, with a warning, to bound memory
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is "silent"
 EDGE_FADE_SECONDS = 0.01  # at the very start and end of a render
 
@@ -100,7 +99,10 @@ def atomic_write(path, write) -> Path:
     """Call write(tmp_path), then move tmp_path over `path`: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # mkstemp adds 8 random characters: the temporary name must fit where the name itself does
+    room = MAX_FILE_NAME_BYTES - len("..") - 8 - len(".tmp")
+    stem = path.name.encode()[:room].decode(errors="ignore")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)

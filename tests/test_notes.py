@@ -157,3 +157,21 @@ def test_read_midi_without_notes_names_the_file(tmp_path):
 def test_read_midi_missing_file(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         read_midi(tmp_path / "absent.mid")
+
+
+@pytest.mark.parametrize("tracks", [
+    [[(0, "tempo", 0), (0, "on", 60), (480, "off", 60)]],
+    [[(0, "on", 60), (480, "off", 60), (960, "tempo", 0), (0, "on", 62), (480, "off", 62)]],
+    [[(0, "tempo", 500000)], [(0, "on", 60), (480, "off", 60)], [(240, "tempo", 0)]],
+])
+def test_read_midi_with_a_tempo_of_zero_raises_naming_file_track_and_tick(tmp_path, tracks):
+    """Issue 13, class 6: a tempo of 0 made every note last 0 s, and read_midi returned no
+    notes and no error."""
+    path = write_midi(tmp_path / "still.mid", tracks)
+    with pytest.raises(ValueError, match="tempo of 0 microseconds per beat") as info:
+        read_midi(path)
+    track, tick = next((t, sum(e[0] for e in events[:i + 1]))
+                       for t, events in enumerate(tracks)
+                       for i, e in enumerate(events) if e[1] == "tempo" and e[2] == 0)
+    assert str(info.value).startswith(f"{path}: track {track} ")
+    assert f"at tick {tick}" in str(info.value)
