@@ -11,6 +11,8 @@ N_MFCC = 20
 # Limits. Every size that a user or a file controls is checked against one of these before
 # anything is allocated for it, and the refusal names the constant, the value and its source.
 MAX_AUDIO_SECONDS = 30.0  # longer files are cut here, with a warning: a batch holds every file
+MAX_AUDIO_CHANNELS = 8  # 7.1 surround; with the rate below, at most 0.37 GB is decoded
+MAX_AUDIO_SAMPLE_RATE = 384_000
 MAX_UPLOAD_BYTES = 100 * 2**20  # one uploaded file: ten minutes of CD-quality stereo wav
 MAX_FILE_NAME_BYTES = 255  # one name on ext4, APFS, NTFS; temporary names must fit it too
 MAX_NOTES = 10_000  # notes and rests in one melody, from a note list or a MIDI file

@@ -9,11 +9,13 @@ import pytest
 import torch
 
 from grown_timbres import config
-from grown_timbres.checkpoints import load_checkpoint, save_checkpoint
-from grown_timbres.config import (MAX_AUDIO_SECONDS, MAX_CHECKPOINT_BYTES, MAX_FILE_NAME_BYTES,
-                                  MAX_MIDI_BYTES, MAX_NOTE_LIST_CHARS, MAX_NOTES,
-                                  MAX_RENDER_SECONDS, MAX_STAGE_SECONDS, MAX_STAGES,
-                                  MAX_UPLOAD_BYTES, MIN_STAGE_SECONDS, MODEL_LIMITS, SAMPLE_RATE)
+from grown_timbres.audio import AudioInputError, load_audio
+from grown_timbres.checkpoints import load_checkpoint
+from grown_timbres.config import (MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE, MAX_AUDIO_SECONDS,
+                                  MAX_CHECKPOINT_BYTES, MAX_FILE_NAME_BYTES, MAX_MIDI_BYTES,
+                                  MAX_NOTE_LIST_CHARS, MAX_NOTES, MAX_RENDER_SECONDS,
+                                  MAX_STAGE_SECONDS, MAX_STAGES, MAX_UPLOAD_BYTES,
+                                  MIN_STAGE_SECONDS, MODEL_LIMITS, SAMPLE_RATE)
 from grown_timbres.growth import Stage, grow_timbre, stages_from_table
 from grown_timbres.model import DDSPModel, check_model_config
 from grown_timbres.notebook import save_uploads
@@ -144,11 +146,25 @@ def test_stage_count_is_limited():
 
 
 # -------------------------------------------------------------------------- audio, uploads
-def test_audio_length_is_cut_at_max_audio_seconds():
-    """load_audio reads only MAX_AUDIO_SECONDS (tests/test_audio.py reads a 10 minute file);
-    the limit lives with the others."""
-    from grown_timbres import audio
-    assert audio.MAX_AUDIO_SECONDS == MAX_AUDIO_SECONDS == 30.0
+def test_audio_length_is_cut_at_max_audio_seconds_naming_it(write_wav_file):
+    """Only MAX_AUDIO_SECONDS are read (test_audio.py checks the memory of a 10 minute file)."""
+    path = write_wav_file("long.wav", np.full((int(MAX_AUDIO_SECONDS + 1) * SAMPLE_RATE), 0.1))
+    with pytest.warns(UserWarning, match=r"31.0 s long; only the first 30 s are used "
+                                         r"\(MAX_AUDIO_SECONDS"):
+        assert len(load_audio(path)) == MAX_AUDIO_SECONDS * SAMPLE_RATE
+
+
+@pytest.mark.parametrize("channels, rate", [(MAX_AUDIO_CHANNELS + 1, SAMPLE_RATE),
+                                            (1, MAX_AUDIO_SAMPLE_RATE + 1)])
+def test_audio_channels_and_rate_are_refused_before_decoding(write_wav_file, channels, rate):
+    """A small compressed file with many channels at a high rate decodes to gigabytes."""
+    path = write_wav_file("wide.wav", np.full((4096, channels), 0.1), rate)
+    with pytest.raises(AudioInputError, match=rf"wide.wav: {channels} channels at {rate} Hz; at "
+                                              rf"most MAX_AUDIO_CHANNELS={MAX_AUDIO_CHANNELS} at "
+                                              rf"MAX_AUDIO_SAMPLE_RATE={MAX_AUDIO_SAMPLE_RATE} Hz"):
+        load_audio(path)
+    assert len(load_audio(write_wav_file("ok.wav", np.full((40960, MAX_AUDIO_CHANNELS), 0.1),
+                                         MAX_AUDIO_SAMPLE_RATE))) > 0
 
 
 def test_upload_bytes_are_checked_before_copying(tmp_path):
