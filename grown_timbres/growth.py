@@ -9,6 +9,7 @@ stages' gains change, crossfading at the boundaries, so nothing clicks.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -65,7 +66,7 @@ def _switch(noise, where: str) -> bool:
         return False
     if isinstance(noise, str) and noise.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
         return noise.strip().lower() in _TRUE_WORDS
-    if isinstance(noise, (bool, np.bool_, int, np.integer)) and noise in (0, 1):
+    if isinstance(noise, (bool, np.bool_, numbers.Real)) and noise in (0, 1):
         return bool(noise)
     raise ValueError(f"{where}: noise must be on or off, got {noise!r}")
 

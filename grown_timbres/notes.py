@@ -266,11 +266,8 @@ def read_midi(path, track: int | None = None, channel: int | None = None, merge:
     while notes and notes[0].is_rest:
         notes.pop(0)
     for i, note in enumerate(notes, start=1):  # a tick gap of hours would become hours of frames
-        if note.duration > MAX_RENDER_SECONDS:
-            what = "a rest" if note.is_rest else f"MIDI {note.pitch_midi:g}"
-            raise ValueError(f"{path}: note {i} of the melody ({what}) lasts "
-                             f"{note.duration:.4g} s, more than MAX_RENDER_SECONDS="
-                             f"{MAX_RENDER_SECONDS:g} s")
+        _duration(note.duration, f"{path}: note {i} of the melody ("
+                  + ("a rest" if note.is_rest else f"MIDI {note.pitch_midi:g}") + ")")
     return notes
 
 

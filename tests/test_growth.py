@@ -413,8 +413,8 @@ def test_harmonic_counts_that_are_taken(count, expected):
     ({"name": "alone", "n_harmonics": 1, "noise": False, "duration": 1},
      r"stages are a list of stages \(put one stage in a list\), got dict"),
     (GROWTH_STAGES[0], r"stages are a list of stages .* got Stage"),
-    ([{"name": "loud", "n_harmonics": 1, "noise": 2, "duration": 1}],
-     r"stage 'loud': noise must be on or off, got 2"),
+    ([{"name": "loud", "n_harmonics": 1, "noise": 0.5, "duration": 1}],
+     r"stage 'loud': noise must be on or off, got 0.5"),
     ([{"name": "arr", "n_harmonics": 1, "noise": np.array([1, 0]), "duration": 1}],
      r"stage 'arr': noise must be on or off"),
 ])
@@ -423,3 +423,9 @@ def test_hand_written_stages_are_refused_naming_the_stage(rows, message, small_m
         stages_from_table(rows)
     with pytest.raises(ValueError, match=message):
         grow_timbre(small_model, F0, -25.0, np.zeros(N_MFCC), rows)
+
+
+@pytest.mark.parametrize("noise, expected", [("on", True), ("", False), (None, False), (1, True),
+                                             (0.0, False), (np.bool_(True), True)])
+def test_noise_switches_that_are_taken(noise, expected):
+    assert Stage("x", 1, noise, 1.0).noise is expected
