@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,19 +109,35 @@ def as_notes(notes) -> list:
     result = []
     for i, note in enumerate(notes, start=1):
         _check_count(i)
+        where = f"note {i} {note!r:.60}"
         if isinstance(note, Note):
             pitch, duration = note.pitch_midi, note.duration
-        elif isinstance(note, dict):
+        elif isinstance(note, dict) and "duration" in note and set(note) <= {"pitch_midi",
+                                                                              "duration"}:
             pitch, duration = note.get("pitch_midi"), note["duration"]
-        else:
+        elif isinstance(note, (list, tuple)) and len(note) == 2:
             pitch, duration = note
-        if isinstance(pitch, str):
-            pitch = None if pitch.strip().lower() in _REST_NAMES else note_to_midi(pitch)
-        elif pitch is not None and not 0 <= float(pitch) <= 127:
-            raise ValueError(f"{note}: pitch {pitch} is outside MIDI 0..127")
-        result.append(Note(None if pitch is None else float(pitch),
-                           _duration(duration, f"note {i} {note!r}")))
+        else:
+            raise ValueError(f"{where}: a note is a Note, a dict {{pitch_midi, duration}} or a "
+                             "(pitch, duration) pair")
+        result.append(Note(_pitch(pitch, where), _duration(duration, where)))
     return result
+
+
+def _pitch(value, where: str) -> float | None:
+    """A note's MIDI pitch from a number, a name or a rest ('R', None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _REST_NAMES):
+        return None
+    if isinstance(value, str):
+        try:
+            return note_to_midi(value)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{where}: pitch {value!r} is not a MIDI number, a note name or R")
+    if not 0 <= value <= 127:
+        raise ValueError(f"{where}: pitch {value!r} is outside MIDI 0..127")
+    return float(value)
 
 
 def _duration(value, where: str) -> float:
