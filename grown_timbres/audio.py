@@ -105,14 +105,18 @@ def finish_render(audio: np.ndarray) -> np.ndarray:
     return fit_to_full_scale(audio.astype(np.float32))
 
 
+def temp_prefix(path) -> str:
+    """How atomic_write's temporary names for `path` start (mkstemp adds 8 random characters
+    and '.tmp'): the name is cut so that a temporary name fits wherever `path`'s name fits."""
+    room = MAX_FILE_NAME_BYTES - len("..") - 8 - len(".tmp")
+    return "." + Path(path).name.encode()[:room].decode(errors="ignore") + "."
+
+
 def atomic_write(path, write) -> Path:
     """Call write(tmp_path), then move tmp_path over `path`: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp adds 8 random characters: the temporary name must fit where the name itself does
-    room = MAX_FILE_NAME_BYTES - len("..") - 8 - len(".tmp")
-    stem = path.name.encode()[:room].decode(errors="ignore")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)

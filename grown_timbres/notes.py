@@ -115,7 +115,7 @@ def as_notes(notes) -> list:
         elif isinstance(note, dict) and "duration" in note and set(note) <= {"pitch_midi",
                                                                               "duration"}:
             pitch, duration = note.get("pitch_midi"), note["duration"]
-        elif isinstance(note, (list, tuple)) and len(note) == 2:
+        elif isinstance(note, (list, tuple, np.ndarray)) and len(note) == 2:
             pitch, duration = note
         else:
             raise ValueError(f"{where}: a note is a Note, a dict {{pitch_midi, duration}} or a "

@@ -82,3 +82,11 @@ def test_a_failed_write_is_reported_and_the_others_are_saved(tmp_path, monkeypat
     with pytest.warns(UserWarning, match="'bad.wav' skipped: .*No space left on device"):
         written = save_uploads({"bad.wav": b"1", "good.wav": b"2"}, tmp_path)
     assert [p.name for p in written] == ["good.wav"]
+
+
+def test_temporary_names_fit_and_start_with_the_name_when_it_leaves_room():
+    from grown_timbres.audio import temp_prefix
+    assert temp_prefix("/a/x.wav") == ".x.wav."
+    long = "\u00e9" * 127  # 254 bytes
+    assert len(temp_prefix(long).encode()) + 8 + len(".tmp") <= 255
+    assert long.startswith(temp_prefix(long)[1:-1])
