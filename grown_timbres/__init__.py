@@ -2,7 +2,7 @@
 
 One concern per file, listed as the data flows; each file imports only files above it:
 
-    config       sample rate, hop, FFT sizes: what every stage shares
+    config       sample rate, hop, FFT sizes: what every stage shares; the size limits
     audio        reading sound files, finishing renders, wav and atomic writes
     features     f0, loudness, MFCC, their cache; padded batches and files back out of them
     synth        harmonic oscillators and filtered noise

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import FFT_SIZES, SAMPLE_RATE
+from .config import (FFT_SIZES, MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE, MAX_AUDIO_SECONDS,
+                     MAX_FILE_NAME_BYTES, SAMPLE_RATE)
 
 MIN_AUDIO_SAMPLES = max(FFT_SIZES)  # shorter input cannot fill the largest loss frame
-MAX_AUDIO_SECONDS = 30.0  # longer files are cut here, with a warning, to bound memory
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is "silent"
 EDGE_FADE_SECONDS = 0.01  # at the very start and end of a render
 
@@ -34,7 +34,9 @@ def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
 
     Stereo is averaged, other rates resampled (soxr), samples beyond +/-1 rescaled with a
     warning, files longer than `max_seconds` cut with a warning (only that much is read).
-    Raises AudioInputError for missing, empty, unreadable, non-finite, silent or too-short input.
+    Raises AudioInputError for missing, empty, unreadable, non-finite, silent or too-short input,
+    and before reading for more than MAX_AUDIO_CHANNELS or MAX_AUDIO_SAMPLE_RATE (a small
+    compressed file could otherwise decode to gigabytes).
     """
     import soundfile as sf
 
@@ -45,14 +47,21 @@ def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
         raise AudioInputError(path, "file is empty (0 bytes)")
     try:
         info = sf.info(str(path))
+        if info.channels > MAX_AUDIO_CHANNELS or info.samplerate > MAX_AUDIO_SAMPLE_RATE:
+            raise AudioInputError(path, f"{info.channels} channels at {info.samplerate} Hz; "
+                                        f"at most MAX_AUDIO_CHANNELS={MAX_AUDIO_CHANNELS} at "
+                                        f"MAX_AUDIO_SAMPLE_RATE={MAX_AUDIO_SAMPLE_RATE} Hz")
         max_frames = int(max_seconds * info.samplerate)
         data, file_rate = sf.read(str(path), frames=min(info.frames, max_frames),
                                   dtype="float32", always_2d=True)
+    except AudioInputError:
+        raise
     except Exception as err:  # libsndfile reports every unreadable format its own way
         raise AudioInputError(path, f"not a readable audio file ({err})") from None
     if info.frames > max_frames:
-        warnings.warn(f"{path}: {info.frames / info.samplerate:.1f} s long; "
-                      f"only the first {max_seconds:.0f} s are used", stacklevel=2)
+        warnings.warn(f"{path}: {info.frames / info.samplerate:.1f} s long; only the first "
+                      f"{max_seconds:.0f} s are used (MAX_AUDIO_SECONDS unless max_seconds is "
+                      "given)", stacklevel=2)
     if data.size == 0:
         raise AudioInputError(path, "contains no audio samples")
     audio = data.mean(axis=1)
@@ -88,11 +97,18 @@ def finish_render(audio: np.ndarray) -> np.ndarray:
     return audio.astype(np.float32)
 
 
+def temp_prefix(path) -> str:
+    """How atomic_write's temporary names for `path` start (mkstemp adds 8 random characters
+    and '.tmp'): the name is cut so that a temporary name fits wherever `path`'s name fits."""
+    room = MAX_FILE_NAME_BYTES - len("..") - 8 - len(".tmp")
+    return "." + Path(path).name.encode()[:room].decode(errors="ignore") + "."
+
+
 def atomic_write(path, write) -> Path:
     """Call write(tmp_path), then move tmp_path over `path`: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path), suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)

@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 from .audio import atomic_write
-from .model import DDSPModel, unwrap_model
+from .config import MAX_CHECKPOINT_BYTES
+from .model import DDSPModel, check_model_config, unwrap_model
 
 COMPILED_PREFIX = "_orig_mod."
 
@@ -31,17 +32,25 @@ def load_checkpoint(path, model=None, map_location="cpu"):
     """Load a checkpoint safely (weights_only=True) -> (model, checkpoint dict).
 
     Without `model` one is built from the saved config; with one (compiled or not) its config
-    must match, else ValueError lists what differs. `_orig_mod.` keys are accepted."""
+    must match, else ValueError lists what differs. `_orig_mod.` keys are accepted. Everything
+    is checked before the model is built or touched (file size against MAX_CHECKPOINT_BYTES,
+    config fields against MODEL_LIMITS, every weight's name and shape): a refused checkpoint
+    leaves `model` as it was. Raises ValueError naming the file and what is wrong."""
     path = Path(path)
+    size = path.stat().st_size  # FileNotFoundError as such: the caller may look elsewhere
+    if size > MAX_CHECKPOINT_BYTES:
+        raise ValueError(f"{path}: {size} bytes, more than MAX_CHECKPOINT_BYTES="
+                         f"{MAX_CHECKPOINT_BYTES} (grown_timbres.config)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
     except Exception as err:
         raise ValueError(f"{path}: not a loadable checkpoint ({err})") from None
     if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:
         raise ValueError(f"{path}: not a DDSP checkpoint (no model_state_dict)")
-    saved_config = checkpoint.get("config", {})
+    try:
+        saved_config = check_model_config(checkpoint.get("config", {}))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     if model is None:
         model = DDSPModel(**saved_config)
     core = unwrap_model(model)
@@ -51,5 +60,24 @@ def load_checkpoint(path, model=None, map_location="cpu"):
     if differences:
         raise ValueError(f"{path}: checkpoint was saved with another model configuration ("
                          + "; ".join(differences) + ")")
-    core.load_state_dict(clean_state_dict(checkpoint["model_state_dict"]))
+    core.load_state_dict(_checked_state(path, checkpoint["model_state_dict"], core))
     return model, checkpoint
+
+
+def _checked_state(path, state, core) -> dict:
+    """The saved weights, `_orig_mod.` prefixes dropped, once every name and shape matches
+    `core`: load_state_dict would copy the good ones before raising on the rest."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: model_state_dict is not a dict of tensors")
+    state = clean_state_dict(state)
+    expected = core.state_dict()
+    problems = [f"missing {key}" for key in expected if key not in state]
+    problems += [f"unexpected {key}" for key in state if key not in expected]
+    problems += [f"{key}: shape {tuple(state[key].shape)}, model {tuple(value.shape)}"
+                 for key, value in expected.items()
+                 if key in state and state[key].shape != value.shape]
+    if problems:
+        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
+                                           if len(problems) > 5 else "")
+        raise ValueError(f"{path}: the weights do not fit the model ({shown})")
+    return state

@@ -7,3 +7,30 @@ FRAME_RATE = SAMPLE_RATE / HOP_LENGTH  # control frames per second (86.13)
 FFT_SIZES = (2048, 1024, 512, 256)  # multi-scale loss; hop = size / 4
 LOUDNESS_FLOOR_DB = -80.0  # loudness is clipped here; the model scales it as db / 80 + 1
 N_MFCC = 20
+
+# Limits. Every size that a user or a file controls is checked against one of these before
+# anything is allocated for it, and the refusal names the constant, the value and its source.
+MAX_AUDIO_SECONDS = 30.0  # longer files are cut here, with a warning: a batch holds every file
+MAX_AUDIO_CHANNELS = 8  # 7.1 surround; with the rate below, at most 0.37 GB is decoded
+MAX_AUDIO_SAMPLE_RATE = 384_000
+MAX_UPLOAD_BYTES = 100 * 2**20  # one uploaded file: ten minutes of CD-quality stereo wav
+MAX_FILE_NAME_BYTES = 255  # one name on ext4, APFS, NTFS; temporary names must fit it too
+MAX_NOTES = 10_000  # notes and rests in one melody, from a note list or a MIDI file
+MAX_NOTE_LIST_CHARS = 200_000  # a note list's text: MAX_NOTES tokens of up to 20 characters
+MAX_MIDI_BYTES = 2 * 2**20  # mido keeps every event as an object, about 80 bytes per file byte
+MAX_RENDER_SECONDS = 120.0  # one melody, one growth: the synthesizer holds [N, H] waves
+MIN_STAGE_SECONDS = 0.05  # a growth stage spans a few (4.3) frames, so the model sees it
+MAX_STAGE_SECONDS = 30.0
+MAX_STAGES = 100
+MAX_CHECKPOINT_BYTES = 2**30  # the largest model allowed below, with Adam's state, is 0.4 GB
+# DDSPModel's arguments as (lowest, highest); checked before a layer is built, a checkpoint's
+# config included. hidden_size 1024 is twice magenta's (0.1 GB of weights; 4096 would be 1.6).
+MODEL_LIMITS = {
+    "n_harmonics": (1, 128),  # the synthesizer's memory grows with it (64 by default)
+    "n_noise_bands": (2, 257),  # a 512-tap noise filter at most
+    "hidden_size": (1, 1024),
+    "n_mfcc": (1, 128),
+    "z_dim": (1, 256),
+    "sample_rate": (SAMPLE_RATE, SAMPLE_RATE),  # features and loss targets are built at these
+    "hop_length": (HOP_LENGTH, HOP_LENGTH),
+}

@@ -12,32 +12,34 @@ the boundaries, so nothing clicks.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
 
 from .audio import finish_render
-from .config import HOP_LENGTH, SAMPLE_RATE
+from .config import (HOP_LENGTH, MAX_RENDER_SECONDS, MAX_STAGE_SECONDS, MAX_STAGES,
+                     MIN_STAGE_SECONDS, SAMPLE_RATE)
 from .model import evaluating, render_controls, unwrap_model
 from .synth import noise_impulse_responses
 
 CROSSFADE_SECONDS = 0.08  # between growth stages
 SUSTAIN_WINDOW_DB = 6.0  # a file's sustained frames: voiced, within this of its loudest one
 NOISE_UNIFORM_POWER = 1.0 / 3.0  # the synthesizer's noise source: uniform in [-1, 1]
-MAX_STAGE_SECONDS = 30.0  # the synthesizer holds [N, H] waves: this bounds a render's memory
 _TRUE_WORDS = {"1", "true", "yes", "y", "on", "x"}
 _FALSE_WORDS = {"0", "false", "no", "n", "off", ""}
-_ALL_WORDS = {"", "all", "none", "*"}
+_ALL_WORD = "all"  # "none" or "" could as well mean no harmonics: only 'all' means all
 
 
 @dataclass(frozen=True)
 class Stage:
     """One growth stage: `name`, how many harmonics sound (`n_harmonics`, None = all), whether
-    the `noise` sounds, and for how long (`duration`, seconds in (0, MAX_STAGE_SECONDS]).
+    the `noise` sounds, and for how long (`duration`, seconds within MIN_STAGE_SECONDS ..
+    MAX_STAGE_SECONDS).
 
-    Values may come as a form gives them: n_harmonics '3' or 'all' (also '', None); noise
-    on/off, yes/no, true/false, 1/0 (empty or None = off); duration '1.5'. They are checked and
+    Values may come as a form gives them: n_harmonics '3' or 'all' (or None); noise on/off,
+    yes/no, true/false, 1/0 (empty or None = off); duration '1.5'. They are checked and
     normalised here, the one place: ValueError names the stage and what is wrong."""
 
     name: str
@@ -53,16 +55,15 @@ class Stage:
 
 
 def _harmonic_count(count, where: str) -> int | None:
-    if count is None or (isinstance(count, str) and count.strip().lower() in _ALL_WORDS):
+    if count is None or (isinstance(count, str) and count.strip().lower() == _ALL_WORD):
         return None
-    try:
-        value = float(count)
-    except (TypeError, ValueError):
-        value = math.nan
-    if isinstance(count, bool) or not (math.isfinite(value) and value >= 0
-                                       and value == int(value)):
-        raise ValueError(f"{where}: n_harmonics must be a count >= 0 or 'all', got {count!r}")
-    return int(value)
+    if isinstance(count, str) and count.strip().isdecimal():
+        return int(count)
+    if isinstance(count, (int, np.integer)) and not isinstance(count, bool) and count >= 0:
+        return int(count)
+    if isinstance(count, (float, np.floating)) and float(count).is_integer() and count >= 0:
+        return int(count)
+    raise ValueError(f"{where}: n_harmonics must be a whole number >= 0 or 'all', got {count!r}")
 
 
 def _switch(noise, where: str) -> bool:
@@ -70,7 +71,7 @@ def _switch(noise, where: str) -> bool:
         return False
     if isinstance(noise, str) and noise.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
         return noise.strip().lower() in _TRUE_WORDS
-    if isinstance(noise, (bool, np.bool_)) or (not isinstance(noise, str) and noise in (0, 1)):
+    if isinstance(noise, (bool, np.bool_, numbers.Real)) and noise in (0, 1):
         return bool(noise)
     raise ValueError(f"{where}: noise must be on or off, got {noise!r}")
 
@@ -80,8 +81,9 @@ def _seconds(duration, where: str) -> float:
         seconds = float(duration)
     except (TypeError, ValueError):
         raise ValueError(f"{where}: duration must be seconds, got {duration!r}") from None
-    if not (math.isfinite(seconds) and 0 < seconds <= MAX_STAGE_SECONDS):
-        raise ValueError(f"{where}: duration must be > 0 and <= {MAX_STAGE_SECONDS:g} s, "
+    if not (math.isfinite(seconds) and MIN_STAGE_SECONDS <= seconds <= MAX_STAGE_SECONDS):
+        raise ValueError(f"{where}: duration must be {MIN_STAGE_SECONDS:g} to "
+                         f"{MAX_STAGE_SECONDS:g} s (MIN_STAGE_SECONDS, MAX_STAGE_SECONDS), "
                          f"got {duration!r}")
     return seconds
 
@@ -99,22 +101,47 @@ GROWTH_STAGES = (
 def stages_from_table(rows) -> list:
     """Stages from Stages, dicts {name, n_harmonics, noise, duration} or sequences in that
     order (text is fine, see Stage); a missing name becomes 'stage <n>'. Every render takes
-    its stages through here. Raises ValueError naming the stage and what is wrong.
+    its stages through here. At most MAX_STAGES stages, MAX_RENDER_SECONDS in all. Raises
+    ValueError naming the stage and what is wrong.
     Render with grow_timbre(model, ..., stages=stages_from_table(rows)): no retraining."""
-    stages = []
+    if isinstance(rows, (Stage, dict, str)) or not hasattr(rows, "__iter__"):
+        raise ValueError(f"stages are a list of stages (put one stage in a list), got "
+                         f"{type(rows).__name__}")
+    stages, total = [], 0.0
     for i, row in enumerate(rows, start=1):
-        if not isinstance(row, (Stage, dict)):
-            row = dict(zip(STAGE_FIELDS, row))
-        if isinstance(row, dict):
-            name = str(row.get("name") or "").strip() or f"stage {i}"
-            missing = set(STAGE_FIELDS[1:]) - set(row)
-            if missing:
-                raise ValueError(f"stage {name!r} (row {i}) lacks {sorted(missing)}")
-            row = Stage(name, *(row[field] for field in STAGE_FIELDS[1:]))
-        stages.append(row)
+        if i > MAX_STAGES:
+            raise ValueError(f"more than MAX_STAGES={MAX_STAGES} stages")
+        stage = row if isinstance(row, Stage) else Stage(*_stage_values(row, i))
+        total += stage.duration
+        if total > MAX_RENDER_SECONDS:
+            raise ValueError(f"stage {stage.name!r} (row {i}) brings the growth to {total:g} s, "
+                             f"more than MAX_RENDER_SECONDS={MAX_RENDER_SECONDS:g} s")
+        stages.append(stage)
     if not stages:
         raise ValueError("a growth needs at least one stage")
     return stages
+
+
+def _stage_values(row, i: int) -> list:
+    """A dict or sequence row's values in STAGE_FIELDS order, its name defaulted."""
+    if isinstance(row, (str, bytes)) or not isinstance(row, (dict, list, tuple)):
+        raise ValueError(f"stage row {i}: a stage is a Stage, a dict or a sequence "
+                         f"{STAGE_FIELDS}, got {type(row).__name__} {row!r:.40}")
+    if not isinstance(row, dict):
+        if len(row) != len(STAGE_FIELDS):
+            raise ValueError(f"stage {str(row[0]) if row else ''!r} (row {i}) has "
+                             f"{len(row)} values, not {len(STAGE_FIELDS)} {STAGE_FIELDS}")
+        row = dict(zip(STAGE_FIELDS, row))
+    name = str(row.get("name") or "").strip() or f"stage {i}"
+    missing = [f for f in STAGE_FIELDS[1:] if f not in row]
+    unknown = sorted(map(str, set(row) - set(STAGE_FIELDS)))
+    if missing or unknown:
+        raise ValueError(f"stage {name!r} (row {i}) "
+                         + (f"lacks {missing}" if missing else "")
+                         + (" and " if missing and unknown else "")
+                         + (f"has unknown field(s) {unknown}" if unknown else "")
+                         + f"; a stage has {STAGE_FIELDS}")
+    return [name, *(row[field] for field in STAGE_FIELDS[1:])]
 
 
 def stages_to_table(stages=GROWTH_STAGES) -> list:

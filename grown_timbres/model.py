@@ -5,13 +5,14 @@ and the one way to render audio from it.
 """
 from __future__ import annotations
 
+import operator
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
+from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, MODEL_LIMITS, N_MFCC, SAMPLE_RATE
 from .features import hz_to_midi
 from .synth import exp_sigmoid, filtered_noise, harmonic_synth, normalize_harmonic_distribution
 
@@ -20,6 +21,37 @@ N_NOISE_BANDS = 65  # noise filter: 65 magnitudes -> a 128-tap linear-phase FIR 
 HIDDEN_SIZE = 512
 Z_DIM = 16
 NOISE_INITIAL_BIAS = -5.0  # magenta: start with quiet noise so harmonics are learned first
+
+
+def check_model_config(config) -> dict:
+    """A model configuration (some or all of DDSPModel's arguments) checked before anything is
+    built: known fields only, whole numbers within config.MODEL_LIMITS. Returns it as plain
+    ints; raises ValueError naming the field, its value and the limit."""
+    if not isinstance(config, dict):
+        raise ValueError(f"a model configuration is a dict of DDSPModel's arguments, got "
+                         f"{type(config).__name__}")
+    unknown = sorted(map(str, set(config) - set(MODEL_LIMITS)))
+    if unknown:
+        raise ValueError(f"unknown model configuration field(s) {unknown}; DDSPModel takes "
+                         + ", ".join(MODEL_LIMITS))
+    checked = {}
+    for field, value in config.items():
+        low, high = MODEL_LIMITS[field]
+        try:
+            if isinstance(value, bool):
+                raise TypeError
+            checked[field] = operator.index(value)
+        except TypeError:
+            raise ValueError(f"model configuration {field}={value!r} is not a whole number"
+                             ) from None
+        if low == high and value != low:
+            raise ValueError(f"model configuration {field}={value} is not {low}: features and "
+                             f"targets are built at {SAMPLE_RATE} Hz with hop {HOP_LENGTH} "
+                             "(grown_timbres.config); the model must use the same")
+        if not low <= value <= high:
+            raise ValueError(f"model configuration {field}={value} is outside {low}..{high} "
+                             f"(MODEL_LIMITS[{field!r}] in grown_timbres.config)")
+    return checked
 
 
 def mlp(in_size: int, hidden_size: int, n_layers: int = 3) -> nn.Sequential:
@@ -49,13 +81,9 @@ class DDSPModel(nn.Module):
                  hidden_size: int = HIDDEN_SIZE, n_mfcc: int = N_MFCC, z_dim: int = Z_DIM,
                  sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH):
         super().__init__()
-        if (sample_rate, hop_length) != (SAMPLE_RATE, HOP_LENGTH):
-            raise ValueError(f"DDSPModel(sample_rate={sample_rate}, hop_length={hop_length}): "
-                             f"features and targets are built at {SAMPLE_RATE} Hz with hop "
-                             f"{HOP_LENGTH} (grown_timbres.config); the model must use the same")
-        self.config = dict(n_harmonics=n_harmonics, n_noise_bands=n_noise_bands,
-                           hidden_size=hidden_size, n_mfcc=n_mfcc, z_dim=z_dim,
-                           sample_rate=sample_rate, hop_length=hop_length)
+        self.config = check_model_config(dict(
+            n_harmonics=n_harmonics, n_noise_bands=n_noise_bands, hidden_size=hidden_size,
+            n_mfcc=n_mfcc, z_dim=z_dim, sample_rate=sample_rate, hop_length=hop_length))
         self.n_harmonics, self.n_noise_bands = n_harmonics, n_noise_bands
         self.mfcc_norm = nn.LayerNorm(n_mfcc)
         self.encoder = nn.Linear(n_mfcc, z_dim)

@@ -2,12 +2,13 @@
 players at true level, and the side-by-side section that compares two runs."""
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .audio import atomic_write, load_audio, read_wav
-from .config import SAMPLE_RATE
+from .config import MAX_FILE_NAME_BYTES, MAX_UPLOAD_BYTES, SAMPLE_RATE
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
 from .report import (RUN_LABELS, common_stems, comparison_markdown, load_run_record,
                      recorded_path, resynthesis_wav)
@@ -34,32 +35,57 @@ def install_missing(packages: dict = RUNTIME_PACKAGES) -> list[str]:
 
 def safe_upload_name(name: str) -> str:
     """A bare file name from an uploaded name: no folders (`../../x.wav` -> `x.wav`), no leading
-    dots, no characters outside letters, digits and `-_. `. Raises ValueError if nothing is left."""
+    dots, no characters outside letters, digits and `-_. `, at most MAX_FILE_NAME_BYTES (the
+    stem is shortened, the suffix kept). Raises ValueError if nothing is left."""
+    if not isinstance(name, str):
+        raise ValueError(f"{name!r} is not a usable file name (not text)")
     base = name.replace("\\", "/").split("/")[-1]
     cleaned = "".join(c if c.isalnum() or c in "-_. " else "_" for c in base).strip().lstrip(".")
     if not cleaned:
         raise ValueError(f"{name!r} is not a usable file name")
-    return cleaned
+    return _fit_name(Path(cleaned).stem, Path(cleaned).suffix)
+
+
+def _fit_name(stem: str, suffix: str) -> str:
+    """stem + suffix in at most MAX_FILE_NAME_BYTES of UTF-8, cutting the stem."""
+    room = MAX_FILE_NAME_BYTES - len(suffix.encode())
+    if room < 1:  # "a.<300 letters>": the suffix is no suffix
+        stem, suffix, room = stem + suffix, "", MAX_FILE_NAME_BYTES
+    return stem.encode()[:room].decode(errors="ignore").rstrip() + suffix
 
 
 def save_uploads(uploads, folder) -> list[Path]:
     """Write uploaded files into `folder` only: uploads is {name: bytes} (Colab's
     files.upload()) or a sequence of {"name", "content"} dicts (ipywidgets 8 FileUpload.value).
-    Same-named uploads are kept apart (`x.wav`, `x_2.wav`). Returns the written paths."""
+    Same-named uploads are kept apart (`x.wav`, `x_2.wav`). An upload that cannot be saved (no
+    usable name, over MAX_UPLOAD_BYTES, not bytes, a failed write) is skipped with a warning
+    naming it and why; the others are saved. Returns the written paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     items = uploads.items() if isinstance(uploads, dict) else (
-        (item["name"], item["content"]) for item in uploads)
+        (item.get("name"), item.get("content")) if isinstance(item, dict) else (item, None)
+        for item in uploads)
     written = []
     for name, content in items:
-        target = folder / safe_upload_name(name)
-        stem, suffix, n = target.stem, target.suffix, 2
-        while target.exists() or target in written:
-            target = folder / f"{stem}_{n}{suffix}"
-            n += 1
-        written.append(atomic_write(target, lambda tmp, data=bytes(content):
-                                    Path(tmp).write_bytes(data)))
+        try:
+            written.append(_save_upload(name, content, folder, written))
+        except (ValueError, OSError) as err:
+            warnings.warn(f"upload {name!r} skipped: {err}", stacklevel=2)
     return written
+
+
+def _save_upload(name, content, folder: Path, taken: list) -> Path:
+    if not isinstance(content, (bytes, bytearray, memoryview)):
+        raise ValueError(f"its content is {type(content).__name__}, not bytes")
+    size = memoryview(content).nbytes
+    if size > MAX_UPLOAD_BYTES:
+        raise ValueError(f"{size} bytes, more than MAX_UPLOAD_BYTES={MAX_UPLOAD_BYTES}")
+    target = folder / safe_upload_name(name)
+    stem, suffix, n = target.stem, target.suffix, 2
+    while target.exists() or target in taken:
+        target = folder / _fit_name(stem, f"_{n}{suffix}")
+        n += 1
+    return atomic_write(target, lambda tmp, data=bytes(content): Path(tmp).write_bytes(data))
 
 
 def playback_gain(clips, peak: float = PLAYER_PEAK) -> float:

@@ -5,11 +5,14 @@
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .config import MAX_MIDI_BYTES, MAX_NOTE_LIST_CHARS, MAX_NOTES, MAX_RENDER_SECONDS
 
 PERCUSSION_CHANNEL = 9  # General MIDI drums (channel 10, 0-based 9): skipped unless asked for
 NOTE_OFFSETS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
@@ -61,13 +64,18 @@ def parse_note_list(text: str) -> list:
 
     Tokens are `pitch:seconds`, separated by whitespace or commas (spaces around ':' are fine).
     pitch: a note name (C4, c#4, Db4, Bb3, C-1), a MIDI number (60, 61.5) or R / rest.
-    Raises ValueError naming the bad token and why (unknown pitch, missing or non-positive
-    duration, empty list)."""
+    Raises ValueError naming the bad token and why (unknown pitch, missing, non-positive or
+    over MAX_RENDER_SECONDS duration, empty list), or the limit that a long list passes
+    (MAX_NOTE_LIST_CHARS, MAX_NOTES)."""
     if not isinstance(text, str):
         raise ValueError(f"a note list is text like 'C4:0.5 E4:1', got {type(text).__name__}")
+    if len(text) > MAX_NOTE_LIST_CHARS:
+        raise ValueError(f"the note list has {len(text)} characters, more than "
+                         f"MAX_NOTE_LIST_CHARS={MAX_NOTE_LIST_CHARS}")
     tokens = [t for t in re.split(r"[\s,]+", re.sub(r"\s*:\s*", ":", text.strip())) if t]
     if not tokens:
         raise ValueError("the note list is empty: write notes like 'C4:0.5 E4:0.5 G4:1'")
+    _check_count(len(tokens))
     notes = []
     for i, token in enumerate(tokens, start=1):
         where = f"note {i} {token!r}"
@@ -82,39 +90,66 @@ def parse_note_list(text: str) -> list:
                 pitch = note_to_midi(pitch_text)
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from None
-        try:
-            duration = float(duration_text)
-        except ValueError:
-            raise ValueError(f"{where}: duration {duration_text!r} is not a number of "
-                             "seconds") from None
-        if not (math.isfinite(duration) and duration > 0):
-            raise ValueError(f"{where}: duration must be a finite number of seconds > 0, "
-                             f"got {duration_text}")
-        notes.append(Note(pitch, duration))
+        notes.append(Note(pitch, _duration(duration_text, where)))
     return notes
+
+
+def _check_count(count: int, where: str = "the melody") -> None:
+    if count > MAX_NOTES:
+        raise ValueError(f"{where} has more than MAX_NOTES={MAX_NOTES} notes and rests "
+                         f"({count} counted)")
 
 
 def as_notes(notes) -> list:
     """A note list given as text, Notes, dicts {pitch_midi, duration} or (pitch, duration)
-    pairs; a pitch may be a MIDI number, a note name or None / 'R' for a rest."""
+    pairs; a pitch may be a MIDI number, a note name or None / 'R' for a rest. At most
+    MAX_NOTES, counted as they come."""
     if isinstance(notes, str):
         return parse_note_list(notes)
     result = []
-    for note in notes:
+    for i, note in enumerate(notes, start=1):
+        _check_count(i)
+        where = f"note {i} {note!r:.60}"
         if isinstance(note, Note):
             pitch, duration = note.pitch_midi, note.duration
-        elif isinstance(note, dict):
+        elif isinstance(note, dict) and "duration" in note and set(note) <= {"pitch_midi",
+                                                                              "duration"}:
             pitch, duration = note.get("pitch_midi"), note["duration"]
-        else:
+        elif isinstance(note, (list, tuple, np.ndarray)) and len(note) == 2:
             pitch, duration = note
-        if isinstance(pitch, str):
-            pitch = None if pitch.strip().lower() in _REST_NAMES else note_to_midi(pitch)
-        elif pitch is not None and not 0 <= float(pitch) <= 127:
-            raise ValueError(f"{note}: pitch {pitch} is outside MIDI 0..127")
-        if not (math.isfinite(float(duration)) and float(duration) > 0):
-            raise ValueError(f"{note}: duration must be a finite number of seconds > 0")
-        result.append(Note(None if pitch is None else float(pitch), float(duration)))
+        else:
+            raise ValueError(f"{where}: a note is a Note, a dict {{pitch_midi, duration}} or a "
+                             "(pitch, duration) pair")
+        result.append(Note(_pitch(pitch, where), _duration(duration, where)))
     return result
+
+
+def _pitch(value, where: str) -> float | None:
+    """A note's MIDI pitch from a number, a name or a rest ('R', None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in _REST_NAMES):
+        return None
+    if isinstance(value, str):
+        try:
+            return note_to_midi(value)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise ValueError(f"{where}: pitch {value!r} is not a MIDI number, a note name or R")
+    if not 0 <= value <= 127:
+        raise ValueError(f"{where}: pitch {value!r} is outside MIDI 0..127")
+    return float(value)
+
+
+def _duration(value, where: str) -> float:
+    """A note's seconds: finite, > 0, at most MAX_RENDER_SECONDS (no longer note renders)."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: duration {value!r} is not a number of seconds") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_RENDER_SECONDS):
+        raise ValueError(f"{where}: duration must be a finite number of seconds > 0 and at "
+                         f"most MAX_RENDER_SECONDS={MAX_RENDER_SECONDS:g}, got {value}")
+    return seconds
 
 
 def _tempo_map(tracks):
@@ -199,7 +234,9 @@ def read_midi(path, track: int | None = None, channel: int | None = None, merge:
     there is. The result is monophonic: where notes overlap, `overlap="highest"` keeps the
     highest, "latest" the most recently started. Velocities are ignored (the loudness curve
     comes from notes_to_controls). Needs `mido` (pip install mido). Raises ValueError naming
-    the file when it is missing, not MIDI, or has no notes (in the chosen track/channel)."""
+    the file when it is missing, not MIDI, has a tempo of 0 or no notes (in the chosen
+    track/channel), or passes a limit: MAX_MIDI_BYTES, MAX_NOTES, or one note or rest longer
+    than MAX_RENDER_SECONDS."""
     try:
         import mido
     except ImportError:
@@ -207,6 +244,9 @@ def read_midi(path, track: int | None = None, channel: int | None = None, merge:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: file not found")
+    if path.stat().st_size > MAX_MIDI_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than MAX_MIDI_BYTES="
+                         f"{MAX_MIDI_BYTES}")
     try:
         midi = mido.MidiFile(str(path))
     except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError ...
@@ -214,6 +254,7 @@ def read_midi(path, track: int | None = None, channel: int | None = None, merge:
                          ) from None
     if not 0 < midi.ticks_per_beat < 0x8000:
         raise ValueError(f"{path}: SMPTE time division is not supported (only ticks per beat)")
+    _check_events(path, midi.tracks)
     shared_tempo = _tempo_map(midi.tracks) if midi.type != 2 else None
     intervals_by_part = {}  # (track, channel) -> [(start s, end s, pitch)]
     for index, midi_track in enumerate(midi.tracks):
@@ -241,4 +282,22 @@ def read_midi(path, track: int | None = None, channel: int | None = None, merge:
     notes = _monophonic(intervals, overlap)
     while notes and notes[0].is_rest:
         notes.pop(0)
+    for i, note in enumerate(notes, start=1):  # a tick gap of hours would become hours of frames
+        _duration(note.duration, f"{path}: note {i} of the melody ("
+                  + ("a rest" if note.is_rest else f"MIDI {note.pitch_midi:g}") + ")")
     return notes
+
+
+def _check_events(path, tracks) -> None:
+    """Refuse, before any note is built, a tempo of 0 (every note would last 0 s) and more
+    than MAX_NOTES notes in the file."""
+    n_notes = 0
+    for index, track in enumerate(tracks):
+        tick = 0
+        for message in track:
+            tick += message.time
+            if message.type == "set_tempo" and message.tempo <= 0:
+                raise ValueError(f"{path}: track {index} sets a tempo of {message.tempo} "
+                                 f"microseconds per beat at tick {tick}; a tempo must be > 0")
+            n_notes += message.type == "note_on" and message.velocity > 0
+    _check_count(n_notes, f"{path}: the MIDI file")

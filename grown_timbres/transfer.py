@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from .audio import finish_render
-from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, SAMPLE_RATE
+from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, MAX_RENDER_SECONDS, SAMPLE_RATE
 from .features import extract_features, file_features
 from .model import render, unwrap_model
 from .notes import as_notes, midi_to_hz
@@ -24,13 +24,16 @@ RELEASE_SECONDS = 0.1  # note level -> floor, linear in dB
 PORTAMENTO_SECONDS = 0.03  # legato glide between tied notes, linear in log frequency
 VIBRATO_DELAY_SECONDS = 0.25  # after each note's onset, vibrato starts ...
 VIBRATO_FADE_SECONDS = 0.15  # ... and reaches full depth this much later
-MELODY_MAX_SECONDS = 120.0  # render_melody refuses longer (the synthesizer holds [N, H] waves)
 
 
 def _frame_range(times: np.ndarray, start: float, end: float) -> slice:
     """Frames with start <= time < end."""
     return slice(int(np.searchsorted(times, start - 1e-9)),
                  int(np.searchsorted(times, end - 1e-9)))
+
+
+def _describe(note) -> str:
+    return f"{'a rest' if note.is_rest else f'MIDI {note.pitch_midi:g}'} for {note.duration:g} s"
 
 
 def notes_to_controls(notes, loudness_db: float = MELODY_LOUDNESS_DB,
@@ -71,6 +74,14 @@ def notes_to_controls(notes, loudness_db: float = MELODY_LOUDNESS_DB,
         raise ValueError("the melody has no pitched note (only rests)")
     tied = [legato and i > 0 and pitched[i - 1][1] == pitched[i][0] for i in range(len(pitched))]
     end_time = max(starts[-1], pitched[-1][1] + release)
+    last_frame = math.floor(MAX_RENDER_SECONDS * FRAME_RATE) - 1  # as render_melody counts
+    if end_time * FRAME_RATE - 1e-6 > last_frame:  # refused before a single frame is built
+        past = np.flatnonzero(starts[1:] * FRAME_RATE - 1e-6 > last_frame)
+        culprit = (f"note {past[0] + 1} ({_describe(notes[past[0]])}) ends at "
+                   f"{starts[past[0] + 1]:.4g} s" if len(past) else
+                   f"with its release of {release:g} s it ends at {end_time:.4g} s")
+        raise ValueError(f"the melody is too long: {culprit}, past MAX_RENDER_SECONDS="
+                         f"{MAX_RENDER_SECONDS:g} s; render it in shorter parts")
     n_frames = math.ceil(end_time * FRAME_RATE - 1e-6) + 1  # the last frame ends the release
     times = np.arange(n_frames) / FRAME_RATE
 
@@ -220,13 +231,14 @@ def timbre_mfcc(batch: dict, index: int | None = None) -> np.ndarray:
 
 
 def render_melody(model, f0, loudness, mfcc, seed: int = 0,
-                  max_seconds: float = MELODY_MAX_SECONDS) -> np.ndarray:
+                  max_seconds: float = MAX_RENDER_SECONDS) -> np.ndarray:
     """Audio of a melody: f0 [T] Hz, loudness [T] dB, mfcc [N_MFCC] (held) or [T, N_MFCC] ->
     float32 [T * HOP_LENGTH] at the model's own level (see audio.finish_render), 10 ms fades
     at both ends; the noise seeded by `seed` (see model.render).
 
-    Melodies longer than `max_seconds` are refused (ValueError): the synthesizer's memory grows
-    with length x harmonics, about 20 MB per second; render long pieces in parts. The model has
+    Melodies longer than `max_seconds` (default MAX_RENDER_SECONDS) are refused (ValueError):
+    the synthesizer's memory grows with length x harmonics, about 20 MB per second; render
+    long pieces in parts. The model has
     no reverb, so a melody sounds as dry as its resynthesis of the training files."""
     core = unwrap_model(model)
     device = next(core.parameters()).device

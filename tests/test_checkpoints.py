@@ -1,5 +1,6 @@
 """grown_timbres/checkpoints.py: exact round trip, compiled models, `_orig_mod.` keys,
-configuration mismatches, extras, atomic writes, unloadable files."""
+configuration mismatches, extras, atomic writes, unloadable files; a refused load leaves the
+target model untouched."""
 import numpy as np
 import pytest
 import torch
@@ -178,3 +179,72 @@ def test_original_and_optimized_checkpoints_load_both_ways(tmp_path):
     save_checkpoint(tmp_path / "ddsp_model_optimized.pt", wrapped)
     plain, _ = load_checkpoint(tmp_path / "ddsp_model_optimized.pt")
     assert set(plain.state_dict()) == set(original.state_dict())
+
+
+# Issue 13, class 6: a refused checkpoint is refused whole, before the model is built or
+# touched, with the file and the reason named.
+def corrupted(tmp_path, change):
+    """A checkpoint of a hidden_size 16 model with `change(state, config)` applied."""
+    source = make_model(0, hidden_size=16)
+    state, config = dict(source.state_dict()), dict(source.config)
+    change(state, config)
+    path = tmp_path / "changed.pt"
+    torch.save({"model_state_dict": state, "config": config}, path)
+    return path
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s, c: s.update({"out_proj.weight": torch.zeros(3, 16)}),
+     r"out_proj.weight: shape \(3, 16\), model \(130, 16\)"),
+    (lambda s, c: s.pop("out_proj.bias"), r"missing out_proj.bias"),
+    (lambda s, c: s.update({"extra.weight": torch.zeros(1)}), r"unexpected extra.weight"),
+    (lambda s, c: s.update({"gru.weight_hh_l0": [0.0]}), r"not a dict of tensors"),
+    (lambda s, c: [s.update({k: v[..., :1]}) for k, v in list(s.items()) if v.ndim == 2],
+     r"and \d+ more"),
+])
+def test_a_failed_load_leaves_the_target_model_unchanged(tmp_path, change, message):
+    """load_state_dict copied every matching weight before raising on the rest."""
+    path = corrupted(tmp_path, change)
+    target = make_model(1, hidden_size=16)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match=message) as info:
+        load_checkpoint(path, target)
+    assert str(info.value).startswith(f"{path}: ")
+    assert_same_state_as(before, target)
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(path)  # the model built from its config is refused the same way
+
+
+def assert_same_state_as(before, model):
+    after = model.state_dict()
+    assert list(before) == list(after)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s, c: c.update(bogus=1), r"unknown model configuration field\(s\) \['bogus'\]"),
+    (lambda s, c: c.update(hidden_size="16"), r"hidden_size='16' is not a whole number"),
+    (lambda s, c: c.update(hidden_size=16.0), r"hidden_size=16.0 is not a whole number"),
+    (lambda s, c: c.update(n_harmonics=True), r"n_harmonics=True is not a whole number"),
+    (lambda s, c: c.update(z_dim=0), r"z_dim=0 is outside 1..256"),
+    (lambda s, c: c.update(hop_length=128), r"hop_length=128 is not 256"),
+    (lambda s, c: c.clear() or c.update({1: 2}), r"unknown model configuration field\(s\) \['1'\]"),
+])
+def test_a_bad_configuration_is_a_value_error_naming_file_and_field(tmp_path, change, message):
+    """A bogus config key gave a raw TypeError from DDSPModel(**config)."""
+    path = corrupted(tmp_path, change)
+    with pytest.raises(ValueError, match=message) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(f"{path}: ")
+    target = make_model(1, hidden_size=16)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        load_checkpoint(path, target)
+    assert_same_state_as(before, target)
+
+
+def test_a_configuration_that_is_not_a_dict_is_named(tmp_path):
+    torch.save({"model_state_dict": {}, "config": [64]}, tmp_path / "odd.pt")
+    with pytest.raises(ValueError, match=r"odd.pt: a model configuration is a dict of "
+                                         r"DDSPModel's arguments, got list"):
+        load_checkpoint(tmp_path / "odd.pt")

@@ -10,6 +10,7 @@ import torch
 
 from grown_timbres.audio import EDGE_FADE_SECONDS
 from grown_timbres.config import N_MFCC, SAMPLE_RATE
+from grown_timbres.config import MIN_STAGE_SECONDS
 from grown_timbres.growth import (CROSSFADE_SECONDS, GROWTH_STAGES, MAX_STAGE_SECONDS, Stage,
                                   grow_timbre, held_note, stage_controls, stage_gains,
                                   stage_weights, stages_from_table, stages_to_table)
@@ -536,3 +537,65 @@ def test_stage_levels_read_a_known_signal_and_the_growth_table_shows_them(small_
     table = growth_table({"x": audio}, {"x": c4_note}, stages)
     assert table.splitlines()[0] == "| file | low | high | noise adds |"
     assert "| x | -9.0 dB, 44" in table.splitlines()[2]
+# Issue 13, class 6: Stage is the one place a stage's values are checked, strictly.
+@pytest.mark.parametrize("duration", ["1e-9", 1e-9, 0.01, MIN_STAGE_SECONDS * 0.99])
+def test_a_stage_shorter_than_a_few_frames_is_refused_before_the_model(duration, small_model,
+                                                                      zero_note):
+    """A '1e-9' s stage passed the table and crashed inside the GRU (no frame to run on)."""
+    rows = [("blink", 1, "off", duration)]
+    with pytest.raises(ValueError, match=r"stage 'blink': duration must be 0.05 to 30 s "
+                                         r"\(MIN_STAGE_SECONDS, MAX_STAGE_SECONDS\)"):
+        grow_timbre(small_model, zero_note, rows)
+
+
+def test_the_shortest_stage_renders(small_model, zero_note):
+    audio = grow_timbre(small_model, zero_note, [("short", 1, "off", MIN_STAGE_SECONDS)] * 2)
+    assert len(audio) == round(2 * MIN_STAGE_SECONDS * SR) and np.all(np.isfinite(audio))
+
+
+@pytest.mark.parametrize("count", ["none", "None", "", " ", "*", "3.5", "three", "1e3", "-1",
+                                   True, False, 2.5, -1, float("nan"), float("inf"), [3]])
+def test_a_harmonic_count_is_a_whole_number_or_all_and_nothing_else(count):
+    """'none' meant all harmonics: a word that reads as zero must not play every harmonic."""
+    with pytest.raises(ValueError, match=r"stage 'x': n_harmonics must be a whole number >= 0 "
+                                         r"or 'all', got "):
+        Stage("x", count, False, 1.0)
+
+
+@pytest.mark.parametrize("count, expected", [
+    ("all", None), (" ALL ", None), (None, None), ("3", 3), (" 12 ", 12), (0, 0), (3, 3),
+    (3.0, 3), (np.int64(4), 4), (np.float32(5.0), 5)])
+def test_harmonic_counts_that_are_taken(count, expected):
+    assert Stage("x", count, False, 1.0).n_harmonics == expected
+
+
+@pytest.mark.parametrize("rows, message", [
+    ([{"name": "wide", "n_harmonics": 2, "noise": False, "duration": 1, "gain": 2}],
+     r"stage 'wide' \(row 1\) has unknown field\(s\) \['gain'\]"),
+    ([GROWTH_STAGES[0], {"name": "typo", "harmonics": 2, "noise": False, "duration": 1}],
+     r"stage 'typo' \(row 2\) lacks \['n_harmonics'\] and has unknown field\(s\) "
+     r"\['harmonics'\]"),
+    ([("three", 3, "off")], r"stage 'three' \(row 1\) has 3 values, not 4"),
+    ([("five", 5, "off", 1.0, "extra")], r"stage 'five' \(row 1\) has 5 values, not 4"),
+    ([GROWTH_STAGES[0], "fundamental"], r"stage row 2: a stage is a Stage, a dict or a "
+                                        r"sequence .* got str 'fundamental'"),
+    ([GROWTH_STAGES[0], 7], r"stage row 2: .* got int 7"),
+    ({"name": "alone", "n_harmonics": 1, "noise": False, "duration": 1},
+     r"stages are a list of stages \(put one stage in a list\), got dict"),
+    (GROWTH_STAGES[0], r"stages are a list of stages .* got Stage"),
+    ([{"name": "loud", "n_harmonics": 1, "noise": 0.5, "duration": 1}],
+     r"stage 'loud': noise must be on or off, got 0.5"),
+    ([{"name": "arr", "n_harmonics": 1, "noise": np.array([1, 0]), "duration": 1}],
+     r"stage 'arr': noise must be on or off"),
+])
+def test_hand_written_stages_are_refused_naming_the_stage(rows, message, small_model, zero_note):
+    with pytest.raises(ValueError, match=message):
+        stages_from_table(rows)
+    with pytest.raises(ValueError, match=message):
+        grow_timbre(small_model, zero_note, rows)
+
+
+@pytest.mark.parametrize("noise, expected", [("on", True), ("", False), (None, False), (1, True),
+                                             (0.0, False), (np.bool_(True), True)])
+def test_noise_switches_that_are_taken(noise, expected):
+    assert Stage("x", 1, noise, 1.0).noise is expected

@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from grown_timbres.notes import Note, parse_note_list, read_midi
+from grown_timbres.notes import Note, as_notes, parse_note_list, read_midi
 from grown_timbres.transfer import notes_to_controls
 
 
@@ -157,3 +157,43 @@ def test_read_midi_without_notes_names_the_file(tmp_path):
 def test_read_midi_missing_file(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         read_midi(tmp_path / "absent.mid")
+
+
+@pytest.mark.parametrize("tracks", [
+    [[(0, "tempo", 0), (0, "on", 60), (480, "off", 60)]],
+    [[(0, "on", 60), (480, "off", 60), (960, "tempo", 0), (0, "on", 62), (480, "off", 62)]],
+    [[(0, "tempo", 500000)], [(0, "on", 60), (480, "off", 60)], [(240, "tempo", 0)]],
+])
+def test_read_midi_with_a_tempo_of_zero_raises_naming_file_track_and_tick(tmp_path, tracks):
+    """Issue 13, class 6: a tempo of 0 made every note last 0 s, and read_midi returned no
+    notes and no error."""
+    path = write_midi(tmp_path / "still.mid", tracks)
+    with pytest.raises(ValueError, match="tempo of 0 microseconds per beat") as info:
+        read_midi(path)
+    track, tick = next((t, sum(e[0] for e in events[:i + 1]))
+                       for t, events in enumerate(tracks)
+                       for i, e in enumerate(events) if e[1] == "tempo" and e[2] == 0)
+    assert str(info.value).startswith(f"{path}: track {track} ")
+    assert f"at tick {tick}" in str(info.value)
+
+
+@pytest.mark.parametrize("notes, message", [
+    ([(60, 1.0), {"pitch_midi": 62}], "note 2 {'pitch_midi': 62}: a note is a Note, a dict"),
+    ([{"pitch": 60, "duration": 1}], "note 1 {'pitch': 60, 'duration': 1}: a note is a Note"),
+    ([(60, 1.0, 0.5)], "note 1 (60, 1.0, 0.5): a note is a Note, a dict {pitch_midi, duration} "
+                       "or a (pitch, duration) pair"),
+    ([60], "note 1 60: a note is a Note"),
+    ([(60, 1), ("H4", 1)], "note 2 ('H4', 1): 'H4' is not a note"),
+    ([(200, 1)], "note 1 (200, 1): pitch 200 is outside MIDI 0..127"),
+    ([(float("nan"), 1)], "note 1 (nan, 1): pitch nan is outside MIDI 0..127"),
+    ([({}, 1)], "note 1 ({}, 1): pitch {} is not a MIDI number, a note name or R"),
+    ([(True, 1)], "note 1 (True, 1): pitch True is not a MIDI number"),
+    ([(None, "x")], "note 1 (None, 'x'): duration 'x' is not a number of seconds"),
+    ([(60, 0)], "note 1 (60, 0): duration must be a finite number of seconds > 0"),
+])
+def test_hand_written_notes_are_refused_naming_the_note(notes, message):
+    """Issue 13, class 6: a dict without a duration raised a bare KeyError, a triple a bare
+    unpacking error, a bad pitch named no note."""
+    with pytest.raises(ValueError) as info:
+        as_notes(notes)
+    assert str(info.value).startswith(message), str(info.value)
