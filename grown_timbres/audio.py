@@ -39,10 +39,16 @@ def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise AudioInputError(path, "file not found")
+    if not path.is_file():
+        raise AudioInputError(path, "not a regular file (a folder?)")
     if path.stat().st_size == 0:
         raise AudioInputError(path, "file is empty (0 bytes)")
+    try:  # libsndfile reports a file it may not open as "System error"
+        open(path, "rb").close()
+    except OSError as err:
+        raise AudioInputError(path, f"cannot be read ({err.strerror or err})") from None
     try:
         info = sf.info(str(path))
         max_frames = int(max_seconds * info.samplerate)
@@ -76,24 +82,35 @@ def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
-def fit_to_full_scale(audio: np.ndarray, peak: float = 0.99) -> np.ndarray:
+def fit_to_full_scale(audio: np.ndarray, peak: float = 0.99,
+                      name: str = "audio") -> np.ndarray:
     """float32 audio [N] scaled down to `peak` if it would clip, untouched otherwise. A DDSP
     resynthesis matches the target's spectrum, not its phases, so its waveform can peak higher
-    than the target's: scaling keeps the spectrum, clipping would add broadband distortion."""
+    than the target's: scaling keeps the spectrum, clipping would add broadband distortion.
+
+    Every sample played or written passes here. Raises ValueError naming `name` when any is NaN
+    or infinite (as float32): scaling would turn the whole clip into NaN, and a wav writer
+    into a constant full-scale value."""
     audio = np.asarray(audio, dtype=np.float32)
+    bad = ~np.isfinite(audio)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}: {int(bad.sum())} of {audio.size} samples are NaN or infinite "
+                         f"(the first at sample {first}, {first / SAMPLE_RATE:.3f} s); "
+                         "non-finite audio is never played or written")
     loudest = float(np.max(np.abs(audio))) if audio.size else 0.0
     return audio * (peak / loudest) if loudest > 1.0 else audio
 
 
 def finish_render(audio: np.ndarray) -> np.ndarray:
     """A render ready to play: EDGE_FADE_SECONDS fades at both ends (no click where it starts
-    or stops), scaled down if it would clip: float32 [N]."""
+    or stops), scaled down if it would clip: float32 [N]. Non-finite samples: ValueError."""
     audio = np.asarray(audio, dtype=np.float64).copy()
     fade = min(int(EDGE_FADE_SECONDS * SAMPLE_RATE), len(audio) // 2)
     ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
     audio[:fade] *= ramp
     audio[len(audio) - fade:] *= ramp[::-1]
-    return fit_to_full_scale(audio.astype(np.float32))
+    return fit_to_full_scale(audio.astype(np.float32), name="render")
 
 
 def atomic_write(path, write) -> Path:
@@ -112,9 +129,11 @@ def atomic_write(path, write) -> Path:
 
 
 def write_wav(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write float audio [N] as 16-bit PCM wav, atomically (scaled down if it would clip)."""
+    """Write float audio [N] as 16-bit PCM wav, atomically (scaled down if it would clip).
+    Audio with a NaN or infinite sample raises ValueError naming `path`, and nothing is
+    written."""
     import soundfile as sf
 
-    audio = fit_to_full_scale(audio)
+    audio = fit_to_full_scale(audio, name=str(path))
     return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16",
                                                    format="WAV"))

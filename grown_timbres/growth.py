@@ -16,7 +16,7 @@ import torch
 
 from .audio import finish_render
 from .config import HOP_LENGTH, SAMPLE_RATE
-from .model import evaluating, render, unwrap_model
+from .model import check_render_inputs, evaluating, render, unwrap_model
 from .synth import noise_impulse_responses
 
 CROSSFADE_SECONDS = 0.08  # between growth stages
@@ -190,9 +190,10 @@ def stage_controls(model, f0_mean: float, loudness_mean: float, mfcc_mean, stage
     K = N_NOISE_BANDS for the default model."""
     stages = stages_from_table(stages)
     _, n_frames = _frames_for(stages)
+    note = steady_note(model, f0_mean, loudness_mean, mfcc_mean, n_frames)
+    check_render_inputs(model, *note)
     with evaluating(model) as core:
-        controls = core.get_controls(*steady_note(core, f0_mean, loudness_mean, mfcc_mean,
-                                                  n_frames))
+        controls = core.get_controls(*note)
         harmonics = (controls["amplitude"] * controls["harmonic_distribution"])[0].cpu().numpy()
         noise = controls["noise_magnitudes"][0].cpu().numpy()
         weights = stage_weights(stages, n_frames, HOP_LENGTH / SAMPLE_RATE)

@@ -5,14 +5,15 @@ and the one way to render audio from it.
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
-from .features import hz_to_midi
+from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
+from .features import MFCC_MAX_ABS, hz_to_midi
 from .synth import exp_sigmoid, filtered_noise, harmonic_synth, normalize_harmonic_distribution
 
 N_HARMONICS = 64
@@ -127,13 +128,67 @@ def evaluating(model):
         core.train(was_training)
 
 
+def _count_and_first(values: torch.Tensor, bad: torch.Tensor) -> tuple[str, str]:
+    """("<n> of <total> values", "the first, <value>, at frame <t> [of item <b>]") for a
+    [B, T, C] input and its mask of bad values."""
+    item, frame = (int(i) for i in bad.nonzero()[0][:2])
+    where = f"frame {frame}" + (f" of item {item}" if values.shape[0] > 1 else "")
+    return (f"{int(bad.sum())} of {bad.numel()} values",
+            f"the first, {float(values[bad][0]):g}, at {where}")
+
+
+def _refuse(name: str, values: torch.Tensor, bad: torch.Tensor, problem: str) -> None:
+    if bool(bad.any()):
+        count, first = _count_and_first(values, bad)
+        raise ValueError(f"render input {name}: {count} {problem}; {first}")
+
+
+def check_render_inputs(model, f0, loudness, mfcc, **gains) -> None:
+    """Refuse what would render NaN or garbage, before anything is rendered: ValueError naming
+    the input (f0, loudness, mfcc, a gain or a weight of the model) and its first bad frame.
+
+    f0 [B, T, 1] finite and > 0 Hz; loudness [B, T, 1] dB within [LOUDNESS_FLOOR_DB,
+    LOUDNESS_MAX_DB]; mfcc [B, T, n_mfcc] finite within +/-MFCC_MAX_ABS (larger ones overflow
+    the encoder's LayerNorm); gains finite and >= 0; every weight finite. Warns where f0 is at
+    or above Nyquist: every harmonic is silenced there and only the quiet noise sounds."""
+    core = unwrap_model(model)
+    n_mfcc = core.config["n_mfcc"]
+    if not (f0.ndim == 3 and f0.shape[-1] == 1 and f0.shape[1] > 0
+            and loudness.shape == f0.shape and mfcc.shape == (*f0.shape[:2], n_mfcc)):
+        raise ValueError(f"render inputs: f0 {list(f0.shape)}, loudness {list(loudness.shape)} "
+                         f"and mfcc {list(mfcc.shape)} must be [B, T, 1], [B, T, 1] and "
+                         f"[B, T, {n_mfcc}] with T > 0")
+    _refuse("f0", f0, ~torch.isfinite(f0), "are NaN or infinite")
+    _refuse("f0", f0, f0 <= 0, "are not above 0 Hz")
+    _refuse("loudness", loudness, ~torch.isfinite(loudness), "are NaN or infinite")
+    _refuse("loudness", loudness, (loudness < LOUDNESS_FLOOR_DB) | (loudness > LOUDNESS_MAX_DB),
+            f"are outside [{LOUDNESS_FLOOR_DB:g}, {LOUDNESS_MAX_DB:g}] dB")
+    _refuse("mfcc", mfcc, ~torch.isfinite(mfcc), "are NaN or infinite")
+    _refuse("mfcc", mfcc, mfcc.abs() > MFCC_MAX_ABS, f"are beyond +/-{MFCC_MAX_ABS:g}")
+    for name, gain in gains.items():
+        _refuse(name, gain, ~torch.isfinite(gain) | (gain < 0), "are NaN, infinite or below 0")
+    for name, weight in core.named_parameters():
+        n_bad = int((~torch.isfinite(weight)).sum())
+        if n_bad:
+            raise ValueError(f"render input model weight {name}: {n_bad} NaN or infinite "
+                             "values; load a checkpoint saved before training went non-finite")
+    above = f0 >= SAMPLE_RATE / 2
+    if bool(above.any()):
+        count, first = _count_and_first(f0, above)
+        warnings.warn(f"render input f0: {count} are at or above Nyquist "
+                      f"({SAMPLE_RATE / 2:g} Hz; {first}): no harmonic sounds there, only the "
+                      "noise (near-silence)", stacklevel=3)
+
+
 def render(model, f0, loudness, mfcc, seed: int = 0, **gains) -> np.ndarray:
     """What the model plays for these inputs: f0 [B, T, 1] Hz, loudness [B, T, 1] dB,
     mfcc [B, T, N_MFCC] (on the model's device) -> float32 audio [B, T * HOP_LENGTH] (numpy).
 
     In eval mode (the model's mode is restored after), the noise seeded by `seed` without
     touching torch's global random state, so a render repeats exactly. `gains`: passed on to
-    DDSPModel.synthesize (harmonic_gain, noise_gain)."""
+    DDSPModel.synthesize (harmonic_gain, noise_gain). Every render passes here, and its inputs
+    through check_render_inputs."""
+    check_render_inputs(model, f0, loudness, mfcc, **gains)
     with evaluating(model) as core:
         generator = torch.Generator(device=f0.device).manual_seed(seed)
         audio = core.synthesize(f0, core.get_controls(f0, loudness, mfcc), generator=generator,

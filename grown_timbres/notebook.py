@@ -63,7 +63,8 @@ def audio_player(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
     it would clip): [N]."""
     from IPython.display import Audio
 
-    return Audio(fit_to_full_scale(audio), rate=sample_rate, normalize=False)._repr_html_()
+    return Audio(fit_to_full_scale(audio, name="audio player"), rate=sample_rate,
+                 normalize=False)._repr_html_()
 
 
 def players_table(rows: dict, columns) -> str:
