@@ -455,11 +455,13 @@ def failing_writes(monkeypatch, error_number):
         monkeypatch.setattr("grown_timbres.features.np.savez", half_written)
 
 
+@pytest.mark.parametrize("n_workers", [1, 2])
 @pytest.mark.parametrize("error_name", ["EROFS", "ENOSPC"])
 def test_unwritable_cache_warns_once_and_keeps_the_features(tmp_path, write_wav_file,
-                                                            monkeypatch, error_name):
+                                                            monkeypatch, error_name, n_workers):
     """Issue 13, class 2: a read-only or full cache folder used to throw away features already
-    computed. Now one warning for the whole batch, every file's features, no partial entry."""
+    computed. Now one warning for the whole batch (also from worker processes), every file's
+    features, no partial entry."""
     import errno
     import os
 
@@ -468,7 +470,7 @@ def test_unwritable_cache_warns_once_and_keeps_the_features(tmp_path, write_wav_
     paths = [short_tone(write_wav_file, f"tone_{f}.wav", f) for f in (220.0, 330.0, 440.0)]
     failing_writes(monkeypatch, getattr(errno, error_name))
     with pytest.warns(UserWarning) as caught:
-        batch = load_multiple_files(paths, progress=False, cache_dir=cache, n_workers=1)
+        batch = load_multiple_files(paths, progress=False, cache_dir=cache, n_workers=n_workers)
     reason = os.strerror(getattr(errno, error_name))
     assert [str(w.message) for w in caught] == [
         f"feature cache {cache} cannot be written ({reason}); features are computed without it"]
