@@ -96,7 +96,7 @@ def fit_to_full_scale(audio: np.ndarray, peak: float = 0.99,
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(f"{name}: {int(bad.sum())} of {audio.size} samples are NaN or infinite "
-                         f"(the first at sample {first}, {first / SAMPLE_RATE:.3f} s); "
+                         f"(the first at sample {first}); "
                          "non-finite audio is never played or written")
     loudest = float(np.max(np.abs(audio))) if audio.size else 0.0
     return audio * (peak / loudest) if loudest > 1.0 else audio

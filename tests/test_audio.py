@@ -199,8 +199,8 @@ def test_write_wav_refuses_non_finite_audio_and_writes_nothing(tmp_path, bad):
     with pytest.raises(ValueError) as info:
         write_wav(target, data)
     assert str(info.value) == (f"{target}: 3 of {len(data)} samples are NaN or infinite (the "
-                               "first at sample 100, 0.005 s); non-finite audio is never played "
-                               "or written")
+                               "first at sample 100); non-finite audio is never played or "
+                               "written")
     assert not target.parent.exists() or list(target.parent.iterdir()) == []
 
 
