@@ -41,10 +41,16 @@ def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise AudioInputError(path, "file not found")
+    if not path.is_file():
+        raise AudioInputError(path, "not a regular file (a folder?)")
     if path.stat().st_size == 0:
         raise AudioInputError(path, "file is empty (0 bytes)")
+    try:  # libsndfile reports a file it may not open as "System error"
+        open(path, "rb").close()
+    except OSError as err:
+        raise AudioInputError(path, f"cannot be read ({err.strerror or err})") from None
     try:
         info = sf.info(str(path))
         if info.channels > MAX_AUDIO_CHANNELS or info.samplerate > MAX_AUDIO_SAMPLE_RATE:
@@ -85,16 +91,31 @@ def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
+def finite_audio(audio: np.ndarray, name: str = "audio") -> np.ndarray:
+    """float32 audio [N], its level untouched. Every sample played or written passes here.
+    Raises ValueError naming `name` when any is NaN or infinite (as float32): a player would
+    fail on it and a wav writer would turn it into a constant full-scale value."""
+    audio = np.asarray(audio, dtype=np.float32)
+    bad = ~np.isfinite(audio)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}: {int(bad.sum())} of {audio.size} samples are NaN or infinite "
+                         f"(the first at sample {first}); "
+                         "non-finite audio is never played or written")
+    return audio
+
+
 def finish_render(audio: np.ndarray) -> np.ndarray:
     """A render ready to play: EDGE_FADE_SECONDS fades at both ends (no click where it starts
     or stops), its level untouched: float32 [N]. A DDSP render matches a spectrum, not phases,
-    so it may peak above 1.0: write_wav keeps that, players turn a whole table down together."""
+    so it may peak above 1.0: write_wav keeps that, players turn a whole table down together.
+    Non-finite samples: ValueError."""
     audio = np.asarray(audio, dtype=np.float64).copy()
     fade = min(int(EDGE_FADE_SECONDS * SAMPLE_RATE), len(audio) // 2)
     ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
     audio[:fade] *= ramp
     audio[len(audio) - fade:] *= ramp[::-1]
-    return audio.astype(np.float32)
+    return finite_audio(audio, name="render")
 
 
 def temp_prefix(path) -> str:
@@ -121,10 +142,11 @@ def atomic_write(path, write) -> Path:
 
 def write_wav(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write float audio [N] as a 32-bit float wav, atomically. Float, not 16-bit: a render
-    that peaks above 1.0 keeps its true level instead of being scaled down or clipped."""
+    that peaks above 1.0 keeps its true level instead of being scaled down or clipped. Audio
+    with a NaN or infinite sample raises ValueError naming `path`, and nothing is written."""
     import soundfile as sf
 
-    audio = np.asarray(audio, dtype=np.float32)
+    audio = finite_audio(audio, name=str(path))
     return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="FLOAT",
                                                    format="WAV"))
 

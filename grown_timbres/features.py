@@ -7,6 +7,7 @@ padded batch with each file's valid length, and each file's features back out of
 """
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from pathlib import Path
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .audio import MAX_AUDIO_SECONDS, MIN_AUDIO_SAMPLES, AudioInputError, atomic_write, load_audio
-from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
+from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
 
 F0_MIN_HZ = 65.41  # C2
 F0_MAX_HZ = 2093.0  # C7
@@ -24,9 +25,11 @@ VOICED_PROB_MIN = 0.1  # pYIN's voicing: bundled tones >= 0.85 when voiced, whit
 LOUDNESS_N_FFT = 2048
 MFCC_N_FFT = 1024
 MFCC_N_MELS = 64
+MFCC_MAX_ABS = 1e4  # MFCCs of audio within [-1, 1] stay within about +/-1200 (silence: -800)
 
 FEATURE_SETTINGS = {  # what the features depend on besides the file's bytes: the cache key
-    "version": 1, "sample_rate": SAMPLE_RATE, "hop_length": HOP_LENGTH,
+    "version": 2,  # 2: each entry holds these settings, and read_cache_entry checks them
+    "sample_rate": SAMPLE_RATE, "hop_length": HOP_LENGTH,
     "max_audio_seconds": MAX_AUDIO_SECONDS, "f0_range_hz": (F0_MIN_HZ, F0_MAX_HZ),
     "pyin_frame_length": PYIN_FRAME_LENGTH, "loudness_n_fft": LOUDNESS_N_FFT,
     "loudness_floor_db": LOUDNESS_FLOOR_DB, "n_mfcc": N_MFCC, "mfcc_n_fft": MFCC_N_FFT,
@@ -103,17 +106,63 @@ def compute_mfcc(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
     return mfcc.T[:n_frames].astype(np.float32)
 
 
-def feature_cache_path(path, cache_dir) -> Path:
-    """Where a file's features are cached: named by a hash of its bytes and FEATURE_SETTINGS, so
-    an edited file or a changed setting misses, and a renamed or re-uploaded copy hits."""
-    import hashlib
-    import json
+def _settings_json() -> str:
+    return json.dumps(FEATURE_SETTINGS, sort_keys=True)
 
-    digest = hashlib.sha256(json.dumps(FEATURE_SETTINGS, sort_keys=True).encode())
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
+
+def feature_cache_path(path, cache_dir) -> Path | None:
+    """Where a file's features are cached: named by a hash of its bytes and FEATURE_SETTINGS, so
+    an edited file or a changed setting misses, and a renamed or re-uploaded copy hits. None
+    without `cache_dir` or for a file that cannot be read (load_audio says why)."""
+    import hashlib
+
+    if not cache_dir:
+        return None
+    digest = hashlib.sha256(_settings_json().encode())
+    try:
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
     return Path(cache_dir) / f"{digest.hexdigest()[:32]}.npz"
+
+
+def read_cache_entry(cached) -> dict:
+    """The arrays of a cache entry (FEATURE_KEYS), checked to be what extract_features makes:
+    every key, the same settings, dtypes, shapes agreeing with the audio's length in frames,
+    finite values in range: a cache outlives crashes and travels between machines. Raises
+    ValueError (or numpy's and zipfile's own errors) saying what is wrong."""
+    with open(cached, "rb") as file:  # closed also when np.load fails half-way
+        stored = np.load(file, allow_pickle=False)
+        if not isinstance(stored, np.lib.npyio.NpzFile):
+            raise ValueError("is a single array, not an .npz archive")
+        missing = [key for key in ("settings", *FEATURE_KEYS) if key not in stored.files]
+        if missing:
+            raise ValueError(f"lacks {', '.join(missing)}")
+        if str(stored["settings"]) != _settings_json():
+            raise ValueError("was made with other feature settings")
+        arrays = {key: stored[key] for key in FEATURE_KEYS}
+    audio = arrays["audio"]
+    n = len(audio) // HOP_LENGTH if audio.ndim == 1 else 0
+    if not MIN_AUDIO_SAMPLES <= n * HOP_LENGTH <= MAX_AUDIO_SECONDS * SAMPLE_RATE:
+        raise ValueError(f"audio {list(audio.shape)} is not 1-D, or too short or long for a file")
+    expected = {"audio": ((n * HOP_LENGTH,), (-1.0, 1.0)), "voiced": ((n,), (False, True)),
+                "f0": ((n,), (np.float32(F0_MIN_HZ), np.float32(F0_MAX_HZ))),  # pYIN's, cast
+                "loudness": ((n,), (LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB)),
+                "mfcc": ((n, N_MFCC), (-MFCC_MAX_ABS, MFCC_MAX_ABS))}
+    for key, (shape, (low, high)) in expected.items():
+        values, dtype = arrays[key], np.dtype(bool if key == "voiced" else np.float32)
+        if values.shape != shape or values.dtype != dtype:
+            raise ValueError(f"{key} is {values.dtype} {list(values.shape)}, expected {dtype} "
+                             f"{list(shape)} ({n} frames of audio)")
+        n_bad = np.count_nonzero(~(np.isfinite(values) & (values >= low) & (values <= high)))
+        if n_bad:
+            raise ValueError(f"{key} has {n_bad} values that are NaN, infinite or outside "
+                             f"[{low:g}, {high:g}]")
+    if not arrays["voiced"].any():
+        raise ValueError("has no voiced frame")
+    return arrays
 
 
 def extract_features(path, cache_dir=None) -> dict:
@@ -121,26 +170,37 @@ def extract_features(path, cache_dir=None) -> dict:
     mfcc [T, N_MFCC], with N == T * HOP_LENGTH exactly (the last partial frame is dropped).
 
     With `cache_dir`, features are read from and written to `<cache_dir>/<hash>.npz`; a cache
-    hit needs neither soundfile nor librosa (a GPU box can train from carried caches)."""
-    cached = feature_cache_path(path, cache_dir) if cache_dir and Path(path).is_file() else None
-    if cached is not None and cached.is_file():
-        with np.load(cached) as stored:
-            return {"path": str(path), **{key: stored[key] for key in FEATURE_KEYS}}
+    hit needs neither soundfile nor librosa (a GPU box can train from carried caches). An entry
+    that fails read_cache_entry is recomputed and replaced, a cache that cannot be written is
+    skipped, each with a warning: only the audio file itself makes this raise."""
+    cached = feature_cache_path(path, cache_dir)
+    if cached is not None:
+        try:
+            return {"path": str(path), **read_cache_entry(cached)}
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # not cached yet; a cache folder that is a file is reported on writing
+        except Exception as err:  # a damaged entry fails in numpy's, zipfile's or our words
+            warnings.warn(f"{path}: feature cache entry {cached} is unusable ({type(err).__name__}"
+                          f": {err}); recomputing and replacing it", stacklevel=2)
     audio = load_audio(path)
     n_frames = len(audio) // HOP_LENGTH
     audio = audio[: n_frames * HOP_LENGTH]
     f0, voiced = estimate_f0(audio, path)
-    features = {
-        "path": str(path),
-        "audio": audio,
-        "f0": f0,
-        "voiced": voiced,
-        "loudness": compute_loudness(audio, n_frames),
-        "mfcc": compute_mfcc(audio, n_frames),
-    }
-    if cached is not None:
-        arrays = {key: features[key] for key in FEATURE_KEYS}
-        atomic_write(cached, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    features = {"path": str(path), "audio": audio, "f0": f0, "voiced": voiced,
+                "loudness": compute_loudness(audio, n_frames),
+                "mfcc": compute_mfcc(audio, n_frames)}
+
+    def write(tmp):
+        with open(tmp, "wb") as file:  # a file object: np.savez would add ".npz" to a name
+            np.savez(file, settings=np.array(_settings_json()),
+                     **{key: features[key] for key in FEATURE_KEYS})
+
+    try:  # a cache that cannot be written (read-only, full, a file) only makes re-runs slower
+        if cached is not None:
+            atomic_write(cached, write)
+    except OSError as err:
+        warnings.warn(f"feature cache {cached.parent} cannot be written "
+                      f"({err.strerror or err}); features are computed without it", stacklevel=2)
     return features
 
 
@@ -162,12 +222,16 @@ def compile_feature_kernels() -> None:
         _FEATURE_KERNELS_COMPILED = True
 
 
-def _features_or_error(path, cache_dir):
-    """extract_features for a worker process: returns features or the AudioInputError."""
-    try:
-        return extract_features(path, cache_dir)
-    except AudioInputError as err:
-        return err
+def _features_or_error(path, cache_dir) -> tuple:
+    """extract_features for a worker: (features or the AudioInputError, its warnings as
+    (category, message)); a worker's own warnings would reach its stderr, not the caller."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = extract_features(path, cache_dir)
+        except AudioInputError as err:
+            result = err
+    return result, [(w.category, str(w.message)) for w in caught]
 
 
 def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
@@ -176,13 +240,13 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
 
     A file that fails is skipped with a warning and listed in `errors` {path: reason}.
     Raises AudioInputError only when no file is usable. `cache_dir`: see extract_features.
-    `n_workers` > 1 extracts in that many processes (default: one per core, at most one per
-    file not yet cached); 1 extracts here, in order."""
+    Each distinct warning of the files is given once, here, also from workers. `n_workers` > 1
+    extracts in that many processes (default: one per core, at most one per file not yet
+    cached); 1 extracts here, in order."""
     from tqdm.auto import tqdm
 
     file_paths = [str(p) for p in file_paths]
-    uncached = [p for p in file_paths if not (
-        cache_dir and Path(p).is_file() and feature_cache_path(p, cache_dir).is_file())]
+    uncached = [p for p in file_paths if not os.path.isfile(feature_cache_path(p, cache_dir) or "")]
     # one process per core, at most one per file to extract: cache hits need no pool
     n_workers = min(n_workers or os.cpu_count() or 1, max(len(uncached), 1))
     bar = tqdm(total=len(file_paths), desc="features", disable=not progress)
@@ -206,8 +270,10 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
             results.append(_features_or_error(path, cache_dir))
             bar.update()
     bar.close()
+    for message, category in {m: c for _, caught in results for c, m in caught}.items():
+        warnings.warn(message, category, stacklevel=2)  # each distinct warning once
     features, errors = [], {}
-    for path, result in zip(file_paths, results):
+    for path, (result, _) in zip(file_paths, results):
         if isinstance(result, AudioInputError):
             errors[path] = result.reason
             warnings.warn(str(result), stacklevel=2)

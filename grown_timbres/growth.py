@@ -21,7 +21,7 @@ import torch
 from .audio import finish_render
 from .config import (HOP_LENGTH, MAX_RENDER_SECONDS, MAX_STAGE_SECONDS, MAX_STAGES,
                      MIN_STAGE_SECONDS, SAMPLE_RATE)
-from .model import evaluating, render_controls, unwrap_model
+from .model import check_render_inputs, evaluating, render_controls, unwrap_model
 from .synth import noise_impulse_responses
 
 CROSSFADE_SECONDS = 0.08  # between growth stages
@@ -233,7 +233,9 @@ def held_note(model, features: dict) -> HeldNote:
             values = torch.as_tensor(np.asarray(features[name], dtype=np.float32), device=device)
             return values.reshape(1, len(keep), -1)
 
-        controls = core.get_controls(frames("f0"), frames("loudness"), frames("mfcc"))
+        inputs = frames("f0"), frames("loudness"), frames("mfcc")
+        check_render_inputs(core, *inputs)
+        controls = core.get_controls(*inputs)
     held = {name: np.median(value[0].double().cpu().numpy()[keep], axis=0)
             for name, value in controls.items()}
     distribution = held["harmonic_distribution"]

@@ -6,14 +6,16 @@ and the one way to render audio from it.
 from __future__ import annotations
 
 import operator
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, MODEL_LIMITS, N_MFCC, SAMPLE_RATE
-from .features import hz_to_midi
+from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, MODEL_LIMITS, N_MFCC,
+                     SAMPLE_RATE)
+from .features import MFCC_MAX_ABS, hz_to_midi
 from .synth import exp_sigmoid, filtered_noise, harmonic_synth, normalize_harmonic_distribution
 
 N_HARMONICS = 64
@@ -155,11 +157,71 @@ def evaluating(model):
         core.train(was_training)
 
 
+def _count_and_first(values: torch.Tensor, bad: torch.Tensor) -> tuple[str, str]:
+    """("<n> of <total> values", "the first, <value>, at frame <t> [of item <b>]") for a
+    [B, T, C] input and its mask of bad values."""
+    item, frame = (int(i) for i in bad.nonzero()[0][:2])
+    where = f"frame {frame}" + (f" of item {item}" if values.shape[0] > 1 else "")
+    return (f"{int(bad.sum())} of {bad.numel()} values",
+            f"the first, {float(values[bad][0]):g}, at {where}")
+
+
+def _refuse(name: str, values: torch.Tensor, bad: torch.Tensor, problem: str) -> None:
+    if bool(bad.any()):
+        count, first = _count_and_first(values, bad)
+        raise ValueError(f"render input {name}: {count} {problem}; {first}")
+
+
+def check_render_inputs(model, f0, loudness, mfcc) -> None:
+    """Refuse decoder inputs that would render NaN or garbage, before anything runs:
+    ValueError naming the input (loudness, mfcc or a weight of the model) and its first bad
+    frame. Shapes f0 [B, T, 1], loudness [B, T, 1], mfcc [B, T, n_mfcc]; loudness dB within
+    [LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB]; mfcc finite within +/-MFCC_MAX_ABS (larger ones
+    overflow the encoder's LayerNorm); every weight finite. f0: check_synthesis_inputs."""
+    core = unwrap_model(model)
+    n_mfcc = core.config["n_mfcc"]
+    if not (f0.ndim == 3 and f0.shape[-1] == 1 and f0.shape[1] > 0
+            and loudness.shape == f0.shape and mfcc.shape == (*f0.shape[:2], n_mfcc)):
+        raise ValueError(f"render inputs: f0 {list(f0.shape)}, loudness {list(loudness.shape)} "
+                         f"and mfcc {list(mfcc.shape)} must be [B, T, 1], [B, T, 1] and "
+                         f"[B, T, {n_mfcc}] with T > 0")
+    _refuse("loudness", loudness, ~torch.isfinite(loudness), "are NaN or infinite")
+    _refuse("loudness", loudness, (loudness < LOUDNESS_FLOOR_DB) | (loudness > LOUDNESS_MAX_DB),
+            f"are outside [{LOUDNESS_FLOOR_DB:g}, {LOUDNESS_MAX_DB:g}] dB")
+    _refuse("mfcc", mfcc, ~torch.isfinite(mfcc), "are NaN or infinite")
+    _refuse("mfcc", mfcc, mfcc.abs() > MFCC_MAX_ABS, f"are beyond +/-{MFCC_MAX_ABS:g}")
+    for name, weight in core.named_parameters():
+        n_bad = int((~torch.isfinite(weight)).sum())
+        if n_bad:
+            raise ValueError(f"render input model weight {name}: {n_bad} NaN or infinite "
+                             "values; load a checkpoint saved before training went non-finite")
+
+
+def check_synthesis_inputs(f0, controls: dict, **gains) -> None:
+    """Refuse synthesizer inputs that would render NaN: f0 [B, T, 1] finite and > 0 Hz, every
+    control and gain finite and >= 0 (ValueError naming it and its first bad frame). Warns
+    where f0 is at or above Nyquist: every harmonic is silenced there and only the quiet noise
+    sounds."""
+    _refuse("f0", f0, ~torch.isfinite(f0), "are NaN or infinite")
+    _refuse("f0", f0, f0 <= 0, "are not above 0 Hz")
+    for name, values in {**controls, **gains}.items():
+        _refuse(name, values, ~torch.isfinite(values) | (values < 0),
+                "are NaN, infinite or below 0")
+    above = f0 >= SAMPLE_RATE / 2
+    if bool(above.any()):
+        count, first = _count_and_first(f0, above)
+        warnings.warn(f"render input f0: {count} are at or above Nyquist "
+                      f"({SAMPLE_RATE / 2:g} Hz; {first}): no harmonic sounds there, only the "
+                      "noise (near-silence)", stacklevel=3)
+
+
 def render_controls(model, f0, controls: dict, seed: int = 0, **gains) -> np.ndarray:
     """What the synthesizer plays for these controls (get_controls' dict, [B, T, ...]) at
     f0 [B, T, 1] Hz -> float32 audio [B, T * HOP_LENGTH] (numpy). The noise is seeded by
     `seed` without touching torch's global random state, so a render repeats exactly.
-    `gains`: passed on to DDSPModel.synthesize (harmonic_gain, noise_gain)."""
+    `gains`: passed on to DDSPModel.synthesize (harmonic_gain, noise_gain). Every render
+    passes here, and its inputs through check_synthesis_inputs."""
+    check_synthesis_inputs(f0, controls, **gains)
     with evaluating(model) as core:
         generator = torch.Generator(device=f0.device).manual_seed(seed)
         audio = core.synthesize(f0, controls, generator=generator, **gains)
@@ -169,6 +231,8 @@ def render_controls(model, f0, controls: dict, seed: int = 0, **gains) -> np.nda
 def render(model, f0, loudness, mfcc, seed: int = 0, **gains) -> np.ndarray:
     """What the model plays for these inputs: f0 [B, T, 1] Hz, loudness [B, T, 1] dB,
     mfcc [B, T, N_MFCC] (on the model's device) -> float32 audio [B, T * HOP_LENGTH] (numpy),
-    in eval mode (the model's mode is restored after); see render_controls."""
+    in eval mode (the model's mode is restored after); see render_controls. Its inputs pass
+    through check_render_inputs first."""
+    check_render_inputs(model, f0, loudness, mfcc)
     with evaluating(model) as core:
         return render_controls(core, f0, core.get_controls(f0, loudness, mfcc), seed, **gains)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import atomic_write, load_audio, read_wav
+from .audio import atomic_write, finite_audio, load_audio, read_wav
 from .config import MAX_FILE_NAME_BYTES, MAX_UPLOAD_BYTES, SAMPLE_RATE
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
 from .report import (RUN_LABELS, common_stems, comparison_markdown, load_run_record,
@@ -111,10 +111,10 @@ def audio_player(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, gain: float 
     (default: playback_gain of this clip alone, with a line saying so when it is not 1)."""
     from IPython.display import Audio
 
+    audio = finite_audio(audio, name="audio player")
     own = gain is None
     gain = playback_gain([audio]) if own else gain
-    html = Audio(np.asarray(audio, dtype=np.float32) * gain, rate=sample_rate,
-                 normalize=False)._repr_html_()
+    html = Audio(audio * gain, rate=sample_rate, normalize=False)._repr_html_()
     return html + gain_note(gain) if own else html
 
 

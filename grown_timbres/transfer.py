@@ -251,8 +251,6 @@ def render_melody(model, f0, loudness, mfcc, seed: int = 0,
     if n_frames == 0 or len(loudness) != n_frames:
         raise ValueError(f"f0 [{n_frames}] and loudness [{len(loudness)}] need the same, "
                          "non-zero number of frames")
-    if not (np.all(np.isfinite(f0)) and np.all(f0 > 0) and np.all(np.isfinite(loudness))):
-        raise ValueError("f0 must be finite and > 0 Hz, loudness finite")
     seconds = n_frames * HOP_LENGTH / SAMPLE_RATE
     if seconds > max_seconds:
         raise ValueError(f"the melody lasts {seconds:.1f} s, more than max_seconds="

@@ -176,6 +176,12 @@ make_nan = make_non_finite(np.nan, 1000)
 make_inf = make_non_finite(np.inf, 5000)
 
 
+def make_folder(tmp_path):
+    path = tmp_path / "folder.wav"
+    path.mkdir()
+    return path
+
+
 def make_too_short(tmp_path):
     path = tmp_path / "short.wav"
     sf.write(str(path), _tone(1000), SAMPLE_RATE, subtype="PCM_16")
@@ -184,6 +190,7 @@ def make_too_short(tmp_path):
 
 BAD_FILES = {  # maker, a word the reason must contain
     "missing": (make_missing, "not found"),
+    "folder": (make_folder, "not a regular file"),
     "empty": (make_empty, "empty"),
     "text": (make_text, "not a readable audio file"),
     "truncated": (make_truncated, "not a readable audio file"),

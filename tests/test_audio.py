@@ -169,3 +169,62 @@ def test_write_wav_keeps_a_render_above_full_scale_at_its_level(tmp_path):
     written = read_wav(write_wav(tmp_path / "loud.wav", data))
     assert np.max(np.abs(written)) == pytest.approx(1.6, rel=1e-6)
     np.testing.assert_array_equal(written, data.astype(np.float32))
+
+
+def locked(monkeypatch, path):
+    """Make `path` unreadable to this process and the workers it forks, as chmod 000 does for
+    anyone but root (the tests may run as root): open() of it raises PermissionError."""
+    import builtins
+    import errno
+
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    return path
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["no_cache", "cache"])
+def test_unreadable_file_is_refused_naming_it(tmp_path, write_wav_file, monkeypatch, cache):
+    """Issue 13, class 2: a file this process may not read is the file's own fault, reported as
+    an AudioInputError naming it, with or without a feature cache (which hashes the file)."""
+    path = locked(monkeypatch, write_wav_file("locked.wav", tone(440, 0.5, SR)))
+    for function in (load_audio, extract_features):
+        args = {"cache_dir": tmp_path / "cache"} if cache and function is extract_features else {}
+        with pytest.raises(AudioInputError) as info:
+            function(path, **args)
+        assert str(info.value) == f"{path}: cannot be read (Permission denied)"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_write_wav_refuses_non_finite_audio_and_writes_nothing(tmp_path, bad):
+    """Issue 13, class 5: NaN audio used to become a wav of constant -1.0. Now ValueError
+    naming the file, how many samples are bad and the first; no file, no temporary left."""
+    data = tone(440, 0.5, SR, 0.5)
+    data[[100, 2205, 3000]] = bad
+    target = tmp_path / "out" / "nan.wav"
+    with pytest.raises(ValueError) as info:
+        write_wav(target, data)
+    assert str(info.value) == (f"{target}: 3 of {len(data)} samples are NaN or infinite (the "
+                               "first at sample 100); non-finite audio is never played or "
+                               "written")
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+
+
+def test_every_player_and_render_refuses_non_finite_audio():
+    """The one gate (finite_audio) that write_wav, the notebooks' players and every
+    finished render pass through."""
+    from grown_timbres.audio import finish_render
+    from grown_timbres.notebook import audio_player
+
+    data = tone(440, 0.5, SR, 0.5)
+    data[-1] = np.nan
+    for function, name in ((audio_player, "audio player"), (finish_render, "render")):
+        with pytest.raises(ValueError, match=rf"^{name}: 1 of {len(data)} samples are NaN or "
+                                             "infinite"):
+            function(data)
+    assert np.isfinite(finish_render(tone(440, 0.5, SR, 2.0))).all()

@@ -1,5 +1,7 @@
 """grown_timbres/features.py: pYIN f0, A-weighted loudness and MFCCs on the bundled tones and on
 signals with known answers; the feature cache; padded batches and each file back out of one."""
+import warnings
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -288,3 +290,202 @@ def test_collate_matches_features_and_file_features_undoes_it(bundled_features):
     assert torch.all(batch["loudness"][1, n:] == LOUDNESS_FLOOR_DB)
     assert torch.all(batch["audio"][1, n * HOP_LENGTH:] == 0)
     assert not batch["voiced"][1, n:].any()
+
+
+# ------------------------------------------ issue 13, class 2: the cache is only an optimization
+def short_tone(write_wav_file, name="tone.wav", freq=330.0):
+    """A 0.5 s sine file (pYIN on it is quick); different `freq`, different bytes and entry."""
+    t = np.arange(SR // 2) / SR
+    return write_wav_file(name, 0.4 * np.sin(2 * np.pi * freq * t))
+
+
+def rewrite_entry(entry, **changes):
+    """Rewrite a cache entry with some arrays replaced, or dropped where the value is None."""
+    with np.load(entry) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    for key, value in changes.items():
+        arrays.pop(key) if value is None else arrays.__setitem__(key, value)
+    with open(entry, "wb") as file:
+        np.savez(file, **arrays)
+
+
+def changed(key, change):
+    """A damage that rewrites one array of the entry as change(array)."""
+    def damage(entry):
+        with np.load(entry) as stored:
+            rewrite_entry(entry, **{key: change(stored[key].copy())})
+    return damage
+
+
+def nan_at(index):
+    def change(array):
+        array[index] = np.nan
+        return array
+    return change
+
+
+def other_settings(entry):
+    import json
+
+    rewrite_entry(entry, settings=np.array(json.dumps({**FEATURE_SETTINGS, "n_mfcc": 13},
+                                                      sort_keys=True)))
+
+
+DAMAGED_ENTRIES = {  # damage(entry), what the warning must say is wrong
+    "truncated": (lambda e: e.write_bytes(e.read_bytes()[: e.stat().st_size // 2]),
+                  "BadZipFile: File is not a zip file"),
+    "empty": (lambda e: e.write_bytes(b""), "EOFError"),
+    "garbage": (lambda e: e.write_bytes(bytes(range(256)) * 40), "pickle"),
+    "single_array": (lambda e: np.save(e.open("wb"), np.zeros(3)), "not an .npz archive"),
+    "short_f0": (changed("f0", lambda a: a[:10]), "f0 is float32 [10], expected float32 [43]"),
+    "float64_loudness": (changed("loudness", lambda a: a.astype(np.float64)),
+                         "loudness is float64 [43], expected float32 [43]"),
+    "voiced_as_float": (changed("voiced", lambda a: a.astype(np.float32)),
+                        "voiced is float32 [43], expected bool [43]"),
+    "mfcc_flat": (changed("mfcc", lambda a: a.reshape(-1)), "mfcc is float32 [860], expected "
+                                                            "float32 [43, 20]"),
+    "nan_mfcc": (changed("mfcc", nan_at((5, 3))),
+                 "mfcc has 1 values that are NaN, infinite or outside [-10000, 10000]"),
+    "nan_f0": (changed("f0", nan_at(7)), "f0 has 1 values that are NaN"),
+    "huge_loudness": (changed("loudness", lambda a: a + 1e30), "loudness has 43 values"),
+    "audio_beyond_full_scale": (changed("audio", lambda a: 3 * a), "audio has"),
+    "audio_not_whole_frames": (changed("audio", lambda a: a[:-1]), "audio is float32 [11007], "
+                                                                   "expected float32 [10752]"),
+    "audio_too_short": (changed("audio", lambda a: a[:1024]), "audio [1024] is not 1-D, or too "
+                                                              "short or long for a file"),
+    "no_voiced_frame": (changed("voiced", np.zeros_like), "has no voiced frame"),
+    "missing_key": (lambda e: rewrite_entry(e, voiced=None), "lacks voiced"),
+    "old_format": (lambda e: rewrite_entry(e, settings=None), "lacks settings"),
+    "other_settings": (other_settings, "was made with other feature settings"),
+    "pickled_object": (changed("mfcc", lambda a: np.array([a, "x"], dtype=object)), "pickle"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED_ENTRIES))
+def test_damaged_cache_entry_is_recomputed_and_replaced(tmp_path, write_wav_file, monkeypatch,
+                                                        case):
+    """Issue 13, class 2: a bad entry used to kill every run (BadZipFile, EOFError, KeyError,
+    naming neither file) or to be trained on (10 frames of f0 for 43 of audio). Now the warning
+    names the audio file, the entry and what is wrong; the features are recomputed, the entry
+    is replaced, and the next run hits it."""
+    damage, reason = DAMAGED_ENTRIES[case]
+    path, cache = short_tone(write_wav_file), tmp_path / "cache"
+    fresh = extract_features(path, cache)
+    entry = feature_cache_path(path, cache)
+    assert len(fresh["f0"]) == 43 and sorted(cache.iterdir()) == [entry]
+    damage(entry)
+    with pytest.warns(UserWarning) as caught:
+        again = extract_features(path, cache)
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages
+    assert messages[0].startswith(f"{path}: feature cache entry {entry} is unusable (")
+    assert messages[0].endswith("); recomputing and replacing it") and reason in messages[0]
+    print(f"{case}: {messages[0]}")
+    for key in FEATURE_KEYS:
+        np.testing.assert_array_equal(again[key], fresh[key])
+    assert sorted(cache.iterdir()) == [entry]  # replaced in place, nothing left beside it
+    monkeypatch.setattr("grown_timbres.features.load_audio",
+                        lambda *a, **k: pytest.fail("the replaced entry missed"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hit = extract_features(path, cache)
+    for key in FEATURE_KEYS:
+        np.testing.assert_array_equal(hit[key], fresh[key])
+
+
+def test_damaged_entries_do_not_stop_a_batch_in_workers(tmp_path, write_wav_file):
+    """The batch path, in worker processes: the warning comes back from the worker that
+    recomputed the entry, and every file is in the batch."""
+    cache = tmp_path / "cache"
+    paths = [short_tone(write_wav_file, f"tone_{f}.wav", f) for f in (220.0, 330.0, 440.0)]
+    extract_features(paths[0], cache)
+    entry = feature_cache_path(paths[0], cache)
+    entry.write_bytes(entry.read_bytes()[:100])
+    with pytest.warns(UserWarning) as caught:
+        batch = load_multiple_files(paths, progress=False, cache_dir=cache, n_workers=2)
+    assert batch["file_paths"] == [str(p) for p in paths] and batch["errors"] == {}
+    assert [str(w.message).split(" (")[0] for w in caught] == [
+        f"{paths[0]}: feature cache entry {entry} is unusable"]
+    assert len(list(cache.glob("*.npz"))) == 3 and not list(cache.glob(".*"))
+
+
+def failing_writes(monkeypatch, error_number):
+    """Cache writes fail as on a read-only file system (no temporary file can be made) or a
+    full disk (half the entry is written, then ENOSPC)."""
+    import errno
+    import os
+
+    error = OSError(error_number, os.strerror(error_number))
+    if error_number == errno.EROFS:
+        def refuse(*args, **kwargs):
+            raise error
+        monkeypatch.setattr("grown_timbres.audio.tempfile.mkstemp", refuse)
+    else:
+        def half_written(file, **arrays):
+            file.write(b"PK\x03\x04 half an entry")
+            raise error
+        monkeypatch.setattr("grown_timbres.features.np.savez", half_written)
+
+
+@pytest.mark.parametrize("n_workers", [1, 2])
+@pytest.mark.parametrize("error_name", ["EROFS", "ENOSPC"])
+def test_unwritable_cache_warns_once_and_keeps_the_features(tmp_path, write_wav_file,
+                                                            monkeypatch, error_name, n_workers):
+    """Issue 13, class 2: a read-only or full cache folder used to throw away features already
+    computed. Now one warning for the whole batch (also from worker processes), every file's
+    features, no partial entry."""
+    import errno
+    import os
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    paths = [short_tone(write_wav_file, f"tone_{f}.wav", f) for f in (220.0, 330.0, 440.0)]
+    failing_writes(monkeypatch, getattr(errno, error_name))
+    with pytest.warns(UserWarning) as caught:
+        batch = load_multiple_files(paths, progress=False, cache_dir=cache, n_workers=n_workers)
+    reason = os.strerror(getattr(errno, error_name))
+    assert [str(w.message) for w in caught] == [
+        f"feature cache {cache} cannot be written ({reason}); features are computed without it"]
+    assert batch["file_paths"] == [str(p) for p in paths] and batch["errors"] == {}
+    assert list(cache.iterdir()) == []  # no entry, no temporary file
+    monkeypatch.undo()  # the disk has room again: the next run fills the cache
+    load_multiple_files(paths, progress=False, cache_dir=cache, n_workers=1)
+    assert len(list(cache.iterdir())) == 3
+
+
+def test_read_only_cache_still_serves_its_entries(tmp_path, write_wav_file, monkeypatch):
+    import errno
+
+    path, cache = short_tone(write_wav_file), tmp_path / "cache"
+    fresh = extract_features(path, cache)
+    failing_writes(monkeypatch, errno.EROFS)
+    monkeypatch.setattr("grown_timbres.features.load_audio",
+                        lambda *a, **k: pytest.fail("cache missed"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hit = extract_features(path, cache)
+    np.testing.assert_array_equal(hit["mfcc"], fresh["mfcc"])
+
+
+def test_cache_folder_that_is_a_file_degrades_to_no_cache(tmp_path, write_wav_file):
+    path, cache = short_tone(write_wav_file), tmp_path / "cache"
+    cache.write_text("not a folder")
+    with pytest.warns(UserWarning, match=rf"^feature cache {cache} cannot be written \(File "
+                                         r"exists\); features are computed without it$"):
+        features = extract_features(path, cache)
+    assert len(features["f0"]) == 43 and cache.read_text() == "not a folder"
+
+
+def test_unreadable_file_fails_alone_while_the_batch_goes_on(tmp_path, write_wav_file,
+                                                              monkeypatch):
+    """Issue 13, class 2: an unreadable file used to raise PermissionError while the cache
+    entries were looked up, before any worker started. Now it is one file's error."""
+    from test_audio import locked
+
+    paths = [short_tone(write_wav_file, f"tone_{f}.wav", f) for f in (220.0, 330.0, 440.0)]
+    locked(monkeypatch, paths[1])
+    with pytest.warns(UserWarning, match="cannot be read"):
+        batch = load_multiple_files(paths, progress=False, cache_dir=tmp_path / "cache",
+                                    n_workers=2)
+    assert batch["file_paths"] == [str(paths[0]), str(paths[2])]
+    assert batch["errors"] == {str(paths[1]): "cannot be read (Permission denied)"}

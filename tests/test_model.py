@@ -95,3 +95,109 @@ def test_render_gains_mute_what_they_name():
     both = render(model, f0, loudness, mfcc)
     assert np.max(np.abs(noise_only)) > 0 and np.max(np.abs(harmonic_only)) > 0
     np.testing.assert_allclose(both, noise_only + harmonic_only, atol=1e-6)
+
+
+# ------------------------------------------ issue 13, class 5: nothing non-finite is rendered
+def poisoned(name, index, value):
+    """small_inputs(batch=2, n_frames=20) with inputs[name][index] = value."""
+    def make():
+        inputs = dict(zip(("f0", "loudness", "mfcc"), small_inputs(batch=2, n_frames=20)))
+        inputs[name] = inputs[name].clone()
+        inputs[name][index] = value
+        return inputs
+    return make
+
+
+BAD_RENDER_INPUTS = {  # inputs, the whole message
+    "nan_f0": (poisoned("f0", (0, 7, 0), float("nan")), "render input f0: 1 of 40 values are "
+               "NaN or infinite; the first, nan, at frame 7 of item 0"),
+    "zero_f0": (poisoned("f0", (1, 3, 0), 0.0), "render input f0: 1 of 40 values are not above "
+                "0 Hz; the first, 0, at frame 3 of item 1"),
+    "negative_f0": (poisoned("f0", (1, slice(5, None), 0), -440.0), "render input f0: 15 of 40 "
+                    "values are not above 0 Hz; the first, -440, at frame 5 of item 1"),
+    "huge_loudness": (poisoned("loudness", (0, 3, 0), 1e30), "render input loudness: 1 of 40 "
+                      "values are outside [-80, 40] dB; the first, 1e+30, at frame 3 of item 0"),
+    "inf_loudness": (poisoned("loudness", (1, 0, 0), float("inf")), "render input loudness: 1 "
+                     "of 40 values are NaN or infinite; the first, inf, at frame 0 of item 1"),
+    "loudness_below_floor": (poisoned("loudness", (0, 19, 0), -200.0), "render input "
+                             "loudness: 1 of 40 values are outside [-80, 40] dB; the first, "
+                             "-200, at frame 19 of item 0"),
+    "nan_mfcc": (poisoned("mfcc", (1, 5, 2), float("nan")), "render input mfcc: 1 of 800 "
+                 "values are NaN or infinite; the first, nan, at frame 5 of item 1"),
+    "huge_mfcc": (poisoned("mfcc", (0, 9), 1e30), "render input mfcc: 20 of 800 values are "
+                  "beyond +/-10000; the first, 1e+30, at frame 9 of item 0"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RENDER_INPUTS))
+def test_render_refuses_a_bad_input_naming_it_and_its_first_frame(case):
+    """A NaN timbre or a loudness of 1e30 dB used to render NaN audio in silence."""
+    make, message = BAD_RENDER_INPUTS[case]
+    with pytest.raises(ValueError) as info:
+        render(DDSPModel(hidden_size=32), **make())
+    assert str(info.value) == message
+
+
+def test_render_refuses_mismatched_shapes_bad_gains_and_non_finite_weights():
+    model = DDSPModel(hidden_size=32)
+    f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
+    with pytest.raises(ValueError) as info:
+        render(model, f0, loudness[:, :10], mfcc)
+    assert str(info.value) == ("render inputs: f0 [1, 20, 1], loudness [1, 10, 1] and mfcc "
+                               "[1, 20, 20] must be [B, T, 1], [B, T, 1] and [B, T, 20] with T > 0")
+    gain = torch.ones(1, 20, 1)
+    gain[0, 12] = float("nan")
+    with pytest.raises(ValueError, match=r"^render input noise_gain: 1 of 20 values are NaN, "
+                                         r"infinite or below 0; the first, nan, at frame 12$"):
+        render(model, f0, loudness, mfcc, noise_gain=gain)
+    with torch.no_grad():
+        model.out_proj.bias[3] = float("nan")
+    with pytest.raises(ValueError) as info:
+        render(model, f0, loudness, mfcc)
+    assert str(info.value) == ("render input model weight out_proj.bias: 1 NaN or infinite "
+                               "values; load a checkpoint saved before training went non-finite")
+
+
+def test_render_warns_when_notes_are_above_nyquist():
+    """Every harmonic of a note at or above Nyquist is silenced: the render is the quiet noise
+    alone, which used to pass without a word."""
+    model = DDSPModel(hidden_size=32)
+    f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
+    f0 = f0.clone()
+    f0[0, 4:] = 12544.0  # about G9, MIDI 127
+    with pytest.warns(UserWarning) as caught:
+        audio = render(model, f0, loudness, mfcc)
+    assert [str(w.message) for w in caught] == [
+        "render input f0: 16 of 20 values are at or above Nyquist (11025 Hz; the first, "
+        "12544, at frame 4): no harmonic sounds there, only the noise (near-silence)"]
+    assert np.isfinite(audio).all()
+
+
+def test_every_render_path_checks_its_inputs():
+    """held_note, grow_timbre, render_melody and resynthesize all reach check_render_inputs
+    (the decoder's inputs) or check_synthesis_inputs (the synthesizer's, which render_controls,
+    the one way to play, applies): each names the bad input."""
+    from grown_timbres.growth import HeldNote, grow_timbre, held_note
+    from grown_timbres.report import resynthesize
+    from grown_timbres.transfer import render_melody
+
+    model = DDSPModel(hidden_size=32)
+    f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
+    nan_mfcc = np.full(N_MFCC, np.nan, np.float32)
+    features = {"f0": np.full(20, 261.6), "voiced": np.ones(20, bool),
+                "loudness": np.full(20, -25.0), "mfcc": np.tile(nan_mfcc, (20, 1))}
+    noisy = HeldNote(261.6, 0.1, np.full(64, 1 / 64), np.full(65, np.nan), frames=20)
+    calls = {
+        "held_note": lambda: held_note(model, features),
+        "grow_timbre": lambda: grow_timbre(model, noisy),
+        "render_melody": lambda: render_melody(model, f0[0, :, 0].numpy(),
+                                               loudness[0, :, 0].numpy(), nan_mfcc),
+        "resynthesize": lambda: resynthesize(model, {"f0": -f0, "loudness": loudness,
+                                                     "mfcc": mfcc, "lengths": [20]}),
+    }
+    expected = {"held_note": "render input mfcc:", "grow_timbre": "render input noise_magnitudes:",
+                "render_melody": "render input mfcc:", "resynthesize": "render input f0:"}
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value).startswith(expected[name]), (name, str(info.value))

@@ -246,3 +246,13 @@ def test_recording_transfer_renders_and_long_melodies_are_refused(small_model, b
     f0, loudness = notes_to_controls("C4:2")
     with pytest.raises(ValueError, match="max_seconds"):
         render_melody(small_model, f0, loudness, np.zeros(N_MFCC), max_seconds=1.0)
+
+
+def test_a_melody_above_nyquist_warns(small_model):
+    """Issue 13, class 5: notes above Nyquist used to render near-silence without a word."""
+    f0, loudness = notes_to_controls("A4:0.2 G9:0.2")
+    with pytest.warns(UserWarning, match=r"^render input f0: \d+ of \d+ values are at or above "
+                                         r"Nyquist \(11025 Hz; the first, 12543\.\d, at frame "
+                                         r"\d+\): no harmonic sounds there"):
+        audio = render_melody(small_model, f0, loudness, np.zeros(N_MFCC, np.float32))
+    assert np.isfinite(audio).all()
