@@ -2,7 +2,9 @@
 writing 16-bit wav, and writing any file atomically."""
 from __future__ import annotations
 
+import io
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -11,10 +13,16 @@ import numpy as np
 
 from .config import FFT_SIZES, SAMPLE_RATE
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 MIN_AUDIO_SAMPLES = max(FFT_SIZES)  # shorter input cannot fill the largest loss frame
 MAX_AUDIO_SECONDS = 30.0  # longer files are cut here, with a warning, to bound memory
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is "silent"
 EDGE_FADE_SECONDS = 0.01  # at the very start and end of a render
+TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporary files: .<name>.<random><suffix>
 
 
 class AudioInputError(ValueError):
@@ -96,18 +104,66 @@ def finish_render(audio: np.ndarray) -> np.ndarray:
     return fit_to_full_scale(audio.astype(np.float32))
 
 
+def not_written(path, err: BaseException) -> OSError | None:
+    """The OSError "<path>: not written (<reason>)" for a write that failed on the file system,
+    or None if `err` is no I/O failure. Some writers hide the system's reason behind their own
+    error (torch's "enforce fail ... unexpected pos"): it is looked up in the error's chain."""
+    while err is not None and not isinstance(err, OSError):
+        err = err.__cause__ or err.__context__
+    if err is None:
+        return None
+    return OSError(err.errno, f"{path}: not written ({err.strerror or err})")
+
+
+def remove_abandoned_temporaries(path: Path) -> None:
+    """Delete the temporary files of `path` that a killed save left behind. A live save holds a
+    lock on its temporary file (see atomic_write), so only abandoned ones can be locked here;
+    without fcntl (Windows) a file still open elsewhere refuses to be deleted instead."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]+{re.escape(TEMPORARY_SUFFIX)}")
+    for tmp in path.parent.iterdir():
+        if not pattern.fullmatch(tmp.name):
+            continue
+        try:
+            with open(tmp, "rb") as file:
+                if fcntl is not None:
+                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                tmp.unlink()
+        except OSError:  # locked: a save in progress in another process (or already gone)
+            pass
+
+
 def atomic_write(path, write) -> Path:
-    """Call write(tmp_path), then move tmp_path over `path`: readers never see half a file."""
+    """Call write(tmp_path), then move tmp_path over `path`: readers never see half a file.
+
+    `write` must write through Python's file objects (or through a library that passes the
+    system's error on), so that a full disk surfaces as an OSError. Any failure removes the
+    temporary file and leaves `path` as it was; a file-system failure is raised as OSError
+    "<path>: not written (<reason>)". Temporary files of `path` that a killed save left behind
+    are removed first."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = held = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned_temporaries(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                   suffix=TEMPORARY_SUFFIX)
+        held = open(fd, "rb")
+        if fcntl is not None:  # locked until the file is in place: "a save is in progress"
+            fcntl.flock(held, fcntl.LOCK_EX)
+        else:
+            held.close()  # Windows renames no file that is open anywhere
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        failure = not_written(path, err)
+        if failure is None:
+            raise
+        raise failure from err
+    finally:
+        if held is not None:
+            held.close()
     return path
 
 
@@ -115,6 +171,6 @@ def write_wav(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write float audio [N] as 16-bit PCM wav, atomically (scaled down if it would clip)."""
     import soundfile as sf
 
-    audio = fit_to_full_scale(audio)
-    return atomic_write(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16",
-                                                   format="WAV"))
+    wav = io.BytesIO()  # libsndfile hides why a write failed: the file itself is written by Python
+    sf.write(wav, fit_to_full_scale(audio), sample_rate, subtype="PCM_16", format="WAV")
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(wav.getvalue()))

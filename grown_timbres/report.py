@@ -96,12 +96,15 @@ def metrics_table(metrics: dict) -> str:
 
 
 def epoch_seconds(history: dict) -> list[float]:
-    """Wall time of every epoch, from the synchronised timestamps (each window's mean)."""
+    """Wall time of every epoch, from the synchronised timestamps (each window's mean). A
+    timestamp of no new epoch (histories saved before issue 13 timed a NaN stop's epoch twice)
+    counts toward the next window."""
     seconds, previous_epoch, previous_time = [], 0, 0.0
     for epoch, elapsed in zip(history["timed_epochs"], history["elapsed_seconds"]):
         window = epoch - previous_epoch
-        seconds += [(elapsed - previous_time) / window] * window
-        previous_epoch, previous_time = epoch, elapsed
+        if window > 0:
+            seconds += [(elapsed - previous_time) / window] * window
+            previous_epoch, previous_time = epoch, elapsed
     return seconds
 
 
@@ -162,11 +165,18 @@ def load_run_record(path) -> dict | None:
     return record
 
 
+def seconds_per_file_epoch(record: dict) -> float | None:
+    """A run's training time per file per epoch; None for a run that kept no epoch (it stopped
+    on a NaN loss before its first snapshot)."""
+    return record["seconds_per_file"] / record["n_epochs"] if record["n_epochs"] else None
+
+
 def comparison_rows(records: dict) -> list[dict]:
     """One row per run record {label: record}: what the side-by-side table shows. Speedup:
-    time per file per epoch against the first run; a loss term a run lacks shows as None."""
+    time per file per epoch against the first run; a loss term a run lacks, or a time of a run
+    that kept no epoch, shows as None."""
     rows = []
-    baseline = next(iter(records.values()))
+    baseline = seconds_per_file_epoch(next(iter(records.values())))
     terms = list(dict.fromkeys(name for r in records.values() for name in r["final_loss_terms"]))
     for label, record in records.items():
         model_metrics = [m["model"] for m in record["metrics"].values()]
@@ -176,6 +186,7 @@ def comparison_rows(records: dict) -> list[dict]:
             values = [x[key] for x in items if np.isfinite(x[key])]
             return float(np.mean(values)) if values else float("nan")
 
+        per_epoch = seconds_per_file_epoch(record)
         rows.append({
             "run": label,
             "device": record["device"],
@@ -183,9 +194,8 @@ def comparison_rows(records: dict) -> list[dict]:
             "epochs": record["n_epochs"],
             "training s": record["total_training_seconds"],
             "s per file": record["seconds_per_file"],
-            "s per file per 1000 epochs": 1000 * record["seconds_per_file"] / max(record["n_epochs"], 1),
-            "speedup per file": (baseline["seconds_per_file"] / max(baseline["n_epochs"], 1))
-            / (record["seconds_per_file"] / max(record["n_epochs"], 1)),
+            "s per file per 1000 epochs": 1000 * per_epoch if per_epoch else None,
+            "speedup per file": baseline / per_epoch if baseline and per_epoch else None,
             **{f"final {name} loss": record["final_loss_terms"].get(name) for name in terms},
             "spectral distance (sine)": f"{mean(model_metrics, 'spectral_distance'):.3f} "
                                         f"({mean(sine_metrics, 'spectral_distance'):.3f})",
