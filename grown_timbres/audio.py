@@ -115,21 +115,32 @@ def not_written(path, err: BaseException) -> OSError | None:
     return OSError(err.errno, f"{path}: not written ({err.strerror or err})")
 
 
+def lock(file, wait: bool) -> bool:
+    """An exclusive lock on an open file, held until it is closed: False when another open
+    file holds one, or the file system (or Windows) has no such locks."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        return False
+
+
 def remove_abandoned_temporaries(path: Path) -> None:
     """Delete the temporary files of `path` that a killed save left behind. A live save holds a
-    lock on its temporary file (see atomic_write), so only abandoned ones can be locked here;
-    without fcntl (Windows) a file still open elsewhere refuses to be deleted instead."""
+    lock on its temporary file (atomic_write), so only abandoned ones can be locked here; on
+    Windows a file still open elsewhere refuses to be deleted instead. On a file system without
+    locks nothing is deleted: a save in progress cannot be told from an abandoned one."""
     pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]+{re.escape(TEMPORARY_SUFFIX)}")
     for tmp in path.parent.iterdir():
-        if not pattern.fullmatch(tmp.name):
-            continue
-        try:
-            with open(tmp, "rb") as file:
-                if fcntl is not None:
-                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                tmp.unlink()
-        except OSError:  # locked: a save in progress in another process (or already gone)
-            pass
+        if pattern.fullmatch(tmp.name):
+            try:
+                with open(tmp, "rb") as file:
+                    if fcntl is None or lock(file, wait=False):
+                        tmp.unlink()
+            except OSError:  # in use on Windows, or already gone
+                pass
 
 
 def atomic_write(path, write) -> Path:
@@ -148,17 +159,15 @@ def atomic_write(path, write) -> Path:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                    suffix=TEMPORARY_SUFFIX)
         held = open(fd, "rb")
-        if fcntl is not None:  # locked until the file is in place: "a save is in progress"
-            fcntl.flock(held, fcntl.LOCK_EX)
-        else:
+        if not lock(held, wait=True):  # locked until the file is in place: "a save is running"
             held.close()  # Windows renames no file that is open anywhere
         write(tmp)
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-        failure = not_written(path, err)
-        if failure is None:
+        failure = not_written(path, err) if isinstance(err, Exception) else None
+        if failure is None:  # an interrupt, or a failure that is not the file system's
             raise
         raise failure from err
     finally:
