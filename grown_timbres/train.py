@@ -284,7 +284,7 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
         if checkpoint_path is None:
             return
         epoch = len(history["loss"])
-        history["checkpoint"] = f"{checkpoint_path}: written at epoch {epoch}"  # if it is
+        history["checkpoint"] = f"{checkpoint_path}: written at epoch {epoch}"  # as saved in it
         try:
             save_checkpoint(checkpoint_path, model, history=history,
                             optimizer_state_dict=optimizer.state_dict(),
