@@ -2,12 +2,14 @@
 safely (weights_only), whether or not the model was compiled."""
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import torch
 
 from .audio import atomic_write
-from .config import MAX_CHECKPOINT_BYTES
+from .config import MAX_CHECKPOINT_BYTES, injected_fault
 from .model import DDSPModel, check_model_config, unwrap_model
 
 COMPILED_PREFIX = "_orig_mod."
@@ -21,11 +23,22 @@ def clean_state_dict(state_dict: dict) -> dict:
 def save_checkpoint(path, model, **extras) -> Path:
     """Write {"model_state_dict", "config", **extras} atomically. Keys are those of the plain
     module, whether or not `model` was compiled. Extras must be weights_only-loadable
-    (tensors, numbers, strings, lists, dicts)."""
+    (tensors, numbers, strings, lists, dicts). A failed write raises OSError "<path>: not
+    written (<reason>)" and leaves no partial file (audio.atomic_write)."""
     core = unwrap_model(model)
     state = {k: v.detach().cpu() for k, v in clean_state_dict(core.state_dict()).items()}
     payload = {"model_state_dict": state, "config": dict(core.config), **extras}
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp):
+        # Through a Python file: torch's own writer would report a full disk only as
+        # "enforce fail ... unexpected pos"; this way the system's OSError stays in the chain.
+        with open(tmp, "wb") as file:
+            if injected_fault("DISK_FULL"):  # test hook (config.injected_fault)
+                file.write(b"PK")  # a partial file, as a full disk leaves one
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            torch.save(payload, file)
+
+    return atomic_write(path, write)
 
 
 def load_checkpoint(path, model=None, map_location="cpu"):

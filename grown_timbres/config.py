@@ -1,5 +1,6 @@
 """The settings every stage shares: one sample rate and one hop, so features, synthesizer,
-model and loss always agree on what a frame is."""
+model and loss always agree on what a frame is; and the test hook that injects faults."""
+import os
 
 SAMPLE_RATE = 22050
 HOP_LENGTH = 256  # samples per control frame
@@ -38,3 +39,12 @@ MODEL_LIMITS = {
     "sample_rate": (SAMPLE_RATE, SAMPLE_RATE),  # features and loss targets are built at these
     "hop_length": (HOP_LENGTH, HOP_LENGTH),
 }
+
+def injected_fault(name: str) -> str:
+    """Test hook, never set in normal use: the value of the environment variable
+    DDSP_FAULT_<name> ("" when unset). tests/test_notebook_faults.py runs a notebook with them,
+    since a notebook's kernel can be reached only through its environment:
+      DDSP_FAULT_NAN_EPOCH=N  the training step of epoch N diverges (train.py): its loss,
+                              the weights and the optimizer's moments turn NaN;
+      DDSP_FAULT_DISK_FULL=1  every checkpoint write fails as on a full disk (checkpoints.py)."""
+    return os.environ.get(f"DDSP_FAULT_{name}", "")

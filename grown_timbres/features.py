@@ -198,9 +198,10 @@ def extract_features(path, cache_dir=None) -> dict:
     try:  # a cache that cannot be written (read-only, full, a file) only makes re-runs slower
         if cached is not None:
             atomic_write(cached, write)
-    except OSError as err:
-        warnings.warn(f"feature cache {cached.parent} cannot be written "
-                      f"({err.strerror or err}); features are computed without it", stacklevel=2)
+    except OSError as err:  # the system's reason, the same for every entry: one warning a batch
+        reason = os.strerror(err.errno) if err.errno else str(err)
+        warnings.warn(f"feature cache {cached.parent} cannot be written ({reason}); features "
+                      "are computed without it", stacklevel=2)
     return features
 
 

@@ -178,7 +178,8 @@ def plot_loss_comparison(records: dict):
         ax.set_ylabel("loss")
         ax.set_yscale("log")
         ax.legend()
-    by_time.set_xscale("log")
+    if any(record["epoch_seconds"] for record in records.values()):  # a log axis needs data
+        by_time.set_xscale("log")
     fig.tight_layout()
     return fig
 

@@ -111,12 +111,15 @@ def growth_table(grown: dict, notes: dict, stages) -> str:
 
 
 def epoch_seconds(history: dict) -> list[float]:
-    """Wall time of every epoch, from the synchronised timestamps (each window's mean)."""
+    """Wall time of every epoch, from the synchronised timestamps (each window's mean). A
+    timestamp of no new epoch (histories saved before issue 13 timed a NaN stop's epoch twice)
+    counts toward the next window."""
     seconds, previous_epoch, previous_time = [], 0, 0.0
     for epoch, elapsed in zip(history["timed_epochs"], history["elapsed_seconds"]):
         window = epoch - previous_epoch
-        seconds += [(elapsed - previous_time) / window] * window
-        previous_epoch, previous_time = epoch, elapsed
+        if window > 0:
+            seconds += [(elapsed - previous_time) / window] * window
+            previous_epoch, previous_time = epoch, elapsed
     return seconds
 
 
@@ -238,14 +241,16 @@ def comparison_rows(records: dict) -> list[dict]:
     Speedup: the steady time per epoch per file against the first run's (warm-up apart, so a
     long compile does not hide the steady pace, nor a short run flatter it). Metrics: means
     over the files all runs learned (over each run's own files when they share none). A loss
-    term a run lacks shows as None."""
+    term a run lacks, or a time of a run that kept no epoch (a NaN stop before its first
+    snapshot), shows as None."""
     rows = []
-    baseline = next(iter(records.values()))
     terms = list(dict.fromkeys(name for r in records.values() for name in r["final_loss_terms"]))
     shared = common_stems(records)
 
     def per_file(record):
-        return record["steady_epoch_seconds"] / max(record["n_files"], 1)
+        return record["steady_epoch_seconds"] / max(record["n_files"], 1) or None
+
+    baseline = per_file(next(iter(records.values())))
 
     for label, record in records.items():
         stems = shared or list(record["metrics"])
@@ -256,6 +261,7 @@ def comparison_rows(records: dict) -> list[dict]:
             values = [x[key] for x in items if np.isfinite(x[key])]
             return float(np.mean(values)) if values else float("nan")
 
+        pace = per_file(record)
         rows.append({
             "run": label,
             "recorded": record["created"],
@@ -264,9 +270,9 @@ def comparison_rows(records: dict) -> list[dict]:
             "epochs": record["n_epochs"],
             "training s": record["total_training_seconds"],
             "warm-up s": record["warmup_seconds"],
-            "steady ms per epoch": 1000 * record["steady_epoch_seconds"],
-            "ms per file per epoch": 1000 * per_file(record),
-            "speedup per file": per_file(baseline) / per_file(record) if per_file(record) else None,
+            "steady ms per epoch": 1000 * record["steady_epoch_seconds"] if pace else None,
+            "ms per file per epoch": 1000 * pace if pace else None,
+            "speedup per file": baseline / pace if baseline and pace else None,
             **{f"final {name} loss": record["final_loss_terms"].get(name) for name in terms},
             "spectral distance (sine)": f"{mean(model_metrics, 'spectral_distance'):.3f} "
                                         f"({mean(sine_metrics, 'spectral_distance'):.3f})",

@@ -6,8 +6,11 @@ the step from a CUDA graph where asked (capture.py).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -17,7 +20,7 @@ import torch.nn as nn
 
 from .capture import CapturedStep, TrainingState
 from .checkpoints import load_checkpoint, save_checkpoint
-from .config import HOP_LENGTH, SAMPLE_RATE
+from .config import HOP_LENGTH, SAMPLE_RATE, injected_fault
 from .loss import MultiScaleSpectralLoss, training_loss
 from .model import unwrap_model
 from .synth import harmonic_waves
@@ -153,26 +156,64 @@ def optimizer_steps(optimizer) -> int:
     return 0
 
 
+def diverge(terms: torch.Tensor, model, optimizer) -> torch.Tensor:
+    """Test hook DDSP_FAULT_NAN_EPOCH (config.injected_fault): what a diverged step leaves
+    behind, NaN loss terms, weights and optimizer moments."""
+    moments = [value for state in optimizer.state.values()
+               for key, value in state.items() if key != "step"]
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *moments]:
+            tensor.fill_(math.nan)
+    return terms * math.nan
+
+
+@contextlib.contextmanager
+def interrupt_between_steps():
+    """The first interrupt (Ctrl-C; a notebook's stop button sends SIGINT) only asks training
+    to stop after the step under way, so that weights, optimizer and random state belong to one
+    completed step; a second one interrupts at once. Yields a list, non-empty once asked. Off
+    the main thread (no signal handlers there) or where SIGINT is ignored, nothing changes."""
+    asked = []
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield asked
+        return
+    previous = signal.getsignal(signal.SIGINT) or signal.default_int_handler  # None: set in C
+    def ask(signum, frame):
+        asked.append(signum)
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, ask)
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=None,
           amp_dtype=None, sync_every: int | None = None, progress: bool = True,
           desc: str = "training", history: dict | None = None, checkpoint_path=None,
           checkpoint_every: int = 100, capture: bool = False) -> dict:
     """Run `n_epochs` full-batch steps with a tqdm bar and return the history: the total loss
     and each term of it (loss.training_loss) per epoch, elapsed_seconds at each synchronised
-    epoch (timed_epochs), skipped_steps (GradScaler overflow skips), status, and with
-    `capture` how the step ran ("captured", or why it fell back) and capture_seconds.
+    epoch (timed_epochs), skipped_steps (GradScaler overflow skips), status, what the last
+    checkpoint save did (checkpoint), and with `capture` how the step ran ("captured", or why
+    it fell back) and capture_seconds.
 
     `capture` (CUDA only, optimizer from make_optimizer(model, capturable=True)): the step is
     recorded once as a CUDA graph and replayed every epoch (capture.CapturedStep); a capture
     that fails or disagrees with the eager step falls back to it with one warning.
     The host waits for the device only every `sync_every` steps (default: 25 on CUDA, 1 on CPU)
-    to read the losses, take honest wall times and check for trouble:
-    - a NaN or inf loss stops training: weights, optimizer, scaler and random state are put
-      back in place to the last snapshot with finite losses (every SNAPSHOT_EVERY epochs) and
-      `status` says so (no exception: the notebook can still save and listen);
-    - an interrupt (KeyboardInterrupt, Colab's stop button) stops cleanly;
-    - with `checkpoint_path`, a resumable checkpoint (weights, optimizer, scaler, history) is
-      written atomically every `checkpoint_every` epochs and when training stops.
+    to read the losses, take honest wall times and check for trouble. It stops without an
+    exception (the notebook can still save and listen), `status` saying why:
+    - a NaN or inf loss: weights, optimizer, scaler and random state are put back in place to
+      the last snapshot (the start, then every SNAPSHOT_EVERY epochs of finite losses) and the
+      history is cut back to its epoch, so a continued run trains on from there;
+    - an interrupt (Ctrl-C, Colab's stop button) stops after the step under way; one that cuts
+      a step short (a second interrupt) puts the last snapshot back too;
+    - with `checkpoint_path`, a resumable checkpoint (weights, optimizer, scaler, random state,
+      history) is written atomically every `checkpoint_every` epochs and when training stops;
+      one that cannot be written (a full disk) is a warning, and training goes on.
     Pass an earlier history (resume_training) to continue its curves and epoch count."""
     from tqdm.auto import tqdm
 
@@ -191,74 +232,103 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
         history["capture"] = runner.capture() or "captured"
         history["capture_seconds"] = time.perf_counter() - started
     good = TrainingState(core, optimizer, scaler).save()
-    good_epoch = first_epoch
+    good_epoch, good_skipped = first_epoch, history["skipped_steps"]
     steps_before, skipped_before = optimizer_steps(optimizer), history["skipped_steps"]
+    nan_epoch = int(injected_fault("NAN_EPOCH") or 0)
+    written = None  # the epoch of the checkpoint this call last wrote
     history["status"] = "running"
     pending = []
     synchronize(device)
     start = time.perf_counter()
 
+    def back_to_snapshot(why: str) -> None:
+        good.restore()  # in place: a captured graph's tensors stay valid
+        for curve in [history["loss"], *history["terms"].values()]:
+            del curve[good_epoch:]
+        kept = sum(timed <= good_epoch for timed in history["timed_epochs"])
+        del history["timed_epochs"][kept:], history["elapsed_seconds"][kept:]
+        history["skipped_steps"] = good_skipped
+        history["status"] = (f"{why}; weights, optimizer, scaler and random state restored to "
+                             f"epoch {good_epoch}, the last snapshot, and the history cut back")
+        warnings.warn(history["status"], stacklevel=3)
+
     def drain() -> bool:
-        """Record the pending losses; False if one is not finite (state then restored)."""
-        nonlocal good_epoch
+        """Record the pending losses; False if one is not finite (the snapshot is then back)."""
+        nonlocal good_epoch, good_skipped
         if not pending:
             return True
         values = torch.stack(pending).float().cpu()  # the one sync
         pending.clear()
-        finite = torch.isfinite(values).all(dim=1)
-        n_good = len(values) if finite.all() else int((~finite).int().argmax())
         recorded = len(history["loss"])
-        history["loss"] += values[:n_good, 0].tolist()
+        bad = (~torch.isfinite(values).all(dim=1)).nonzero().flatten().tolist()
+        if bad:
+            back_to_snapshot(f"stopped at epoch {recorded + bad[0] + 1}: the loss became "
+                             f"{values[bad[0], 0].item()}")
+            return False
+        history["loss"] += values[:, 0].tolist()
         for column, name in enumerate(names, start=1):  # a term new since a resume: NaN before
             history["terms"].setdefault(name, [math.nan] * recorded).extend(
-                values[:n_good, column].tolist())
+                values[:, column].tolist())
         epoch = len(history["loss"])
         history["timed_epochs"].append(epoch)
         history["elapsed_seconds"].append(time_offset + time.perf_counter() - start)
-        history["skipped_steps"] = skipped_before + (recorded + len(values) - first_epoch) - (
+        history["skipped_steps"] = skipped_before + (epoch - first_epoch) - (
             optimizer_steps(optimizer) - steps_before)
-        if n_good < len(values):
-            good.restore()  # in place: a captured graph's tensors stay valid
-            history["status"] = (f"stopped at epoch {epoch + 1}: the loss became "
-                                 f"{values[n_good, 0].item()}; weights, optimizer and scaler "
-                                 f"restored from epoch {good_epoch}")
-            warnings.warn(history["status"], stacklevel=3)
-            return False
         if epoch - good_epoch >= SNAPSHOT_EVERY and parameters_finite(core):
             good.save()
-            good_epoch = epoch
+            good_epoch, good_skipped = epoch, history["skipped_steps"]
         return True
 
-    def save():
-        if checkpoint_path is not None:
+    def save(final: bool) -> None:
+        nonlocal written
+        if checkpoint_path is None:
+            return
+        epoch = len(history["loss"])
+        history["checkpoint"] = f"{checkpoint_path}: written at epoch {epoch}"  # as saved in it
+        try:
             save_checkpoint(checkpoint_path, model, history=history,
                             optimizer_state_dict=optimizer.state_dict(),
                             scaler_state_dict=scaler.state_dict() if scaler else None,
                             rng_state=torch.get_rng_state(),  # the noise continues exactly
                             cuda_rng_state=torch.cuda.get_rng_state(device)
                             if device.type == "cuda" else None)
+            written = epoch
+        except OSError as err:  # a full disk must not cost the run: say what the file holds
+            held = (f"the file still holds epoch {written}" if written is not None else
+                    "the file is unchanged" if Path(checkpoint_path).exists() else
+                    "no checkpoint was written")
+            history["checkpoint"] = f"checkpoint of epoch {epoch}: {err}; {held}"
+            warnings.warn(history["checkpoint"] + ("" if final else "; training goes on"),
+                          stacklevel=3)
 
-    bar = tqdm(range(n_epochs), desc=desc, disable=not progress)
-    try:
-        for epoch in bar:
-            if device.type == "cuda" and not runner.captured:
-                torch.compiler.cudagraph_mark_step_begin()  # for compile's own CUDA graphs
-            pending.append(runner())
-            if (epoch + 1) % sync_every == 0 or epoch + 1 == n_epochs:
-                if not drain():
+    with interrupt_between_steps() as asked, \
+            tqdm(range(n_epochs), desc=desc, disable=not progress) as bar:
+        try:
+            for epoch in bar:
+                if asked:
+                    if drain():
+                        history["status"] = f"interrupted at epoch {len(history['loss'])}"
+                        warnings.warn(history["status"], stacklevel=2)
                     break
-                bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
-                if (first_epoch + epoch + 1) % checkpoint_every < sync_every:
-                    save()
-        else:
-            history["status"] = "finished"
-    except KeyboardInterrupt:
-        drain()
-        history["status"] = f"interrupted at epoch {len(history['loss'])}"
-        warnings.warn(history["status"], stacklevel=2)
-    finally:
-        bar.close()
-    save()
+                if device.type == "cuda" and not runner.captured:
+                    torch.compiler.cudagraph_mark_step_begin()  # for compile's own CUDA graphs
+                terms = runner()
+                if first_epoch + epoch + 1 == nan_epoch:  # test hook (config.injected_fault)
+                    terms = diverge(terms, core, optimizer)
+                pending.append(terms)
+                if (epoch + 1) % sync_every == 0 or epoch + 1 == n_epochs:
+                    if not drain():
+                        break
+                    bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+                    if ((first_epoch + epoch + 1) % checkpoint_every < sync_every
+                            and epoch + 1 < n_epochs):  # the last one is the final save
+                        save(final=False)
+            else:
+                history["status"] = "finished"
+        except KeyboardInterrupt:  # inside a step or a sync: it may be half done
+            pending.clear()
+            back_to_snapshot("interrupted in the middle of a step")
+        save(final=True)  # still inside: a first interrupt here waits for the file
     return history
 
 
