@@ -27,6 +27,7 @@ SERVED = ["ddsp_helpers.py", "grown_timbres", "notebooks", "scale_tones"]  # wha
 PICKED = {"cello C4.wav": "01_C4.wav", "cello E4.wav": "05_E4.wav"}  # upload name: bundled tone
 CELL_TIMEOUT_S = 300  # the feature cell runs pYIN on both files (a fresh cache, 2 busy cores)
 STARTUP_TIMEOUT_S = 90
+TABLE_WITHIN_CELLS = 5  # of the upload widget's cell (today 3: read uploads, markdown, features)
 CSS = "css selector"  # By.CSS_SELECTOR, without importing selenium before the skip check
 RUN_BUTTON = "jp-button[data-command='notebook:run-cell-and-select-next']"
 UPLOAD_BUTTON = ".jp-OutputArea-output .widget-upload"
@@ -79,10 +80,12 @@ def served_copy(tmp_path):
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, root / name)
+    # the kernel sees what a person's would: no smoke run (CI's DDSP_SMOKE=1), plots inline
+    env = {k: v for k, v in os.environ.items() if k not in ("DDSP_SMOKE", "MPLBACKEND")}
     # the developer's Jupyter and IPython settings (a password, saved layouts, history) neither
     # change this server nor are changed by it
     jupyter_home = tmp_path / "jupyter"
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(jupyter_home / "config"),
+    env.update(JUPYTER_CONFIG_DIR=str(jupyter_home / "config"),
                JUPYTER_RUNTIME_DIR=str(jupyter_home / "runtime"),
                JUPYTERLAB_SETTINGS_DIR=str(jupyter_home / "settings"),
                JUPYTERLAB_WORKSPACES_DIR=str(jupyter_home / "workspaces"),
@@ -188,15 +191,19 @@ def _run_active_cell(driver) -> int:
     return index
 
 
-def _run_until(driver, found, what: str):
+def _run_until(driver, found, what: str, max_cells: int, stop=lambda: None):
     """Run cell after cell from the selected one until found() is truthy: (the index of the cell
-    that ran last, the value)."""
-    for _ in range(len(_cells(driver))):
+    that ran last, the value). Fails after max_cells cells, or when stop() returns a reason: the
+    test never runs on into training."""
+    for _ in range(max_cells):
         index = _run_active_cell(driver)
         value = found()
         if value:
             return index, value
-    raise AssertionError(f"ran every cell without {what}:\n{_outputs_text(driver)}")
+        reason = stop()
+        if reason:
+            raise AssertionError(f"{reason} before {what}:\n{_outputs_text(driver)}")
+    raise AssertionError(f"no {what} within {max_cells} cells:\n{_outputs_text(driver)}")
 
 
 def _choose_files(driver, upload_button, paths):
@@ -250,7 +257,9 @@ def test_two_wav_files_chosen_in_the_upload_widget_are_accepted_and_saved(
     _cells(browser)[0].find_element(CSS, ".jp-InputPrompt").click()
 
     upload_cell, buttons = _run_until(
-        browser, lambda: browser.find_elements(CSS, UPLOAD_BUTTON), "an upload widget")
+        browser, lambda: browser.find_elements(CSS, UPLOAD_BUTTON), "an upload widget",
+        max_cells=len(_cells(browser)),
+        stop=lambda: _file_table(browser) and "the file table (bundled tones) showed")
     upload_button = buttons[0]
     assert upload_button.text.strip() == "Upload (0)"
     _choose_files(browser, upload_button, sorted(picked.iterdir()))
@@ -260,7 +269,8 @@ def test_two_wav_files_chosen_in_the_upload_widget_are_accepted_and_saved(
     # clicking Upload selected the widget's cell: as the notebook says, go on from the next one
     # (running the widget's cell again would make a new, empty widget)
     _cells(browser)[upload_cell + 1].find_element(CSS, ".jp-InputPrompt").click()
-    _, table = _run_until(browser, lambda: _file_table(browser), "a file table")
+    _, table = _run_until(browser, lambda: _file_table(browser), "a file table",
+                          max_cells=TABLE_WITHIN_CELLS)
     assert table == {name: "accepted" for name in PICKED}, _outputs_text(browser)
     uploads = root / "outputs" / "uploads"
     assert sorted(p.name for p in uploads.iterdir()) == sorted(PICKED)
