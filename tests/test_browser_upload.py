@@ -263,7 +263,8 @@ def test_two_wav_files_chosen_in_the_upload_widget_are_accepted_and_saved(
     upload_button = buttons[0]
     assert upload_button.text.strip() == "Upload (0)"
     _choose_files(browser, upload_button, sorted(picked.iterdir()))
-    # the widget reads the files in the page and sends them to the kernel before counting them
+    # the count changes once the page has read both files and sent them to the kernel, ahead of
+    # the next cell's run
     _wait_for(lambda: upload_button.text.strip() == "Upload (2)", 30, "the widget holding 2 files")
 
     # clicking Upload selected the widget's cell: as the notebook says, go on from the next one
