@@ -200,3 +200,8 @@ BAD_FILES = {  # maker, a word the reason must contain
     "inf": (make_inf, "infinite"),
     "too_short": (make_too_short, "too short"),
 }
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "browser: drives JupyterLab in headless Chromium (deselect: -m 'not browser')")
