@@ -251,11 +251,14 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
     # one process per core, at most one per file to extract: cache hits need no pool
     n_workers = min(n_workers or os.cpu_count() or 1, max(len(uncached), 1))
     bar = tqdm(total=len(file_paths), desc="features", disable=not progress)
+    if uncached and not _FEATURE_KERNELS_COMPILED:  # once per process, here, not per worker
+        bar.set_description("features: compiling pYIN (slow on a new environment's first run)")
+        compile_feature_kernels()
+        bar.set_description("features")
     if n_workers > 1:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        compile_feature_kernels()
         # fork where there is one: spawn would re-run a calling script that lacks a __main__
         # guard. The workers use numpy, soundfile and librosa only, never torch's OpenMP pool.
         methods = multiprocessing.get_all_start_methods()
