@@ -5,7 +5,7 @@ data flows (see grown_timbres/__init__.py); anything not named here is imported 
 file, e.g. `from grown_timbres import synth`.
 
     config       SAMPLE_RATE
-    audio        write_wav
+    audio        write_wav, read_wav
     features     extract_features, load_multiple_files, collate, batch_to_device,
                  file_features
     model        DDSPModel
@@ -20,10 +20,11 @@ file, e.g. `from grown_timbres import synth`.
     transfer     notes_to_controls, recording_to_controls, training_ranges, timbre_mfcc,
                  render_melody
     plots        plot_features, plot_loss, plot_growth, plot_stage_controls, plot_transfer
-    notebook     install_missing, save_uploads, audio_player, players_table, show_comparison
+    notebook     install_missing, save_uploads, record_microphone, audio_player, players_table,
+                 show_comparison
 """
 from grown_timbres.config import SAMPLE_RATE
-from grown_timbres.audio import write_wav
+from grown_timbres.audio import read_wav, write_wav
 from grown_timbres.features import (batch_to_device, collate, extract_features, file_features,
                                     load_multiple_files)
 from grown_timbres.model import DDSPModel
@@ -41,4 +42,4 @@ from grown_timbres.transfer import (notes_to_controls, recording_to_controls, re
 from grown_timbres.plots import (plot_features, plot_growth, plot_loss, plot_stage_controls,
                                  plot_transfer)
 from grown_timbres.notebook import (audio_player, install_missing, players_table,
-                                    save_uploads, show_comparison)
+                                    record_microphone, save_uploads, show_comparison)

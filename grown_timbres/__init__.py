@@ -3,7 +3,8 @@
 One concern per file, listed as the data flows; each file imports only files above it:
 
     config       sample rate, hop, FFT sizes: what every stage shares; the size limits
-    audio        reading sound files, finishing renders, wav and atomic writes
+    audio        reading sound files, decoding a browser's recording, finishing renders,
+                 wav and atomic writes
     features     f0, loudness, MFCC, their cache; padded batches and files back out of them
     synth        harmonic oscillators and filtered noise
     model        the decoder (DDSPModel) and render, the one way to play it
@@ -16,7 +17,7 @@ One concern per file, listed as the data flows; each file imports only files abo
     notes        note lists and MIDI files as Notes
     transfer     melodies and recordings as controls, render_melody
     plots        figures for the notebooks
-    notebook     installs, uploads, players, the side-by-side section
+    notebook     installs, uploads, the microphone in Colab, players, the side-by-side section
 
 The notebooks import ddsp_helpers, which names what they use from here. Heavy libraries
 (librosa, soundfile, matplotlib, mido, IPython) are imported inside the functions that need

@@ -1,5 +1,5 @@
-"""Audio in and out: reading any sound file as mono float32 at SAMPLE_RATE, finishing a render,
-writing float wav at true level, and writing any file atomically."""
+"""Audio in and out: reading any sound file as mono float32 at SAMPLE_RATE, decoding a browser's
+recording, finishing a render, writing float wav at true level, and writing any file atomically."""
 from __future__ import annotations
 
 import io
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import (FFT_SIZES, MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE, MAX_AUDIO_SECONDS,
-                     MAX_FILE_NAME_BYTES, SAMPLE_RATE)
+                     MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES, SAMPLE_RATE)
 
 try:
     import fcntl
@@ -97,6 +97,35 @@ def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
         raise AudioInputError(path, f"too short: {1000 * len(audio) / SAMPLE_RATE:.0f} ms, "
                                     f"needs at least {1000 * MIN_AUDIO_SAMPLES / SAMPLE_RATE:.0f} ms")
     return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def decode_recording(data: bytes, name: str = "recording") -> np.ndarray:
+    """A browser's recording (WebM/Opus from Chrome or Firefox, MP4 from Safari: whatever ffmpeg
+    reads) as float32 mono at SAMPLE_RATE [N], at its true level. soundfile reads none of these,
+    so ffmpeg (Colab has it) decodes from a pipe; at most MAX_RECORD_SECONDS are decoded, since
+    a few compressed bytes can stand for hours. Raises AudioInputError naming `name` when ffmpeg
+    is missing, the data is over MAX_UPLOAD_BYTES, or it is no audio (with ffmpeg's reason)."""
+    import shutil
+    import subprocess
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioInputError(name, "cannot be decoded: ffmpeg is not installed (Colab has it; "
+                                    "elsewhere install it, e.g. apt-get install ffmpeg)")
+    size = memoryview(data).nbytes
+    if size > MAX_UPLOAD_BYTES:
+        raise AudioInputError(name, f"{size} bytes, more than MAX_UPLOAD_BYTES={MAX_UPLOAD_BYTES}")
+    result = subprocess.run(
+        [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
+         "-t", str(MAX_RECORD_SECONDS), "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le",
+         "pipe:1"], input=bytes(data), capture_output=True)
+    if result.returncode != 0:
+        said = result.stderr.decode(errors="replace").strip().splitlines()
+        raise AudioInputError(name, "not a decodable recording (ffmpeg: "
+                                    f"{said[-1] if said else f'exit status {result.returncode}'})")
+    if not result.stdout:
+        raise AudioInputError(name, "contains no audio samples")
+    return finite_audio(np.frombuffer(result.stdout, dtype="<f4").astype(np.float32), name=name)
 
 
 def finite_audio(audio: np.ndarray, name: str = "audio") -> np.ndarray:
@@ -205,15 +234,22 @@ def atomic_write(path, write) -> Path:
     return path
 
 
-def write_wav(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write float audio [N] as a 32-bit float wav, atomically. Float, not 16-bit: a render
-    that peaks above 1.0 keeps its true level instead of being scaled down or clipped. Audio
-    with a NaN or infinite sample raises ValueError naming `path`, and nothing is written."""
+def wav_bytes(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "audio") -> bytes:
+    """Float audio [N] as the bytes of a 32-bit float wav. Float, not 16-bit: a render that
+    peaks above 1.0 keeps its true level instead of being scaled down or clipped. Audio with a
+    NaN or infinite sample raises ValueError naming `name`."""
     import soundfile as sf
 
-    wav = io.BytesIO()  # libsndfile hides why a write failed: the file itself is written by Python
-    sf.write(wav, finite_audio(audio, name=str(path)), sample_rate, subtype="FLOAT", format="WAV")
-    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(wav.getvalue()))
+    wav = io.BytesIO()  # libsndfile hides why a write failed: files are written by Python
+    sf.write(wav, finite_audio(audio, name=name), sample_rate, subtype="FLOAT", format="WAV")
+    return wav.getvalue()
+
+
+def write_wav(path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write float audio [N] as a 32-bit float wav (wav_bytes), atomically. Audio with a NaN or
+    infinite sample raises ValueError naming `path`, and nothing is written."""
+    data = wav_bytes(audio, sample_rate, name=str(path))
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def read_wav(path) -> np.ndarray:

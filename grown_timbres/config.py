@@ -19,6 +19,10 @@ MAX_AUDIO_SECONDS = 30.0  # longer files are cut here, with a warning: a batch h
 MAX_AUDIO_CHANNELS = 8  # 7.1 surround; with the rate below, at most 0.37 GB is decoded
 MAX_AUDIO_SAMPLE_RATE = 384_000
 MAX_UPLOAD_BYTES = 100 * 2**20  # one uploaded file: ten minutes of CD-quality stereo wav
+# A microphone recording in Colab: a few notes at least; at most a minute, since the browser
+# holds all of it and hands it to Python as one base64 message
+MIN_RECORD_SECONDS = 1.0
+MAX_RECORD_SECONDS = 60.0
 MAX_FILE_NAME_BYTES = 255  # one name on ext4, APFS, NTFS; temporary names must fit it too
 MAX_NOTES = 10_000  # notes and rests in one melody, from a note list or a MIDI file
 MAX_NOTE_LIST_CHARS = 200_000  # a note list's text: MAX_NOTES tokens of up to 20 characters

@@ -1,5 +1,6 @@
-"""Notebook plumbing: install what a runtime lacks, save uploads where the notebook reads them,
-players at true level, and the side-by-side section that compares two runs."""
+"""Notebook plumbing: install what a runtime lacks, save uploads and microphone recordings where
+the notebook reads them, players at true level, and the side-by-side section that compares two
+runs."""
 from __future__ import annotations
 
 import warnings
@@ -7,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import atomic_write, finite_audio, load_audio, read_wav
-from .config import MAX_FILE_NAME_BYTES, MAX_UPLOAD_BYTES, SAMPLE_RATE
+from .audio import (atomic_write, decode_recording, finite_audio, load_audio, read_wav,
+                    wav_bytes)
+from .config import (MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
+                     MIN_RECORD_SECONDS, SAMPLE_RATE)
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
 from .report import (RUN_LABELS, common_stems, comparison_markdown, load_run_record,
                      recorded_path, resynthesis_wav)
@@ -17,6 +20,29 @@ RUNTIME_PACKAGES = {"librosa": "librosa", "soundfile": "soundfile", "tqdm": "tqd
                     "matplotlib": "matplotlib", "ipywidgets": "ipywidgets", "mido": "mido"}
 
 
+# Colab's eval_js awaits the promise that recordMicrophone(ms) returns: the recording as base64.
+# As in magenta's timbre-transfer Colab, the browser records in its own format (WebM/Opus in
+# Chrome), which decode_recording turns into samples.
+RECORDER_JS = """
+async function recordMicrophone(ms) {
+  const stream = await navigator.mediaDevices.getUserMedia({audio: true});
+  const recorder = new MediaRecorder(stream);
+  const chunks = [];
+  recorder.ondataavailable = event => chunks.push(event.data);
+  const stopped = new Promise(resolve => { recorder.onstop = resolve; });
+  recorder.start();
+  await new Promise(resolve => setTimeout(resolve, ms));
+  recorder.stop();
+  await stopped;
+  stream.getTracks().forEach(track => track.stop());  // the browser's recording sign goes off
+  const url = await new Promise(resolve => {
+    const reader = new FileReader();
+    reader.onloadend = () => resolve(reader.result);
+    reader.readAsDataURL(new Blob(chunks, {type: recorder.mimeType}));
+  });
+  return url.slice(url.indexOf(",") + 1);  // "data:audio/webm;codecs=opus;base64,<data>"
+}
+"""
 PLAYER_PEAK = 0.99  # what the loudest clip of a player table is turned down to, if it would clip
 
 
@@ -86,6 +112,38 @@ def _save_upload(name, content, folder: Path, taken: list) -> Path:
         target = folder / _fit_name(stem, f"_{n}{suffix}")
         n += 1
     return atomic_write(target, lambda tmp, data=bytes(content): Path(tmp).write_bytes(data))
+
+
+def record_microphone(seconds: float, folder) -> Path | None:
+    """In Colab: record `seconds` from the browser's microphone (the browser asks for permission
+    the first time), decode it (decode_recording) and save it into `folder` as an upload is
+    saved, as a float wav named recording_<date>-<time>.wav; returns its path. Outside Colab
+    there is no browser to ask: returns None and does nothing. Raises ValueError for `seconds`
+    outside MIN_RECORD_SECONDS..MAX_RECORD_SECONDS, RuntimeError when the browser recorded
+    nothing (microphone refused or missing), AudioInputError when the recording is no audio."""
+    import base64
+    import sys
+    import time
+
+    if "google.colab" not in sys.modules:
+        return None
+    if not (isinstance(seconds, (int, float)) and
+            MIN_RECORD_SECONDS <= seconds <= MAX_RECORD_SECONDS):
+        raise ValueError(f"cannot record {seconds!r} s: from MIN_RECORD_SECONDS="
+                         f"{MIN_RECORD_SECONDS:g} to MAX_RECORD_SECONDS={MAX_RECORD_SECONDS:g} s")
+    from google.colab import output
+    from IPython.display import Javascript, display
+
+    display(Javascript(RECORDER_JS))
+    print(f"Recording {seconds:g} s from the microphone...", flush=True)
+    try:
+        encoded = output.eval_js(f"recordMicrophone({round(seconds * 1000)})")
+    except Exception as err:  # Colab passes the browser's error on as its own exception type
+        raise RuntimeError(f"the browser recorded nothing ({err}): allow this page to use the "
+                           "microphone, then run the cell again") from err
+    name = time.strftime("recording_%Y%m%d-%H%M%S.wav")
+    audio = decode_recording(base64.b64decode(encoded), name=name)
+    return _save_upload(name, wav_bytes(audio, name=name), Path(folder), [])
 
 
 def playback_gain(clips, peak: float = PLAYER_PEAK) -> float:

@@ -28,6 +28,10 @@ from grown_timbres.features import collate, compile_feature_kernels, extract_fea
 torch.set_num_threads(max(1, min(2, int(os.environ.get("DDSP_TEST_THREADS", "1")))))
 
 TONE_DIR = REPO_ROOT / "scale_tones"
+FIXTURES = REPO_ROOT / "tests" / "fixtures"
+# tests/test_audio.py tells how it was made: 1.5 s of a 440 Hz sine at amplitude 1/8, as
+# Chrome's MediaRecorder would record it (audio/webm;codecs=opus, 48 kHz)
+RECORDING_FIXTURE = FIXTURES / "recording_440hz.webm"
 FIRST_MIDI = 60  # 01_C4.wav .. 12_B4.wav are MIDI 60..71, chromatic
 
 
@@ -78,6 +82,50 @@ def small_inputs(batch=2, n_frames=40, seed=0):
 def batch_from_features(features: list[dict]) -> dict:
     """The padded batch load_multiple_files would build from these features (no second pYIN)."""
     return collate(features)
+
+
+def skip_or_fail(message: str):
+    """Skip a test whose tools are missing; with CI=true, fail instead (`.ci/run` installs
+    them, so a missing tool there is a broken CI, not a reason to test less)."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"CI is set, so this is no skip: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def headless_chromium(*arguments: str, capabilities: dict | None = None):
+    """A selenium driver of headless Chromium under Debian's chromedriver, with `arguments` and
+    `capabilities` added (the caller quits it); skip_or_fail when chromium, chromedriver or
+    selenium is missing."""
+    import shutil
+
+    missing = [f"{tool} (apt-get install -y {package})" for tool, package in
+               (("chromium", "chromium"), ("chromedriver", "chromium-driver"))
+               if shutil.which(tool) is None]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        missing.append("selenium (pip install -r requirements.txt)")
+    if missing:
+        skip_or_fail(f"the browser test needs {', '.join(missing)}")
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium")
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", *arguments):
+        options.add_argument(argument)
+    for name, value in (capabilities or {}).items():
+        options.set_capability(name, value)
+    return webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+
+@pytest.fixture
+def ffmpeg():
+    """ffmpeg's path, which decoding a browser's recording needs; skip_or_fail without it."""
+    import shutil
+
+    path = shutil.which("ffmpeg")
+    if path is None:
+        skip_or_fail("decoding a browser's recording needs ffmpeg (apt-get install -y ffmpeg)")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,17 @@
 """grown_timbres/audio.py: reading any sound file as mono float32 at SAMPLE_RATE (rates, formats,
-stereo, clipping, length caps), the one error for unusable input, and writing wav."""
+stereo, clipping, length caps), decoding a browser's recording, the one error for unusable
+input, and writing wav."""
 import warnings
 
 import numpy as np
 import pytest
 
-from grown_timbres.audio import (MAX_AUDIO_SECONDS, AudioInputError, load_audio, read_wav,
-                                 write_wav)
+from grown_timbres import audio as audio_module
+from grown_timbres.audio import (MAX_AUDIO_SECONDS, AudioInputError, decode_recording, load_audio,
+                                 read_wav, write_wav)
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.features import extract_features
-from conftest import BAD_FILES, cents, peak_frequency
+from conftest import BAD_FILES, RECORDING_FIXTURE, cents, peak_frequency
 
 
 SR = SAMPLE_RATE
@@ -228,3 +230,49 @@ def test_every_player_and_render_refuses_non_finite_audio():
                                              "infinite"):
             function(data)
     assert np.isfinite(finish_render(tone(440, 0.5, SR, 2.0))).all()
+
+
+# ------------------------------------------------------------------ a browser's recording
+# tests/fixtures/recording_440hz.webm (8 KB) is what Chrome's MediaRecorder records
+# (audio/webm;codecs=opus: Opus at 48 kHz, 20 ms frames, in a live WebM with no duration), made
+# reproducibly (the same bytes every time) by ffmpeg 5.1 with libopus:
+#   ffmpeg -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=1.5" -ac 1 -c:a libopus \
+#     -b:a 32k -frame_duration 20 -fflags +bitexact -map_metadata -1 -live 1 -f webm \
+#     tests/fixtures/recording_440hz.webm
+# lavfi's sine source has amplitude 1/8: its RMS level is -21.07 dBFS.
+FIXTURE_SECONDS, FIXTURE_HZ, FIXTURE_RMS_DB = 1.5, 440.0, 20 * np.log10(0.125 / np.sqrt(2))
+
+
+def test_a_browser_recording_decodes_to_mono_float32_at_the_sample_rate(ffmpeg):
+    """Length within one 20 ms Opus frame, pitch within 2 cents, level within 1 dB (away from
+    the first and last 0.1 s, where the codec fades in and out)."""
+    audio = decode_recording(RECORDING_FIXTURE.read_bytes())
+    assert audio.dtype == np.float32 and audio.ndim == 1 and audio.flags.writeable
+    assert abs(len(audio) - FIXTURE_SECONDS * SR) <= 0.02 * SR, len(audio)
+    middle = audio[int(0.1 * SR): -int(0.1 * SR)].astype(np.float64)
+    assert abs(cents(peak_frequency(middle, SR), FIXTURE_HZ)) < 2
+    rms_db = 10 * np.log10(np.mean(middle ** 2))
+    assert abs(rms_db - FIXTURE_RMS_DB) < 1.0, rms_db
+
+
+def test_bytes_that_are_no_audio_are_refused_naming_the_recording_and_ffmpegs_reason(ffmpeg):
+    with pytest.raises(AudioInputError, match=r"^take 1: not a decodable recording \(ffmpeg: .+"):
+        decode_recording(b"<html>no audio here</html>" * 50, name="take 1")
+
+
+def test_a_recording_over_the_upload_limit_is_refused_before_decoding(ffmpeg, monkeypatch):
+    monkeypatch.setattr(audio_module, "MAX_UPLOAD_BYTES", 1000)
+    with pytest.raises(AudioInputError, match="8262 bytes, more than MAX_UPLOAD_BYTES=1000"):
+        decode_recording(RECORDING_FIXTURE.read_bytes())
+
+
+def test_a_recording_is_decoded_up_to_max_record_seconds_only(ffmpeg, monkeypatch):
+    monkeypatch.setattr(audio_module, "MAX_RECORD_SECONDS", 0.5)
+    assert abs(len(decode_recording(RECORDING_FIXTURE.read_bytes())) - 0.5 * SR) <= 0.02 * SR
+
+
+def test_without_ffmpeg_decoding_says_what_is_missing(monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(AudioInputError, match="recording: cannot be decoded: ffmpeg is not "
+                                              "installed"):
+        decode_recording(b"anything")

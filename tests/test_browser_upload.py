@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import headless_chromium
+
 pytestmark = pytest.mark.browser
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -27,27 +29,11 @@ SERVED = ["ddsp_helpers.py", "grown_timbres", "notebooks", "scale_tones"]  # wha
 PICKED = {"cello C4.wav": "01_C4.wav", "cello E4.wav": "05_E4.wav"}  # upload name: bundled tone
 CELL_TIMEOUT_S = 300  # the feature cell runs pYIN on both files (a fresh cache, 2 busy cores)
 STARTUP_TIMEOUT_S = 90
-TABLE_WITHIN_CELLS = 5  # of the upload widget's cell (today 3: read uploads, markdown, features)
+TABLE_WITHIN_CELLS = 7  # of the upload widget's cell (today 5: recording markdown and cell,
+#                        read uploads, markdown, features)
 CSS = "css selector"  # By.CSS_SELECTOR, without importing selenium before the skip check
 RUN_BUTTON = "jp-button[data-command='notebook:run-cell-and-select-next']"
 UPLOAD_BUTTON = ".jp-OutputArea-output .widget-upload"
-
-
-def _browser_tools() -> tuple[str, str]:
-    """(chromium, chromedriver) paths, or skip; with CI=true a missing tool fails instead."""
-    missing = [f"{tool} (apt-get install -y {package})" for tool, package in
-               (("chromium", "chromium"), ("chromedriver", "chromium-driver"))
-               if shutil.which(tool) is None]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("selenium (pip install -r requirements.txt)")
-    if missing:
-        message = f"the browser test needs {', '.join(missing)}"
-        if os.environ.get("CI", "").lower() in ("true", "1"):
-            pytest.fail(f"CI is set, so this is no skip: {message}", pytrace=False)
-        pytest.skip(message)
-    return shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def _wait_for(condition, timeout_s: float, what: str, poll_s: float = 0.25):
@@ -145,18 +131,9 @@ def _stop(server: subprocess.Popen):
 @pytest.fixture
 def browser():
     """Headless Chromium under chromedriver; skips (or fails in CI) before any server starts."""
-    chromium, chromedriver = _browser_tools()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--window-size=1400,1000"):
-        options.add_argument(argument)
     # DevTools events (the file chooser opening) are read back from chromedriver's performance log
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
+    driver = headless_chromium("--window-size=1400,1000",
+                               capabilities={"goog:loggingPrefs": {"performance": "ALL"}})
     driver.set_page_load_timeout(STARTUP_TIMEOUT_S)
     try:
         yield driver

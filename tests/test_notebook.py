@@ -1,15 +1,24 @@
 """grown_timbres/notebook.py: uploads land inside their folder under clean, distinct names of
-any valid length; an upload that cannot be saved is reported and the others are saved; players
-keep true relative levels; the side-by-side comparison survives moving the folder."""
+any valid length; an upload that cannot be saved is reported and the others are saved; a
+microphone recording in Colab (eval_js stood in for) is saved and read like an upload, and
+outside Colab nothing happens; players keep true relative levels; the side-by-side comparison
+survives moving the folder."""
+import base64
+import re
+import sys
+import time
+import types
+
 import numpy as np
 import pytest
 
-from grown_timbres.audio import read_wav, write_wav
+from grown_timbres.audio import load_audio, read_wav, write_wav
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.model import DDSPModel
-from grown_timbres.notebook import (playback_gain, players_table, safe_upload_name, save_uploads,
-                                    show_comparison)
+from grown_timbres.notebook import (playback_gain, players_table, record_microphone,
+                                    safe_upload_name, save_uploads, show_comparison)
 from grown_timbres.report import make_run_record, save_run_record
+from conftest import RECORDING_FIXTURE
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -172,3 +181,57 @@ def test_temporary_names_fit_and_start_with_the_name_when_it_leaves_room():
     long = "\u00e9" * 127  # 254 bytes
     assert len(temp_prefix(long).encode()) + 8 + len(".tmp") <= 255
     assert long.startswith(temp_prefix(long)[1:-1])
+
+
+# ------------------------------------------------------------------ recording in Colab
+@pytest.fixture
+def colab(monkeypatch):
+    """A stand-in for Colab: `google.colab.output.eval_js` answers with the fixture's bytes as
+    the browser would (base64 of a WebM/Opus recording); `colab.calls` lists what it was asked."""
+    output = types.SimpleNamespace(calls=[])
+
+    def eval_js(expression):
+        output.calls.append(expression)
+        return base64.b64encode(RECORDING_FIXTURE.read_bytes()).decode("ascii")
+
+    output.eval_js = eval_js
+    monkeypatch.setitem(sys.modules, "google.colab", types.SimpleNamespace(output=output))
+    return output
+
+
+def test_a_recording_in_colab_is_saved_like_an_upload_and_reads_like_one(colab, ffmpeg, tmp_path,
+                                                                         monkeypatch):
+    folder = tmp_path / "uploads"
+    first = record_microphone(2, folder)
+    assert colab.calls == ["recordMicrophone(2000)"]
+    assert first.parent == folder and re.fullmatch(r"recording_\d{8}-\d{6}\.wav", first.name)
+    audio = load_audio(first)
+    assert abs(len(audio) - 1.5 * SAMPLE_RATE) <= 0.02 * SAMPLE_RATE
+    monkeypatch.setattr(time, "strftime", lambda fmt: first.name)  # a second take, same second
+    second = record_microphone(2, folder)
+    assert second.name == first.name.replace(".wav", "_2.wav")
+    assert sorted(p.name for p in folder.iterdir()) == sorted([first.name, second.name])
+
+
+@pytest.mark.parametrize("seconds", [0, 0.5, 61, float("nan"), "10"])
+def test_recording_seconds_outside_the_limits_are_refused_before_the_browser_is_asked(
+        colab, tmp_path, seconds):
+    with pytest.raises(ValueError, match="from MIN_RECORD_SECONDS=1 to MAX_RECORD_SECONDS=60 s"):
+        record_microphone(seconds, tmp_path / "uploads")
+    assert colab.calls == [] and not (tmp_path / "uploads").exists()
+
+
+def test_a_refused_microphone_says_what_to_do_and_saves_nothing(colab, tmp_path):
+    def refused(expression):
+        raise Exception("NotAllowedError: Permission denied")  # Colab's MessageError is one
+    colab.eval_js = refused
+    with pytest.raises(RuntimeError, match="Permission denied.*allow this page to use the "
+                                           "microphone"):
+        record_microphone(5, tmp_path / "uploads")
+    assert not (tmp_path / "uploads").exists()
+
+
+def test_outside_colab_recording_does_nothing(monkeypatch, tmp_path, capsys):
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert record_microphone(5, tmp_path / "uploads") is None
+    assert not (tmp_path / "uploads").exists() and capsys.readouterr() == ("", "")
