@@ -29,8 +29,7 @@ torch.set_num_threads(max(1, min(2, int(os.environ.get("DDSP_TEST_THREADS", "1")
 
 TONE_DIR = REPO_ROOT / "scale_tones"
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
-# tests/test_audio.py tells how it was made: 1.5 s of a 440 Hz sine at amplitude 1/8, as
-# Chrome's MediaRecorder would record it (audio/webm;codecs=opus, 48 kHz)
+# 1.5 s of a 440 Hz sine as Chrome records it (WebM/Opus): tests/test_audio.py says how it was made
 RECORDING_FIXTURE = FIXTURES / "recording_440hz.webm"
 FIRST_MIDI = 60  # 01_C4.wav .. 12_B4.wav are MIDI 60..71, chromatic
 

@@ -233,19 +233,21 @@ def test_every_player_and_render_refuses_non_finite_audio():
 
 
 # ------------------------------------------------------------------ a browser's recording
-# tests/fixtures/recording_440hz.webm (8 KB) is what Chrome's MediaRecorder records
-# (audio/webm;codecs=opus: Opus at 48 kHz, 20 ms frames, in a live WebM with no duration), made
-# reproducibly (the same bytes every time) by ffmpeg 5.1 with libopus:
-#   ffmpeg -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=1.5" -ac 1 -c:a libopus \
-#     -b:a 32k -frame_duration 20 -fflags +bitexact -map_metadata -1 -live 1 -f webm \
-#     tests/fixtures/recording_440hz.webm
-# lavfi's sine source has amplitude 1/8: its RMS level is -21.07 dBFS.
-FIXTURE_SECONDS, FIXTURE_HZ, FIXTURE_RMS_DB = 1.5, 440.0, 20 * np.log10(0.125 / np.sqrt(2))
+FIXTURE_SECONDS, FIXTURE_HZ, FIXTURE_RMS_DB = 1.5, 440.0, 20 * np.log10(0.125 / np.sqrt(2))  # -21.07
 
 
 def test_a_browser_recording_decodes_to_mono_float32_at_the_sample_rate(ffmpeg):
-    """Length within one 20 ms Opus frame, pitch within 2 cents, level within 1 dB (away from
-    the first and last 0.1 s, where the codec fades in and out)."""
+    """tests/fixtures/recording_440hz.webm (8 KB) is what Chrome's MediaRecorder records
+    (audio/webm;codecs=opus: Opus at 48 kHz in 20 ms frames, in a live WebM with no duration):
+    1.5 s of lavfi's 440 Hz sine, amplitude 1/8. ffmpeg 5.1 with libopus made it, the same bytes
+    every time, with
+
+        ffmpeg -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=1.5" -ac 1 \\
+          -c:a libopus -b:a 32k -frame_duration 20 -fflags +bitexact -map_metadata -1 \\
+          -live 1 -f webm tests/fixtures/recording_440hz.webm
+
+    Decoded: length within one Opus frame, pitch within 2 cents, level within 1 dB (away from
+    the codec's edges, the first and last 0.1 s)."""
     audio = decode_recording(RECORDING_FIXTURE.read_bytes())
     assert audio.dtype == np.float32 and audio.ndim == 1 and audio.flags.writeable
     assert abs(len(audio) - FIXTURE_SECONDS * SR) <= 0.02 * SR, len(audio)
