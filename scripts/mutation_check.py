@@ -132,6 +132,17 @@ MUTATIONS = [
     Mutation("float32-phase",
              "cumulative_phase accumulates the phase in float32 instead of float64",
              (("cumsum(f0_audio.double()", "cumsum(f0_audio.float()"),)),
+    Mutation("held-note-all-frames",
+             "the held note is taken over all of a file's frames, release tail included",
+             (("return pool & (loudness >= loudness[pool].max() - SUSTAIN_WINDOW_DB)",
+               "return np.ones_like(pool)"),)),
+    Mutation("absolute-record-paths",
+             "run records store absolute paths (the comparison breaks when the folder moves)",
+             (("return path.relative_to(Path(root).resolve()).as_posix()", "return str(path)"),)),
+    Mutation("player-own-gain",
+             "each player in a table is scaled on its own (relative levels lost)",
+             (('f"<td>{audio_player(clips[c], gain=gain)}</td>"',
+               'f"<td>{audio_player(clips[c])}</td>"'),)),
 ]
 
 

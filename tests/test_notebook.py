@@ -46,16 +46,31 @@ def test_uploads_land_in_the_folder_and_same_names_are_kept_apart(tmp_path):
 
 
 # ------------------------------------------------------------------ players and the comparison
+def played_peaks(html: str) -> list[float]:
+    """The peak of every clip an HTML table of players plays (their embedded wav data)."""
+    import base64
+    import io
+    import re
+
+    import soundfile as sf
+
+    return [float(np.max(np.abs(sf.read(io.BytesIO(base64.b64decode(data)))[0])))
+            for data in re.findall(r"data:audio/wav;base64,([A-Za-z0-9+/=]+)", html)]
+
+
 def test_players_share_one_gain_that_keeps_relative_levels():
-    """A resynthesis peaking at 1.5 beside a target at 0.5: both turned down by the same
-    20 log10(1.5 / 0.99) = 3.6 dB, and the table says so; nothing to say when nothing clips."""
-    quiet, loud = 0.5 * np.ones(100), 1.5 * np.ones(100)
-    gain = playback_gain([quiet, loud, None])
-    assert gain == pytest.approx(0.99 / 1.5)
+    """A resynthesis peaking at 1.5 beside a target at 0.5: both are played turned down by the
+    same 20 log10(1.5 / 0.99) = 3.6 dB (peaks 0.33 and 0.99: still 1 to 3), and the table says
+    so; nothing is turned down, nor said, when nothing would clip."""
+    t = np.arange(2205) / SAMPLE_RATE
+    quiet, loud = (level * np.sin(2 * np.pi * 440 * t) for level in (0.5, 1.5))
+    assert playback_gain([quiet, loud, None]) == pytest.approx(0.99 / 1.5, rel=1e-3)
     html = players_table({"x": {"target": quiet, "resynthesis": loud}}, ["target", "resynthesis"])
     assert "turned down together by 3.6 dB" in html
-    assert playback_gain([quiet]) == 1.0
-    assert "turned down" not in players_table({"x": {"target": quiet}}, ["target"])
+    np.testing.assert_allclose(played_peaks(html), [0.33, 0.99], atol=2e-3)
+    alone = players_table({"x": {"target": quiet}}, ["target"])
+    assert "turned down" not in alone
+    np.testing.assert_allclose(played_peaks(alone), [0.5], atol=2e-3)
 
 
 def fake_project(root, stem="01_C4"):
