@@ -132,6 +132,13 @@ MUTATIONS = [
     Mutation("float32-phase",
              "cumulative_phase accumulates the phase in float32 instead of float64",
              (("cumsum(f0_audio.double()", "cumsum(f0_audio.float()"),)),
+    Mutation("room-doubles-dry",
+             "reverb keeps tap 0 in the wet part: the direct sound is added twice",
+             (("wet_taps = torch.cat([taps.new_zeros(1), taps[1:]])", "wet_taps = taps"),)),
+    Mutation("room-ignores-gain",
+             "synthesize drops room_gain: the room sounds in every growth stage and dry melody",
+             (("return reverb(audio, self.room_taps(), room_gain)",
+               "return reverb(audio, self.room_taps())"),)),
 ]
 
 
