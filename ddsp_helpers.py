@@ -13,7 +13,7 @@ file, e.g. `from grown_timbres import synth`.
     checkpoints  save_checkpoint, load_checkpoint
     train        pick_device, device_report, cpu_has_fast_bfloat16, make_optimizer,
                  LEARNING_RATE, with_harmonic_waves, train, resume_training
-    growth       GROWTH_STAGES, stages_from_table, held_note, grow_timbre
+    growth       GROWTH_STAGES, growth_stages, stages_from_table, held_note, grow_timbre
     report       resynthesize, evaluate_batch, metrics_table, growth_table, make_run_record,
                  save_run_record
     notes        parse_note_list, read_midi
@@ -33,7 +33,8 @@ from grown_timbres.checkpoints import load_checkpoint, save_checkpoint
 from grown_timbres.train import (LEARNING_RATE, cpu_has_fast_bfloat16, device_report,
                                  make_optimizer, pick_device, resume_training, train,
                                  with_harmonic_waves)
-from grown_timbres.growth import GROWTH_STAGES, grow_timbre, held_note, stages_from_table
+from grown_timbres.growth import (GROWTH_STAGES, grow_timbre, growth_stages, held_note,
+                                  stages_from_table)
 from grown_timbres.report import (evaluate_batch, growth_table, make_run_record, metrics_table,
                                   resynthesize, save_run_record)
 from grown_timbres.notes import parse_note_list, read_midi

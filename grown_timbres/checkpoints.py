@@ -45,7 +45,8 @@ def load_checkpoint(path, model=None, map_location="cpu"):
     """Load a checkpoint safely (weights_only=True) -> (model, checkpoint dict).
 
     Without `model` one is built from the saved config; with one (compiled or not) its config
-    must match, else ValueError lists what differs. `_orig_mod.` keys are accepted. Everything
+    must match, else ValueError lists what differs (a config without `reverb` is a model
+    without a room). `_orig_mod.` keys are accepted. Everything
     is checked before the model is built or touched (file size against MAX_CHECKPOINT_BYTES,
     config fields against MODEL_LIMITS, every weight's name and shape): a refused checkpoint
     leaves `model` as it was. Raises ValueError naming the file and what is wrong."""
@@ -64,6 +65,7 @@ def load_checkpoint(path, model=None, map_location="cpu"):
         saved_config = check_model_config(checkpoint.get("config", {}))
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
+    saved_config.setdefault("reverb", False)  # saved before the room (issue 14): it had none
     if model is None:
         model = DDSPModel(**saved_config)
     core = unwrap_model(model)

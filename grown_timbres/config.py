@@ -43,6 +43,8 @@ MODEL_LIMITS = {
     "sample_rate": (SAMPLE_RATE, SAMPLE_RATE),  # features and loss targets are built at these
     "hop_length": (HOP_LENGTH, HOP_LENGTH),
 }
+MODEL_SWITCHES = ("reverb",)  # DDSPModel's on/off arguments (True or False)
+REVERB_SECONDS = 1.0  # the learned room's impulse response: 22050 taps
 
 def injected_fault(name: str) -> str:
     """Test hook, never set in normal use: the value of the environment variable

@@ -1,7 +1,8 @@
 """Growth: a learned timbre rendered in stages, from the bare fundamental up to the full sound.
 
 A stage is data (Stage): a name, how many harmonics sound (None = all), whether the noise
-sounds, and for how long. The note is the file's own, as the trained decoder plays it over the
+sounds, for how long, and whether the model's learned room sounds (the last default stage of a
+model with one, growth_stages). The note is the file's own, as the trained decoder plays it over the
 file's sustained frames (HeldNote), and its synthesizer controls are held still for the whole
 render, so the note is steady by construction: no recurrent state drifts over a long constant
 input. It is rendered once with continuous phase; only the stages' gains change, crossfading at
@@ -35,23 +36,25 @@ _ALL_WORD = "all"  # "none" or "" could as well mean no harmonics: only 'all' me
 @dataclass(frozen=True)
 class Stage:
     """One growth stage: `name`, how many harmonics sound (`n_harmonics`, None = all), whether
-    the `noise` sounds, and for how long (`duration`, seconds within MIN_STAGE_SECONDS ..
-    MAX_STAGE_SECONDS).
+    the `noise` sounds, for how long (`duration`, seconds within MIN_STAGE_SECONDS ..
+    MAX_STAGE_SECONDS), and whether the model's `room` sounds (DDSPModel(reverb=True) only).
 
-    Values may come as a form gives them: n_harmonics '3' or 'all' (or None); noise on/off,
-    yes/no, true/false, 1/0 (empty or None = off); duration '1.5'. They are checked and
+    Values may come as a form gives them: n_harmonics '3' or 'all' (or None); noise and room
+    on/off, yes/no, true/false, 1/0 (empty or None = off); duration '1.5'. They are checked and
     normalised here, the one place: ValueError names the stage and what is wrong."""
 
     name: str
     n_harmonics: int | None
     noise: bool
     duration: float
+    room: bool = False
 
     def __post_init__(self):
         where = f"stage {self.name!r}"
         object.__setattr__(self, "n_harmonics", _harmonic_count(self.n_harmonics, where))
-        object.__setattr__(self, "noise", _switch(self.noise, where))
+        object.__setattr__(self, "noise", _switch(self.noise, where, "noise"))
         object.__setattr__(self, "duration", _seconds(self.duration, where))
+        object.__setattr__(self, "room", _switch(self.room, where, "room"))
 
 
 def _harmonic_count(count, where: str) -> int | None:
@@ -66,14 +69,14 @@ def _harmonic_count(count, where: str) -> int | None:
     raise ValueError(f"{where}: n_harmonics must be a whole number >= 0 or 'all', got {count!r}")
 
 
-def _switch(noise, where: str) -> bool:
-    if noise is None:
+def _switch(value, where: str, field: str) -> bool:
+    if value is None:
         return False
-    if isinstance(noise, str) and noise.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
-        return noise.strip().lower() in _TRUE_WORDS
-    if isinstance(noise, (bool, np.bool_, numbers.Real)) and noise in (0, 1):
-        return bool(noise)
-    raise ValueError(f"{where}: noise must be on or off, got {noise!r}")
+    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+        return value.strip().lower() in _TRUE_WORDS
+    if isinstance(value, (bool, np.bool_, numbers.Real)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"{where}: {field} must be on or off, got {value!r}")
 
 
 def _seconds(duration, where: str) -> float:
@@ -96,11 +99,18 @@ GROWTH_STAGES = (
     Stage("all harmonics", None, False, 1.0),
     Stage("full timbre (harmonics + noise)", None, True, 1.5),
 )
+ROOM_STAGE = Stage("+ room", None, True, 1.5, room=True)
+
+
+def growth_stages(model) -> tuple:
+    """The default growth of `model`: GROWTH_STAGES, then ROOM_STAGE if it has a room."""
+    return GROWTH_STAGES + ((ROOM_STAGE,) if unwrap_model(model).reverb else ())
 
 
 def stages_from_table(rows) -> list:
-    """Stages from Stages, dicts {name, n_harmonics, noise, duration} or sequences in that
-    order (text is fine, see Stage); a missing name becomes 'stage <n>'. Every render takes
+    """Stages from Stages, dicts {name, n_harmonics, noise, duration[, room]} or sequences in
+    that order (text is fine, see Stage; without room: off); a missing name becomes
+    'stage <n>'. Every render takes
     its stages through here. At most MAX_STAGES stages, MAX_RENDER_SECONDS in all. Raises
     ValueError naming the stage and what is wrong.
     Render with grow_timbre(model, ..., stages=stages_from_table(rows)): no retraining."""
@@ -128,12 +138,13 @@ def _stage_values(row, i: int) -> list:
         raise ValueError(f"stage row {i}: a stage is a Stage, a dict or a sequence "
                          f"{STAGE_FIELDS}, got {type(row).__name__} {row!r:.40}")
     if not isinstance(row, dict):
-        if len(row) != len(STAGE_FIELDS):
+        if len(row) not in (len(STAGE_FIELDS) - 1, len(STAGE_FIELDS)):
             raise ValueError(f"stage {str(row[0]) if row else ''!r} (row {i}) has "
-                             f"{len(row)} values, not {len(STAGE_FIELDS)} {STAGE_FIELDS}")
+                             f"{len(row)} values, not {len(STAGE_FIELDS) - 1} or "
+                             f"{len(STAGE_FIELDS)} {STAGE_FIELDS} (room may be left out)")
         row = dict(zip(STAGE_FIELDS, row))
     name = str(row.get("name") or "").strip() or f"stage {i}"
-    missing = [f for f in STAGE_FIELDS[1:] if f not in row]
+    missing = [f for f in STAGE_FIELDS[1:-1] if f not in row]  # room may be left out: off
     unknown = sorted(map(str, set(row) - set(STAGE_FIELDS)))
     if missing or unknown:
         raise ValueError(f"stage {name!r} (row {i}) "
@@ -141,7 +152,7 @@ def _stage_values(row, i: int) -> list:
                          + (" and " if missing and unknown else "")
                          + (f"has unknown field(s) {unknown}" if unknown else "")
                          + f"; a stage has {STAGE_FIELDS}")
-    return [name, *(row[field] for field in STAGE_FIELDS[1:])]
+    return [name, *(row.get(field) for field in STAGE_FIELDS[1:])]
 
 
 def stages_to_table(stages=GROWTH_STAGES) -> list:
@@ -169,15 +180,26 @@ def harmonic_mask(stage: Stage, n_harmonics: int) -> np.ndarray:
     return np.arange(n_harmonics) < count
 
 
-def stage_gains(stages, n_frames: int, n_harmonics: int, frame_seconds: float) -> dict:
+def stage_gains(stages, n_frames: int, n_harmonics: int, frame_seconds: float,
+                room: bool = False) -> dict:
     """Frame-rate gains for DDSPModel.synthesize, by its argument names: harmonic_gain
-    [1, T, H] and noise_gain [1, T, 1]."""
+    [1, T, H], noise_gain [1, T, 1] and, for a model with a `room`, room_gain [1, T, 1]
+    (a model with a room plays it in full unless told). A stage with the room on for a model
+    without one: ValueError."""
     weights = stage_weights(stages, n_frames, frame_seconds)
     harmonic_masks = np.stack([harmonic_mask(s, n_harmonics) for s in stages]).astype(np.float64)
-    noise_on = np.array([float(s.noise) for s in stages])
+    switches = {"noise_gain": [s.noise for s in stages]}
+    if room:
+        switches["room_gain"] = [s.room for s in stages]
+    elif any(s.room for s in stages):
+        raise ValueError(f"stage {next(s.name for s in stages if s.room)!r} turns the room on, "
+                         "but the model has none (DDSPModel(reverb=False))")
     harmonic = torch.from_numpy((weights.T @ harmonic_masks).astype(np.float32))
-    noise = torch.from_numpy((weights.T @ noise_on).astype(np.float32))
-    return {"harmonic_gain": harmonic[None], "noise_gain": noise[None, :, None]}
+    gains = {"harmonic_gain": harmonic[None]}
+    for name, on in switches.items():
+        gain = torch.from_numpy((weights.T @ np.array(on, np.float64)).astype(np.float32))
+        gains[name] = gain[None, :, None]
+    return gains
 
 
 @dataclass(frozen=True)
@@ -265,18 +287,20 @@ def _frames_for(stages) -> tuple[int, int]:
     return n_samples, -(-n_samples // HOP_LENGTH)
 
 
-def grow_timbre(model, note: HeldNote, stages=GROWTH_STAGES, seed: int = 0) -> np.ndarray:
+def grow_timbre(model, note: HeldNote, stages=None, seed: int = 0) -> np.ndarray:
     """Render `stages` back to back from one held note (held_note): float32
     [sum of durations * SR].
 
     The note's controls and its phase run continuously and only the stage gains change,
     crossfading at boundaries, so nothing clicks; short fades at both ends; the level is the
-    model's own. `stages`: anything stages_from_table takes."""
-    stages = stages_from_table(stages)
+    model's own. `stages`: anything stages_from_table takes; None: growth_stages(model)."""
+    core = unwrap_model(model)
+    stages = stages_from_table(growth_stages(core) if stages is None else stages)
     n_samples, n_frames = _frames_for(stages)
-    device = next(unwrap_model(model).parameters()).device
+    device = next(core.parameters()).device
     f0, controls = held_controls(note, n_frames, device)
-    gains = stage_gains(stages, n_frames, note.n_harmonics, HOP_LENGTH / SAMPLE_RATE)
+    gains = stage_gains(stages, n_frames, note.n_harmonics, HOP_LENGTH / SAMPLE_RATE,
+                        room=core.reverb)
     audio = render_controls(model, f0, controls, seed,
                             **{name: gain.to(device) for name, gain in gains.items()})
     return finish_render(audio[0, :n_samples])

@@ -13,10 +13,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, MODEL_LIMITS, N_MFCC,
-                     SAMPLE_RATE)
+from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, MODEL_LIMITS,
+                     MODEL_SWITCHES, N_MFCC, SAMPLE_RATE)
 from .features import MFCC_MAX_ABS, hz_to_midi
-from .synth import exp_sigmoid, filtered_noise, harmonic_synth, normalize_harmonic_distribution
+from .synth import (exp_sigmoid, filtered_noise, harmonic_synth, initial_room,
+                    normalize_harmonic_distribution, reverb, room_impulse_response,
+                    upsample_frames)
 
 N_HARMONICS = 64
 N_NOISE_BANDS = 65  # noise filter: 65 magnitudes -> a 128-tap linear-phase FIR per frame
@@ -27,17 +29,23 @@ NOISE_INITIAL_BIAS = -5.0  # magenta: start with quiet noise so harmonics are le
 
 def check_model_config(config) -> dict:
     """A model configuration (some or all of DDSPModel's arguments) checked before anything is
-    built: known fields only, whole numbers within config.MODEL_LIMITS. Returns it as plain
-    ints; raises ValueError naming the field, its value and the limit."""
+    built: known fields only, whole numbers within config.MODEL_LIMITS, switches
+    (config.MODEL_SWITCHES) True or False. Returns it as plain ints and bools; raises
+    ValueError naming the field, its value and the limit."""
     if not isinstance(config, dict):
         raise ValueError(f"a model configuration is a dict of DDSPModel's arguments, got "
                          f"{type(config).__name__}")
-    unknown = sorted(map(str, set(config) - set(MODEL_LIMITS)))
+    unknown = sorted(map(str, set(config) - set(MODEL_LIMITS) - set(MODEL_SWITCHES)))
     if unknown:
         raise ValueError(f"unknown model configuration field(s) {unknown}; DDSPModel takes "
-                         + ", ".join(MODEL_LIMITS))
+                         + ", ".join([*MODEL_LIMITS, *MODEL_SWITCHES]))
     checked = {}
     for field, value in config.items():
+        if field in MODEL_SWITCHES:
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"model configuration {field}={value!r} is not True or False")
+            checked[field] = bool(value)
+            continue
         low, high = MODEL_LIMITS[field]
         try:
             if isinstance(value, bool):
@@ -72,7 +80,8 @@ class DDSPModel(nn.Module):
     frame's MFCCs to a timbre code z [B, T, Z_DIM]; f0 (as MIDI / 127), loudness (as db / 80 + 1)
     and z each pass through their own MLP, a GRU runs over time, and the output MLP sees the
     three MLP outputs beside the GRU's. Heads: overall amplitude (1), harmonic distribution (H),
-    noise filter magnitudes (M).
+    noise filter magnitudes (M). With `reverb`, a learned room follows the synthesizer
+    (synth.reverb): an impulse response of REVERB_SECONDS, trained with everything else.
 
     sample_rate and hop_length are recorded in the config (and so in checkpoints) but are not
     free: features and loss targets are built at config.SAMPLE_RATE and config.HOP_LENGTH, so
@@ -81,11 +90,14 @@ class DDSPModel(nn.Module):
 
     def __init__(self, n_harmonics: int = N_HARMONICS, n_noise_bands: int = N_NOISE_BANDS,
                  hidden_size: int = HIDDEN_SIZE, n_mfcc: int = N_MFCC, z_dim: int = Z_DIM,
-                 sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH):
+                 sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH,
+                 reverb: bool = False):
         super().__init__()
         self.config = check_model_config(dict(
             n_harmonics=n_harmonics, n_noise_bands=n_noise_bands, hidden_size=hidden_size,
-            n_mfcc=n_mfcc, z_dim=z_dim, sample_rate=sample_rate, hop_length=hop_length))
+            n_mfcc=n_mfcc, z_dim=z_dim, sample_rate=sample_rate, hop_length=hop_length,
+            reverb=reverb))
+        self.reverb = self.config["reverb"]
         self.n_harmonics, self.n_noise_bands = n_harmonics, n_noise_bands
         self.mfcc_norm = nn.LayerNorm(n_mfcc)
         self.encoder = nn.Linear(n_mfcc, z_dim)
@@ -95,6 +107,14 @@ class DDSPModel(nn.Module):
         self.gru = nn.GRU(3 * hidden_size, hidden_size, batch_first=True)
         self.out_mlp = mlp(4 * hidden_size, hidden_size)
         self.out_proj = nn.Linear(hidden_size, 1 + n_harmonics + n_noise_bands)
+        if self.reverb:
+            room = initial_room()
+            self.room_noise, self.room_level, self.room_decay = (
+                nn.Parameter(room[name]) for name in ("noise", "level", "decay"))
+
+    def room_taps(self) -> torch.Tensor:
+        """The learned room's impulse response [REVERB_SECONDS * SR] (tap 0 is unused)."""
+        return room_impulse_response(self.room_noise, self.room_level, self.room_decay)
 
     def get_controls(self, f0, loudness, mfcc) -> dict:
         """Synthesizer controls at frame rate: amplitude [B, T, 1], harmonic_distribution
@@ -114,11 +134,15 @@ class DDSPModel(nn.Module):
         }
 
     def synthesize(self, f0, controls: dict, harmonic_gain=None, noise_gain=None, waves=None,
-                   generator: torch.Generator | None = None):
+                   generator: torch.Generator | None = None, room_gain=None):
         """Audio [B, T * hop] from controls, in float32 whatever autocast says. Optional gains
-        at frame rate mute or fade parts of the sound: harmonic_gain [B or 1, T, H],
-        noise_gain [B or 1, T, 1] (used by the growth stages). `waves`: see harmonic_synth;
+        at frame rate mute or fade parts of the sound (the growth stages use them):
+        harmonic_gain [B or 1, T, H], noise_gain [B or 1, T, 1], room_gain [B or 1, T, 1] (the
+        room's wet part; without it the full room; refused by a model without one).
+        `waves`: see harmonic_synth;
         `generator`: the noise's random source (default: torch's global one)."""
+        if room_gain is not None and not self.reverb:
+            raise ValueError("room_gain: this model has no room (DDSPModel(reverb=False))")
         with torch.autocast(f0.device.type, enabled=False):
             harmonic = controls["amplitude"] * controls["harmonic_distribution"]
             noise = controls["noise_magnitudes"]
@@ -126,8 +150,13 @@ class DDSPModel(nn.Module):
                 harmonic = harmonic * harmonic_gain
             if noise_gain is not None:
                 noise = noise * noise_gain
-            return (harmonic_synth(f0, harmonic, SAMPLE_RATE, HOP_LENGTH, waves)
-                    + filtered_noise(noise, HOP_LENGTH, generator))
+            audio = (harmonic_synth(f0, harmonic, SAMPLE_RATE, HOP_LENGTH, waves)
+                     + filtered_noise(noise, HOP_LENGTH, generator))
+            if not self.reverb:
+                return audio
+            if room_gain is not None:
+                room_gain = upsample_frames(room_gain.float(), HOP_LENGTH)[..., 0]
+            return reverb(audio, self.room_taps(), room_gain)
 
     def forward(self, f0, loudness, mfcc, waves=None):
         """-> (audio [B, T * hop], harmonic controls {amplitude, harmonic_distribution},
@@ -219,8 +248,8 @@ def render_controls(model, f0, controls: dict, seed: int = 0, **gains) -> np.nda
     """What the synthesizer plays for these controls (get_controls' dict, [B, T, ...]) at
     f0 [B, T, 1] Hz -> float32 audio [B, T * HOP_LENGTH] (numpy). The noise is seeded by
     `seed` without touching torch's global random state, so a render repeats exactly.
-    `gains`: passed on to DDSPModel.synthesize (harmonic_gain, noise_gain). Every render
-    passes here, and its inputs through check_synthesis_inputs."""
+    `gains`: passed on to DDSPModel.synthesize (harmonic_gain, noise_gain, room_gain). Every
+    render passes here, and its inputs through check_synthesis_inputs."""
     check_synthesis_inputs(f0, controls, **gains)
     with evaluating(model) as core:
         generator = torch.Generator(device=f0.device).manual_seed(seed)

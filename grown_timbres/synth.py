@@ -2,6 +2,7 @@
 
     f0 [B, T, 1] Hz, harmonic amplitudes [B, T, H] -> audio [B, T * hop]
     noise magnitudes [B, T, M]                   -> audio [B, T * hop]
+    audio [B, N], room taps [L]                  -> audio [B, N] (dry plus the room)
 
 Phase is accumulated in float64; every output is float32. magenta/ddsp's core.py and synths.py
 in PyTorch.
@@ -13,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import HOP_LENGTH, SAMPLE_RATE
+from .config import HOP_LENGTH, REVERB_SECONDS, SAMPLE_RATE
 
 def exp_sigmoid(x: torch.Tensor, exponent: float = 10.0, max_value: float = 2.0,
                 threshold: float = 1e-7) -> torch.Tensor:
@@ -121,3 +122,45 @@ def filtered_noise(magnitudes: torch.Tensor, hop_length: int = HOP_LENGTH,
                    kernel_size=(1, filtered_size), stride=(1, hop_length))
     delay = ir_size // 2
     return audio.reshape(batch, total)[:, delay: delay + n_frames * hop_length]
+
+
+ROOM_INITIAL_LEVEL = 1e-3  # an untrained room is near-dry: 37 dB below the direct sound
+ROOM_INITIAL_DECAY_SECONDS = 0.05  # time constant of its envelope: a small, dead room
+ROOM_MIN_DECAY_SECONDS = 1e-3
+
+
+def room_impulse_response(noise: torch.Tensor, level: torch.Tensor, decay: torch.Tensor,
+                          sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
+    """The room's taps: level [1] * noise [L] * exp(-t / decay [1] seconds) -> [L] (decay
+    kept above ROOM_MIN_DECAY_SECONDS).
+
+    As acids-ircam's ddsp_pytorch, not magenta's free taps: Adam moves every parameter by
+    about its learning rate per step, so 22050 free taps all move at once and swamp the dry
+    sound within a few steps, while a level and a decay time in seconds (1 ms a step at
+    lr 1e-3) learn the room's size in a few hundred; the noise shapes its colour over longer
+    runs."""
+    t = torch.arange(noise.shape[-1], device=noise.device, dtype=torch.float32) / sample_rate
+    return level * noise * torch.exp(-t / decay.clamp_min(ROOM_MIN_DECAY_SECONDS))
+
+
+def initial_room(n_taps: int = round(REVERB_SECONDS * SAMPLE_RATE)) -> dict:
+    """A room to start from: {noise [L] uniform in [-1, 1] (torch's global random state, like
+    every other initial weight), level [1], decay [1]} for room_impulse_response."""
+    return {"noise": torch.rand(n_taps) * 2 - 1, "level": torch.tensor([ROOM_INITIAL_LEVEL]),
+            "decay": torch.tensor([ROOM_INITIAL_DECAY_SECONDS])}
+
+
+def reverb(audio: torch.Tensor, taps: torch.Tensor,
+           wet_gain: torch.Tensor | None = None) -> torch.Tensor:
+    """audio [B, N] + wet_gain [B or 1, N] * (audio convolved with taps [L]) -> [B, N], float32.
+
+    Tap 0 is the direct path, which the dry signal already is: it is left out of the wet part
+    (magenta's add_dry), so the room only adds what comes after. FFT convolution of size
+    >= N + L - 1 (no wrap-around), cut to the input's length. Without wet_gain: the full room."""
+    audio, taps = audio.float(), taps.float()
+    n_samples = audio.shape[-1]
+    wet_taps = torch.cat([taps.new_zeros(1), taps[1:]])
+    n_fft = 1 << (n_samples + len(taps) - 2).bit_length()
+    wet = torch.fft.irfft(torch.fft.rfft(audio, n_fft) * torch.fft.rfft(wet_taps, n_fft),
+                          n_fft)[..., :n_samples]
+    return audio + (wet if wet_gain is None else wet * wet_gain)

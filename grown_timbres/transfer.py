@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from .audio import finish_render
-from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, MAX_RENDER_SECONDS, SAMPLE_RATE
+from .config import (FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, MAX_RENDER_SECONDS,
+                     REVERB_SECONDS, SAMPLE_RATE)
 from .features import extract_features, file_features
 from .model import render, unwrap_model
 from .notes import as_notes, midi_to_hz
@@ -231,16 +232,21 @@ def timbre_mfcc(batch: dict, index: int | None = None) -> np.ndarray:
 
 
 def render_melody(model, f0, loudness, mfcc, seed: int = 0,
-                  max_seconds: float = MAX_RENDER_SECONDS) -> np.ndarray:
+                  max_seconds: float = MAX_RENDER_SECONDS, room: bool | None = None) -> np.ndarray:
     """Audio of a melody: f0 [T] Hz, loudness [T] dB, mfcc [N_MFCC] (held) or [T, N_MFCC] ->
     float32 [T * HOP_LENGTH] at the model's own level (see audio.finish_render), 10 ms fades
     at both ends; the noise seeded by `seed` (see model.render).
 
+    `room`: with the model's learned room (True), dry (False), or as the model was trained
+    (None); True for a model without a room is refused. A model with a room plays
+    REVERB_SECONDS of silence after the melody, room or not: its room rings out there, and
+    the dry and room renders differ by the room alone.
     Melodies longer than `max_seconds` (default MAX_RENDER_SECONDS) are refused (ValueError):
     the synthesizer's memory grows with length x harmonics, about 20 MB per second; render
-    long pieces in parts. The model has
-    no reverb, so a melody sounds as dry as its resynthesis of the training files."""
+    long pieces in parts."""
     core = unwrap_model(model)
+    if room and not core.reverb:
+        raise ValueError("room=True: this model has no room (DDSPModel(reverb=False))")
     device = next(core.parameters()).device
 
     def frames(x):
@@ -260,7 +266,16 @@ def render_melody(model, f0, loudness, mfcc, seed: int = 0,
         mfcc = np.broadcast_to(mfcc, (n_frames, n_mfcc))
     elif mfcc.shape != (n_frames, n_mfcc):
         raise ValueError(f"mfcc must be [{n_mfcc}] or [{n_frames}, {n_mfcc}], got {mfcc.shape}")
+    gains = {}
+    if core.reverb:  # the last frame held, at the floor: the decoder falls silent there
+        tail = math.ceil(REVERB_SECONDS * FRAME_RATE)
+        f0, mfcc = np.pad(f0, (0, tail), mode="edge"), np.pad(mfcc, ((0, tail), (0, 0)), "edge")
+        loudness = np.pad(loudness, (0, tail), constant_values=LOUDNESS_FLOOR_DB)
+        n_frames += tail
+        if room is False:
+            gains["room_gain"] = torch.zeros(1, n_frames, 1, device=device)
     audio = render(core, torch.from_numpy(f0).to(device).reshape(1, n_frames, 1),
                    torch.from_numpy(loudness).to(device).reshape(1, n_frames, 1),
-                   torch.from_numpy(np.ascontiguousarray(mfcc)).to(device)[None], seed=seed)
+                   torch.from_numpy(np.ascontiguousarray(mfcc)).to(device)[None], seed=seed,
+                   **gains)
     return finish_render(audio[0])

@@ -143,6 +143,13 @@ MUTATIONS = [
              "each player in a table is scaled on its own (relative levels lost)",
              (('f"<td>{audio_player(clips[c], gain=gain)}</td>"',
                'f"<td>{audio_player(clips[c])}</td>"'),)),
+    Mutation("room-doubles-dry",
+             "reverb keeps tap 0 in the wet part: the direct sound is added twice",
+             (("wet_taps = torch.cat([taps.new_zeros(1), taps[1:]])", "wet_taps = taps"),)),
+    Mutation("room-ignores-gain",
+             "synthesize drops room_gain: the room sounds in every growth stage and dry melody",
+             (("return reverb(audio, self.room_taps(), room_gain)",
+               "return reverb(audio, self.room_taps())"),)),
 ]
 
 

@@ -248,3 +248,26 @@ def test_a_configuration_that_is_not_a_dict_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"odd.pt: a model configuration is a dict of "
                                          r"DDSPModel's arguments, got list"):
         load_checkpoint(tmp_path / "odd.pt")
+
+
+def test_a_model_with_a_room_round_trips_and_one_saved_before_rooms_still_loads(tmp_path):
+    """The room's switch is in the configuration and its taps in the weights; a checkpoint
+    whose configuration has no `reverb` (saved before issue 14) is a model without a room."""
+    torch.manual_seed(0)
+    roomy = DDSPModel(hidden_size=16, reverb=True)
+    with torch.no_grad():
+        roomy.room_level.fill_(0.3)
+    save_checkpoint(tmp_path / "room.pt", roomy)
+    loaded, checkpoint = load_checkpoint(tmp_path / "room.pt")
+    assert checkpoint["config"]["reverb"] is True and loaded.reverb
+    assert_same_state(roomy, loaded)
+    torch.testing.assert_close(loaded.room_taps(), roomy.room_taps(), rtol=0, atol=0)
+
+    dry = make_model(1, hidden_size=16)
+    old_config = {k: v for k, v in dry.config.items() if k != "reverb"}
+    torch.save({"model_state_dict": dry.state_dict(), "config": old_config}, tmp_path / "old.pt")
+    old, _ = load_checkpoint(tmp_path / "old.pt")
+    assert old.reverb is False and not hasattr(old, "room_noise")
+    assert_same_state(dry, old)
+    with pytest.raises(ValueError, match="reverb: checkpoint False, model True"):
+        load_checkpoint(tmp_path / "old.pt", DDSPModel(hidden_size=16, reverb=True))

@@ -222,5 +222,5 @@ def test_the_largest_allowed_model_fits_the_checkpoint_limit():
     params = (2 * n_mfcc + n_mfcc * z + z + mlp(1) * 2 + mlp(z) + 3 * (3 * h * h + h * h + 2 * h)
               + mlp(4 * h) + h * (1 + harmonics + bands) + 1 + harmonics + bands)
     assert 3 * 4 * params < MAX_CHECKPOINT_BYTES
-    assert set(MODEL_LIMITS) == set(DDSPModel(hidden_size=8).config)
+    assert set(MODEL_LIMITS) | set(config.MODEL_SWITCHES) == set(DDSPModel(hidden_size=8).config)
     assert config.MODEL_LIMITS["sample_rate"] == (SAMPLE_RATE, SAMPLE_RATE)

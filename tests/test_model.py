@@ -97,6 +97,29 @@ def test_render_gains_mute_what_they_name():
     np.testing.assert_allclose(both, noise_only + harmonic_only, atol=1e-6)
 
 
+
+def test_the_room_adds_its_wet_part_and_nothing_else():
+    """A model with a room: room_gain 0 renders the dry synthesizer, 1 (or none) adds the
+    room's taps convolved with it; a model without a room refuses room_gain; the switch is
+    True or False."""
+    torch.manual_seed(0)
+    model = DDSPModel(hidden_size=32, reverb=True)
+    with torch.no_grad():
+        model.room_level.fill_(0.05)  # an audible room: the wet part is compared, not lost
+    assert model.config["reverb"] is True and model.room_taps().shape == (SAMPLE_RATE,)
+    f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
+    dry = render(model, f0, loudness, mfcc, room_gain=torch.zeros(1, 20, 1))
+    room = render(model, f0, loudness, mfcc, room_gain=torch.ones(1, 20, 1))
+    taps = model.room_taps().detach().double().numpy()
+    wet = np.convolve(dry[0].astype(np.float64), np.r_[0.0, taps[1:]])[: dry.shape[1]]
+    np.testing.assert_allclose(room[0] - dry[0], wet, atol=1e-6)
+    np.testing.assert_array_equal(render(model, f0, loudness, mfcc), room)
+    with pytest.raises(ValueError, match="room_gain: this model has no room"):
+        render(DDSPModel(hidden_size=8), f0, loudness, mfcc, room_gain=torch.ones(1, 20, 1))
+    for bad in (1, "yes", None):
+        with pytest.raises(ValueError, match="reverb=.* is not True or False"):
+            DDSPModel(hidden_size=8, reverb=bad)
+
 # ------------------------------------------ issue 13, class 5: nothing non-finite is rendered
 def poisoned(name, index, value):
     """small_inputs(batch=2, n_frames=20) with inputs[name][index] = value."""

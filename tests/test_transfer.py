@@ -256,3 +256,36 @@ def test_a_melody_above_nyquist_warns(small_model):
                                          r"\d+\): no harmonic sounds there"):
         audio = render_melody(small_model, f0, loudness, np.zeros(N_MFCC, np.float32))
     assert np.isfinite(audio).all()
+
+
+def test_a_melody_plays_dry_or_in_the_model_room_and_they_differ_by_the_room_alone(small_model):
+    """A model with a room plays REVERB_SECONDS of silence after the melody, room or not, so
+    the room rings out; dry and room renders are the same inputs with room_gain 0 and 1
+    (whose difference is the room's wet part: test_model). A room asked of a model without
+    one is refused."""
+    from grown_timbres.audio import finish_render
+    from grown_timbres.config import REVERB_SECONDS
+
+    torch.manual_seed(0)
+    roomy = DDSPModel(hidden_size=16, reverb=True)
+    with torch.no_grad():
+        roomy.room_level.fill_(0.05)
+    f0, loudness = notes_to_controls("A3:0.3", loudness_db=-20)
+    mfcc = np.zeros(N_MFCC, np.float32)
+    tail = int(np.ceil(REVERB_SECONDS * FRAME_RATE))
+    inputs = (torch.from_numpy(np.pad(f0, (0, tail), mode="edge")).reshape(1, -1, 1),
+              torch.from_numpy(np.pad(loudness, (0, tail), constant_values=LOUDNESS_FLOOR_DB)
+                               ).reshape(1, -1, 1),
+              torch.zeros(1, len(f0) + tail, N_MFCC))
+    dry = render_melody(roomy, f0, loudness, mfcc, room=False)
+    room = render_melody(roomy, f0, loudness, mfcc, room=True)
+    assert dry.shape == room.shape == ((len(f0) + tail) * HOP_LENGTH,)
+    np.testing.assert_array_equal(render_melody(roomy, f0, loudness, mfcc), room)
+    np.testing.assert_allclose(dry, finish_render(render(roomy, *inputs, room_gain=torch.zeros(
+        1, len(f0) + tail, 1))[0]), atol=1e-6)
+    np.testing.assert_allclose(room, finish_render(render(roomy, *inputs)[0]), atol=1e-6)
+    assert np.max(np.abs(room - dry)) > 1e-3
+    assert render_melody(small_model, f0, loudness, mfcc, room=False).shape == (
+        len(f0) * HOP_LENGTH,)
+    with pytest.raises(ValueError, match="room=True: this model has no room"):
+        render_melody(small_model, f0, loudness, mfcc, room=True)
