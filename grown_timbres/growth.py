@@ -224,13 +224,16 @@ class HeldNote:
         """[H] each harmonic's sine amplitude."""
         return self.amplitude * self.harmonic_distribution
 
+    def noise_impulse(self) -> torch.Tensor:
+        """[2 * (M - 1)] the noise filter's FIR, as the synthesizer builds it."""
+        return noise_impulse_responses(torch.from_numpy(self.noise_magnitudes)[None, None])[0, 0]
+
     def noise_adds_db(self) -> float:
         """How much louder the noise makes the held note (dB): mean-square power of harmonics
         plus noise over that of the harmonics alone. The harmonics' power is sum(a_k^2) / 2;
         the noise's is the source's power times the energy of its FIR."""
         harmonic = float(np.sum(self.harmonic_amplitudes() ** 2) / 2)
-        impulse = noise_impulse_responses(torch.from_numpy(self.noise_magnitudes)[None, None])
-        noise = NOISE_UNIFORM_POWER * float(torch.sum(impulse.double() ** 2))
+        noise = NOISE_UNIFORM_POWER * float(torch.sum(self.noise_impulse().double() ** 2))
         return 10 * math.log10((harmonic + noise) / max(harmonic, 1e-30))
 
 
@@ -330,7 +333,7 @@ def stage_controls(note: HeldNote, stages) -> list:
     harmonic_frequencies [H] Hz, harmonic_amplitudes [H] (after the stage's harmonic mask),
     noise_frequencies [K] Hz and noise_response [K] (|FFT| of the noise FIR that sounds; zeros
     with noise off), K = N_NOISE_BANDS for the default model."""
-    impulse = noise_impulse_responses(torch.from_numpy(note.noise_magnitudes)[None, None])[0, 0]
+    impulse = note.noise_impulse()
     response = torch.fft.rfft(impulse).abs().numpy()
     return [{"name": stage.name,
              "harmonic_frequencies": note.f0 * np.arange(1, note.n_harmonics + 1),

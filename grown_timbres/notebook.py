@@ -218,7 +218,7 @@ def show_comparison(runs_dir, root=None) -> dict | None:
         display(Markdown("**The two runs used different devices**: the speedup mixes hardware "
                          "with optimizations."))
     plot_loss_comparison(records)
-    original, optimized = records["original"], records["optimized"]
+    original = records["original"]
     stems = common_stems(records)
     if not stems:
         display(Markdown("The two runs learned no file in common: no sound to compare."))
