@@ -6,13 +6,13 @@ file, e.g. `from grown_timbres import synth`.
 
     config       SAMPLE_RATE
     audio        write_wav, read_wav
-    features     extract_features, load_multiple_files, collate, batch_to_device,
-                 file_features
+    features     extract_features, load_multiple_files
+    batching     collate, batch_to_device, file_features
     model        DDSPModel
     loss         MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
     checkpoints  save_checkpoint, load_checkpoint
-    train        pick_device, device_report, cpu_has_fast_bfloat16, make_optimizer,
-                 LEARNING_RATE, with_harmonic_waves, train, resume_training
+    device       pick_device, device_report, cpu_has_fast_bfloat16
+    train        make_optimizer, LEARNING_RATE, train, epochs_done, resume_training
     growth       GROWTH_STAGES, growth_stages, stages_from_table, held_note, grow_timbre
     report       resynthesize, evaluate_batch, metrics_table, growth_table, make_run_record,
                  save_run_record
@@ -20,19 +20,19 @@ file, e.g. `from grown_timbres import synth`.
     transfer     notes_to_controls, recording_to_controls, training_ranges, timbre_mfcc,
                  render_melody
     plots        plot_features, plot_loss, plot_growth, plot_stage_controls, plot_transfer
-    notebook     install_missing, save_uploads, record_microphone, audio_player, players_table,
-                 show_comparison
+    notebook     install_missing, save_uploads, record_microphone, sources_table, audio_player,
+                 players_table, show_comparison
 """
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.audio import read_wav, write_wav
-from grown_timbres.features import (batch_to_device, collate, extract_features, file_features,
-                                    load_multiple_files)
+from grown_timbres.features import extract_features, load_multiple_files
+from grown_timbres.batching import batch_to_device, collate, file_features
 from grown_timbres.model import DDSPModel
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from grown_timbres.checkpoints import load_checkpoint, save_checkpoint
-from grown_timbres.train import (LEARNING_RATE, cpu_has_fast_bfloat16, device_report,
-                                 make_optimizer, pick_device, resume_training, train,
-                                 with_harmonic_waves)
+from grown_timbres.device import cpu_has_fast_bfloat16, device_report, pick_device
+from grown_timbres.train import (LEARNING_RATE, epochs_done, make_optimizer, resume_training,
+                                 train)
 from grown_timbres.growth import (GROWTH_STAGES, grow_timbre, growth_stages, held_note,
                                   stages_from_table)
 from grown_timbres.report import (evaluate_batch, growth_table, make_run_record, metrics_table,
@@ -43,4 +43,5 @@ from grown_timbres.transfer import (notes_to_controls, recording_to_controls, re
 from grown_timbres.plots import (plot_features, plot_growth, plot_loss, plot_stage_controls,
                                  plot_transfer)
 from grown_timbres.notebook import (audio_player, install_missing, players_table,
-                                    record_microphone, save_uploads, show_comparison)
+                                    record_microphone, save_uploads, show_comparison,
+                                    sources_table)

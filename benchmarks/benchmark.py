@@ -43,14 +43,16 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from grown_timbres.features import (batch_to_device, collate, extract_features,  # noqa: E402
-                                    feature_cache_path, file_features, load_multiple_files)
+from grown_timbres.batching import batch_to_device, collate, file_features  # noqa: E402
+from grown_timbres.features import (extract_features, feature_cache_path,  # noqa: E402
+                                    load_multiple_files)
 from grown_timbres.growth import grow_timbre, held_note  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
 from grown_timbres.model import HIDDEN_SIZE, DDSPModel  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402
-from grown_timbres.train import (LEARNING_RATE, cpu_has_fast_bfloat16, cpu_name,  # noqa: E402
-                                 device_report, make_optimizer, step_runner, synchronize,
+from grown_timbres.device import (cpu_has_fast_bfloat16, cpu_name, device_report,  # noqa: E402
+                                  synchronize)
+from grown_timbres.train import (LEARNING_RATE, make_optimizer, step_runner,  # noqa: E402
                                  training_step, with_harmonic_waves)
 
 # ----------------------------------------------------------------------------- settings

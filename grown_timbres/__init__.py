@@ -3,15 +3,18 @@
 One concern per file, listed as the data flows; each file imports only files above it:
 
     config       sample rate, hop, FFT sizes: what every stage shares; the size limits
+    device       picking and naming the device, its free memory, waiting for it
     audio        reading sound files, decoding a browser's recording, finishing renders,
                  wav and atomic writes
-    features     f0, loudness, MFCC, their cache; padded batches and files back out of them
+    batching     files as training examples and listening excerpts, padded batches, the
+                 batches of training steps
+    features     f0, loudness, MFCC, their cache, many files at once
     synth        harmonic oscillators and filtered noise
     model        the decoder (DDSPModel) and render, the one way to play it
     loss         multi-scale spectral loss + time-domain L1, as named terms
     checkpoints  weights and configuration, saved and loaded safely
-    capture      a training step recorded once as a CUDA graph and replayed
-    train        device, optimizer, the training step and loop, resuming
+    capture      the training state saved and restored; a step recorded as a CUDA graph
+    train        optimizer, examples per step, the training step and loop, resuming
     growth       stages as data (Stage) and grow_timbre
     report       metrics, run records, the comparison table
     notes        note lists and MIDI files as Notes

@@ -1,4 +1,5 @@
-"""One training step recorded as a CUDA graph and replayed every epoch.
+"""The training state (saved and restored in place, checked, and poisoned by the NaN test
+hook), and one training step recorded as a CUDA graph and replayed every step.
 
 A DDSP step launches about 1,400 small kernels (the cuDNN GRU alone several per frame). Launched
 one by one from Python, the GPU waits on the CPU for most of the step, so batching, mixed
@@ -20,6 +21,7 @@ failure leaves training on the eager step with one message saying why.
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -81,6 +83,31 @@ class TrainingState:
         torch.set_rng_state(saved["cpu_rng"])
         for device, state in zip(self._cuda_devices(), saved["cuda_rng"]):
             torch.cuda.set_rng_state(state, device)
+
+
+def parameters_finite(model) -> bool:
+    norms = torch.stack([p.detach().float().norm() for p in model.parameters()])
+    return bool(torch.isfinite(norms).all())
+
+
+def optimizer_steps(optimizer) -> int:
+    """Updates the optimizer has applied. Adam counts them in its state; a step a GradScaler
+    skipped (non-finite gradients) is not counted, fused or not, captured or not."""
+    for state in optimizer.state.values():
+        if "step" in state:
+            return int(state["step"])
+    return 0
+
+
+def diverge(terms: torch.Tensor, model, optimizer) -> torch.Tensor:
+    """Test hook DDSP_FAULT_NAN_EPOCH (config.injected_fault): what a diverged step leaves
+    behind, NaN loss terms, weights and optimizer moments."""
+    moments = [value for state in optimizer.state.values()
+               for key, value in state.items() if key != "step"]
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *moments]:
+            tensor.fill_(math.nan)
+    return terms * math.nan
 
 
 def capture_problem(optimizer, device, scaler=None) -> str | None:

@@ -1,9 +1,8 @@
-"""Features: pYIN f0, A-weighted loudness and MFCCs per frame, cached on disk; many files as one
-padded batch with each file's valid length, and each file's features back out of it.
+"""Features: pYIN f0, A-weighted loudness and MFCCs per frame, cached on disk; many files'
+features as one batch (batching.collate: training examples and listening excerpts).
 
     audio [N] -> f0 [T] Hz, voiced [T], loudness [T] dB, mfcc [T, N_MFCC]   (N = T * HOP_LENGTH)
-    files -> batch: f0 [B, T, 1], loudness [B, T, 1], mfcc [B, T, N_MFCC], audio [B, N],
-                    voiced [B, T], lengths [B] (valid frames), file_paths, errors
+    files -> batching.collate(features of the usable files, errors {path: reason})
 """
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from .audio import MAX_AUDIO_SECONDS, MIN_AUDIO_SAMPLES, AudioInputError, atomic_write, load_audio
+from .batching import collate
 from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
 
 F0_MIN_HZ = 65.41  # C2
@@ -237,7 +237,7 @@ def _features_or_error(path, cache_dir) -> tuple:
 
 def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
                         n_workers: int | None = None) -> dict:
-    """Features of many files as one padded batch (see `collate` for the keys).
+    """Features of many files as one batch (batching.collate: the keys).
 
     A file that fails is skipped with a warning and listed in `errors` {path: reason}.
     Raises AudioInputError only when no file is usable. `cache_dir`: see extract_features.
@@ -287,56 +287,3 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
         detail = "; ".join(f"{Path(p).name}: {r}" for p, r in errors.items()) or "no files given"
         raise AudioInputError(", ".join(file_paths) or "<none>", f"no usable audio file ({detail})")
     return collate(features, errors)
-
-
-def pad_to(array: np.ndarray, n_frames: int, frame_axis: int = 0, hop: int = 1,
-           value: float | None = None) -> np.ndarray:
-    """Pad along `frame_axis` to n_frames * hop: with `value`, or by holding the last entry."""
-    missing = n_frames * hop - array.shape[frame_axis]
-    widths = [(0, 0)] * array.ndim
-    widths[frame_axis] = (0, missing)
-    if value is None:
-        return np.pad(array, widths, mode="edge")
-    return np.pad(array, widths, mode="constant", constant_values=value)
-
-
-def collate(features: list, errors: dict | None = None) -> dict:
-    """extract_features dicts -> one padded batch of torch tensors (CPU).
-
-    f0 [B, T, 1], loudness [B, T, 1], mfcc [B, T, N_MFCC], audio [B, T * HOP_LENGTH],
-    voiced [B, T], lengths [B] (valid frames per file), file_paths, errors. Padding holds f0
-    and MFCCs, floors loudness and zeroes audio; the loss masks it out. file_features(batch, i)
-    gives file i back."""
-    n_frames = max(len(f["f0"]) for f in features)
-
-    def stack(key, hop=1, value=None):
-        return torch.from_numpy(np.stack([pad_to(f[key], n_frames, 0, hop, value)
-                                          for f in features]))
-
-    return {
-        "f0": stack("f0")[..., None],
-        "loudness": stack("loudness", value=LOUDNESS_FLOOR_DB)[..., None],
-        "mfcc": stack("mfcc"),
-        "audio": stack("audio", HOP_LENGTH, 0.0),
-        "voiced": stack("voiced", value=False),
-        "lengths": torch.tensor([len(f["f0"]) for f in features]),
-        "file_paths": [f["path"] for f in features],
-        "errors": dict(errors or {}),
-    }
-
-
-def batch_to_device(batch: dict, device) -> dict:
-    """The same dict with every tensor moved to `device`."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-def file_features(batch: dict, index: int) -> dict:
-    """File `index` of a padded batch, padding cut, as extract_features gave it (numpy):
-    path, audio [n * HOP_LENGTH], f0 [n] Hz, voiced [n], loudness [n] dB, mfcc [n, N_MFCC]."""
-    n = int(batch["lengths"][index])
-    return {"path": batch["file_paths"][index],
-            "audio": batch["audio"][index, : n * HOP_LENGTH].cpu().numpy(),
-            "f0": batch["f0"][index, :n, 0].cpu().numpy(),
-            "voiced": batch["voiced"][index, :n].cpu().numpy(),
-            "loudness": batch["loudness"][index, :n, 0].cpu().numpy(),
-            "mfcc": batch["mfcc"][index, :n].cpu().numpy()}

@@ -1,6 +1,6 @@
 """Notebook plumbing: install what a runtime lacks, save uploads and microphone recordings where
-the notebook reads them, players at true level, and the side-by-side section that compares two
-runs."""
+the notebook reads them, say what training takes from each file, players at true level, and the
+side-by-side section that compares two runs."""
 from __future__ import annotations
 
 import warnings
@@ -10,6 +10,7 @@ import numpy as np
 
 from .audio import (atomic_write, decode_recording, finite_audio, load_audio, read_wav,
                     wav_bytes)
+from .batching import EXAMPLE_SECONDS
 from .config import (MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
                      MIN_RECORD_SECONDS, SAMPLE_RATE)
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
@@ -144,6 +145,26 @@ def record_microphone(seconds: float, folder) -> Path | None:
     name = time.strftime("recording_%Y%m%d-%H%M%S.wav")
     audio = decode_recording(base64.b64decode(encoded), name=name)
     return _save_upload(name, wav_bytes(audio, name=name), Path(folder), [])
+
+
+def sources_table(batch: dict) -> str:
+    """Markdown: per file, accepted or why not; for an accepted one its length, the training
+    examples taken from it, the seconds they cover and the windows dropped (batching.collate),
+    and the excerpt that evaluation and growth use; then the totals."""
+    lines = ["| file | status | length | training examples | used | dropped: silent, "
+             "unpitched | excerpt from |", "|---|---|---|---|---|---|---|"]
+    for source in batch["sources"]:
+        lines.append(f"| {source['file']} | accepted | {source['seconds']:.1f} s | "
+                     f"{source['examples']} | {source['seconds_used']:.1f} s | "
+                     f"{source['silent']}, {source['unpitched']} | "
+                     f"{source['excerpt_start_seconds']:.1f} s |")
+    lines += [f"| {Path(path).name} | **rejected** | {reason} | | | | |"
+              for path, reason in batch["errors"].items()]
+    used = sum(source["seconds_used"] for source in batch["sources"])
+    examples = sum(source["examples"] for source in batch["sources"])
+    lines.append(f"\n{examples} training examples of at most {EXAMPLE_SECONDS:.0f} s from "
+                 f"{len(batch['sources'])} files: {used / 60:.2f} minutes of audio used.")
+    return "\n".join(lines)
 
 
 def playback_gain(clips, peak: float = PLAYER_PEAK) -> float:

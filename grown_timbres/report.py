@@ -13,12 +13,13 @@ import torch
 
 from .audio import AudioInputError, atomic_write
 from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB
-from .features import compute_loudness, estimate_f0, file_features
+from .batching import file_features
+from .features import compute_loudness, estimate_f0
 from .growth import stage_levels, stages_from_table
 from .loss import MultiScaleSpectralLoss
 from .model import render, unwrap_model
 from .synth import harmonic_synth
-from .train import device_report
+from .device import device_report
 
 RUN_LABELS = {"ddsp_original": "original", "ddsp_optimized": "optimized"}
 FINAL_EPOCHS = 10  # a run's final loss terms: their mean over this many last epochs
@@ -180,11 +181,16 @@ def make_run_record(notebook: str, model, batch: dict, history: dict, config: di
         "files": [project_path(f, root) for f in batch["file_paths"]],
         "rejected_files": {Path(f).name: reason for f, reason in batch["errors"].items()},
         "n_files": n_files,
-        "n_epochs": len(history["loss"]),
+        "sources": batch["sources"],
+        "n_examples": history.get("examples", n_files),
+        "examples_per_step": history.get("examples_per_step", n_files),
+        "steps_per_epoch": history.get("steps_per_epoch", 1),
+        "n_steps": len(history["loss"]),
+        "n_epochs": len(history["loss"]) / history.get("steps_per_epoch", 1),
         "feature_seconds": feature_seconds,
         "total_training_seconds": total,
         "seconds_per_file": total / max(n_files, 1),
-        "steady_epoch_seconds": steady,
+        "steady_step_seconds": steady,
         "warmup_seconds": warmup,
         "epoch_seconds": epoch_seconds(history),
         "loss_curve": history["loss"],
@@ -223,8 +229,11 @@ def load_run_record(path) -> dict | None:
         record["loss_term_curves"] = {"spectral": record.pop("spectral_loss_curve")}
         final = record.pop("final_spectral_loss")
         record["final_loss_terms"] = {} if final is None else {"spectral": final}
-    if "steady_epoch_seconds" not in record:
-        record["steady_epoch_seconds"], record["warmup_seconds"] = steady_and_warmup(
+    if "steady_epoch_seconds" in record:  # written before steps and epochs were told apart
+        record["steady_step_seconds"] = record.pop("steady_epoch_seconds")
+    record.setdefault("examples_per_step", record["n_files"])
+    if "steady_step_seconds" not in record:
+        record["steady_step_seconds"], record["warmup_seconds"] = steady_and_warmup(
             {"timed_epochs": record["timed_epochs"], "elapsed_seconds": record["elapsed_seconds"],
              "capture_seconds": record.get("capture_seconds")})
     return record
@@ -238,8 +247,9 @@ def common_stems(records: dict) -> list[str]:
 
 def comparison_rows(records: dict) -> list[dict]:
     """One row per run record {label: record}: what the side-by-side table shows.
-    Speedup: the steady time per epoch per file against the first run's (warm-up apart, so a
-    long compile does not hide the steady pace, nor a short run flatter it). Metrics: means
+    Speedup: the steady time per step per training example against the first run's (warm-up
+    apart, so a long compile does not hide the steady pace, nor a short run flatter it); for
+    files of one example each trained in one step, the time per epoch per file. Metrics: means
     over the files all runs learned (over each run's own files when they share none). A loss
     term a run lacks, or a time of a run that kept no epoch (a NaN stop before its first
     snapshot), shows as None."""
@@ -247,10 +257,10 @@ def comparison_rows(records: dict) -> list[dict]:
     terms = list(dict.fromkeys(name for r in records.values() for name in r["final_loss_terms"]))
     shared = common_stems(records)
 
-    def per_file(record):
-        return record["steady_epoch_seconds"] / max(record["n_files"], 1) or None
+    def per_example(record):
+        return record["steady_step_seconds"] / max(record["examples_per_step"], 1) or None
 
-    baseline = per_file(next(iter(records.values())))
+    baseline = per_example(next(iter(records.values())))
 
     for label, record in records.items():
         stems = shared or list(record["metrics"])
@@ -261,18 +271,19 @@ def comparison_rows(records: dict) -> list[dict]:
             values = [x[key] for x in items if np.isfinite(x[key])]
             return float(np.mean(values)) if values else float("nan")
 
-        pace = per_file(record)
+        pace = per_example(record)
         rows.append({
             "run": label,
             "recorded": record["created"],
             "device": record["device"],
             "files": record["n_files"],
+            "examples per step": record["examples_per_step"],
             "epochs": record["n_epochs"],
             "training s": record["total_training_seconds"],
             "warm-up s": record["warmup_seconds"],
-            "steady ms per epoch": 1000 * record["steady_epoch_seconds"] if pace else None,
-            "ms per file per epoch": 1000 * pace if pace else None,
-            "speedup per file": baseline / pace if baseline and pace else None,
+            "steady ms per step": 1000 * record["steady_step_seconds"] if pace else None,
+            "ms per example per step": 1000 * pace if pace else None,
+            "speedup per example": baseline / pace if baseline and pace else None,
             **{f"final {name} loss": record["final_loss_terms"].get(name) for name in terms},
             "spectral distance (sine)": f"{mean(model_metrics, 'spectral_distance'):.3f} "
                                         f"({mean(sine_metrics, 'spectral_distance'):.3f})",
@@ -308,7 +319,7 @@ def comparison_markdown(records: dict) -> str:
     rows = comparison_rows(records)
     keys = list(rows[0])
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(f"{format_number(row[k])}x" if k == "speedup per file"
+    lines += ["| " + " | ".join(f"{format_number(row[k])}x" if k == "speedup per example"
                                 and row[k] is not None else format_number(row[k])
                                 for k in keys) + " |" for row in rows]
     shared = common_stems(records)
@@ -316,8 +327,9 @@ def comparison_markdown(records: dict) -> str:
     lines.append(f"Metrics over the file{'s' if len(shared) != 1 else ''} both runs learned: "
                  f"{', '.join(shared)}." if shared else
                  "The runs share no file: each run's metrics are over its own files.")
-    lines.append("Speedup: steady time per epoch per file against the first run; warm-up "
-                 "(compile, capture, first epoch) is shown apart.")
+    lines.append("Speedup: steady time per step per training example against the first run "
+                 "(the time per epoch per file when every file is one example); warm-up "
+                 "(compile, capture, first step) is shown apart.")
     return "\n".join(lines)
 
 

@@ -1,14 +1,15 @@
-"""Training: the device, the optimizer, one full-batch step (autocast, GradScaler, clipping)
-and the loop around it (progress bar, NaN guard, interrupt, resumable checkpoints), replaying
-the step from a CUDA graph where asked (capture.py).
+"""Training: the optimizer, how many examples a step can hold, one step (autocast,
+GradScaler, clipping) and the loop around it over the batches of the training examples
+(progress bar, NaN guard, interrupt, resumable checkpoints), replaying the step from a CUDA
+graph where asked (capture.py).
 
-    batch (features.collate) -> history {loss, terms {name: curve}, elapsed_seconds, status}
+    batch (batching.collate) -> history {loss, terms {name: curve} per step, elapsed_seconds,
+                                         steps_per_epoch, status}
 """
 from __future__ import annotations
 
 import contextlib
 import math
-import os
 import signal
 import threading
 import time
@@ -18,62 +19,23 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .capture import CapturedStep, TrainingState
+from .batching import StepBatches
+from .capture import CapturedStep, TrainingState, diverge, optimizer_steps, parameters_finite
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import HOP_LENGTH, SAMPLE_RATE, injected_fault
-from .loss import MultiScaleSpectralLoss, training_loss
+from .device import free_memory_bytes, synchronize
+from .loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss, training_loss
 from .model import unwrap_model
 from .synth import harmonic_waves
 
 LEARNING_RATE = 1e-3
 CLIP_GRAD_NORM = 1.0
-SNAPSHOT_EVERY = 25  # epochs between in-memory copies of good weights (restored on a NaN loss)
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux /proc/cpuinfo), else what platform knows."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
-
-
-def device_report(device=None) -> dict:
-    """What the run ran on, for the notebook's first cell and the run record."""
-    import platform
-
-    device = torch.device(device or pick_device())
-    report = {"device_type": device.type, "torch": torch.__version__,
-              "python": platform.python_version(), "cpu_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        properties = torch.cuda.get_device_properties(device)
-        report.update(device=properties.name, cuda=torch.version.cuda,
-                      gpu_memory_gb=round(properties.total_memory / 2**30, 1))
-    else:
-        report["device"] = cpu_name()
-    return report
-
-
-def cpu_has_fast_bfloat16() -> bool:
-    """True where the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16): only there does
-    CPU autocast to bfloat16 pay; elsewhere it is emulated and slower than float32."""
-    checks = [getattr(torch.cpu, name, None)
-              for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
-    return any(check() for check in checks if check is not None)
-
-
-def synchronize(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+SNAPSHOT_EVERY = 25  # steps between in-memory copies of good weights (restored on a NaN loss)
+MAX_EXAMPLES_PER_STEP = 64  # more examples a step would mean too few steps an epoch to learn
+# Peak memory of a training step per float of its harmonic waves (samples x harmonics): the
+# synthesizer's [b, N, H] tensors and what autograd keeps of them dominate; measured on CPU
+# (scripts/measure_step_memory.py) and rounded up.
+STEP_BYTES_PER_WAVE_VALUE = 40
 
 
 def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE,
@@ -85,6 +47,15 @@ def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE,
         raise ValueError(f"a capturable optimizer needs a CUDA model, not {device.type}")
     return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda",
                             capturable=capturable)
+
+
+def examples_per_step(model, n_frames: int, device) -> int:
+    """How many training examples of n_frames one step of `model` holds on `device`: as many as
+    fit device.free_memory_bytes at STEP_BYTES_PER_WAVE_VALUE per harmonic-wave value, at
+    least 1, at most MAX_EXAMPLES_PER_STEP."""
+    per_example = (STEP_BYTES_PER_WAVE_VALUE * n_frames * HOP_LENGTH *
+                   unwrap_model(model).n_harmonics)
+    return int(min(max(free_memory_bytes(device) // per_example, 1), MAX_EXAMPLES_PER_STEP))
 
 
 def with_harmonic_waves(batch: dict, model) -> dict:
@@ -142,31 +113,6 @@ def new_history() -> dict:
             "skipped_steps": 0, "status": "not started"}
 
 
-def parameters_finite(model) -> bool:
-    norms = torch.stack([p.detach().float().norm() for p in model.parameters()])
-    return bool(torch.isfinite(norms).all())
-
-
-def optimizer_steps(optimizer) -> int:
-    """Updates the optimizer has applied. Adam counts them in its state; a step a GradScaler
-    skipped (non-finite gradients) is not counted, fused or not, captured or not."""
-    for state in optimizer.state.values():
-        if "step" in state:
-            return int(state["step"])
-    return 0
-
-
-def diverge(terms: torch.Tensor, model, optimizer) -> torch.Tensor:
-    """Test hook DDSP_FAULT_NAN_EPOCH (config.injected_fault): what a diverged step leaves
-    behind, NaN loss terms, weights and optimizer moments."""
-    moments = [value for state in optimizer.state.values()
-               for key, value in state.items() if key != "step"]
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *moments]:
-            tensor.fill_(math.nan)
-    return terms * math.nan
-
-
 @contextlib.contextmanager
 def interrupt_between_steps():
     """The first interrupt (Ctrl-C; a notebook's stop button sends SIGINT) only asks training
@@ -190,42 +136,82 @@ def interrupt_between_steps():
         signal.signal(signal.SIGINT, previous)
 
 
-def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=None,
+def epochs_done(history: dict | None) -> float:
+    """Epochs a history holds: its steps over its steps per epoch (0 without a history)."""
+    if not history:
+        return 0.0
+    return len(history["loss"]) / history.get("steps_per_epoch", 1)
+
+
+def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=None,
           amp_dtype=None, sync_every: int | None = None, progress: bool = True,
           desc: str = "training", history: dict | None = None, checkpoint_path=None,
-          checkpoint_every: int = 100, capture: bool = False) -> dict:
-    """Run `n_epochs` full-batch steps with a tqdm bar and return the history: the total loss
-    and each term of it (loss.training_loss) per epoch, elapsed_seconds at each synchronised
-    epoch (timed_epochs), skipped_steps (GradScaler overflow skips), status, what the last
-    checkpoint save did (checkpoint), and with `capture` how the step ran ("captured", or why
-    it fell back) and capture_seconds.
+          checkpoint_every: int = 100, capture: bool = False, batch_size: int | None = None,
+          precompute_waves: bool = False) -> dict:
+    """Train for `n_epochs` passes over the batch's training examples (batching.StepBatches:
+    `batch_size` examples a step, by default as many as fit the device, examples_per_step;
+    a fraction of an epoch is allowed) with a tqdm bar, and return the history: the total
+    loss and each term of it (loss.training_loss) per step, elapsed_seconds at each
+    synchronised step (timed_epochs: its step count), steps_per_epoch, examples_per_step,
+    skipped_steps (GradScaler overflow skips), status, what the last checkpoint save did
+    (checkpoint), and with `capture` how the step ran ("captured", or why it fell back) and
+    capture_seconds. While all examples fit one step, a step is an epoch.
+
+    The batch never changes when all examples fit one step: then `precompute_waves` computes
+    the harmonic waves once (with_harmonic_waves) and an OptimizedMultiScaleSpectralLoss keeps
+    the target's spectra. When steps see different examples, both are computed every step
+    (the history's harmonic_waves and cached_targets say which happened).
 
     `capture` (CUDA only, optimizer from make_optimizer(model, capturable=True)): the step is
-    recorded once as a CUDA graph and replayed every epoch (capture.CapturedStep); a capture
+    recorded once as a CUDA graph and replayed every step (capture.CapturedStep); a capture
     that fails or disagrees with the eager step falls back to it with one warning.
     The host waits for the device only every `sync_every` steps (default: 25 on CUDA, 1 on CPU)
     to read the losses, take honest wall times and check for trouble. It stops without an
     exception (the notebook can still save and listen), `status` saying why:
     - a NaN or inf loss: weights, optimizer, scaler and random state are put back in place to
-      the last snapshot (the start, then every SNAPSHOT_EVERY epochs of finite losses) and the
-      history is cut back to its epoch, so a continued run trains on from there;
+      the last snapshot (the start, then every SNAPSHOT_EVERY steps of finite losses) and the
+      history is cut back to its step, so a continued run trains on from there;
     - an interrupt (Ctrl-C, Colab's stop button) stops after the step under way; one that cuts
       a step short (a second interrupt) puts the last snapshot back too;
     - with `checkpoint_path`, a resumable checkpoint (weights, optimizer, scaler, random state,
-      history) is written atomically every `checkpoint_every` epochs and when training stops;
+      history) is written atomically every `checkpoint_every` steps and when training stops;
       one that cannot be written (a full disk) is a warning, and training goes on.
-    Pass an earlier history (resume_training) to continue its curves and epoch count."""
+    Pass an earlier history (resume_training) to continue its curves and step count; the
+    examples' order continues too (each epoch's is seeded by its number)."""
     from tqdm.auto import tqdm
 
-    device = batch["f0"].device
+    examples = batch["examples"]
+    device = examples["f0"].device
     if capture and device.type != "cuda":
         raise ValueError(f"capture records a CUDA graph: it needs a CUDA batch, not {device.type}")
     core = unwrap_model(model)
     sync_every = sync_every or (25 if device.type == "cuda" else 1)
     history = history or new_history()
+    feed = StepBatches(examples, batch_size or examples_per_step(
+        model, int(examples["lengths"].max()), device))
+    steps_per_epoch = feed.steps_per_epoch
+    n_steps = max(round(n_epochs * steps_per_epoch), 0)
+    history.update(steps_per_epoch=steps_per_epoch, examples_per_step=feed.batch_size,
+                   examples=feed.n_examples)
+    step_batch = feed.batch
+    if precompute_waves:
+        history["harmonic_waves"] = ("computed every step: the examples change every step"
+                                     if feed.changes else "precomputed once")
+        step_batch = step_batch if feed.changes else with_harmonic_waves(step_batch, model)
+    if isinstance(spectral_loss, OptimizedMultiScaleSpectralLoss):
+        history["cached_targets"] = ("off: the examples change every step, so each step "
+                                     "computes its targets' spectra" if feed.changes else "on")
+        if feed.changes:  # its cache is keyed by the target tensor, which feed.load rewrites
+            spectral_loss = MultiScaleSpectralLoss(spectral_loss.fft_sizes)
+
+    def position(step: int) -> str:
+        return (f"epoch {step}" if steps_per_epoch == 1 else
+                f"step {step} (epoch {step / steps_per_epoch:.2f})")
+
     first_epoch = len(history["loss"])
+    feed.load(first_epoch)
     time_offset = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
-    runner, names = step_runner(model, optimizer, batch, spectral_loss, scaler, amp_dtype)
+    runner, names = step_runner(model, optimizer, step_batch, spectral_loss, scaler, amp_dtype)
     if capture:
         synchronize(device)
         started = time.perf_counter()
@@ -249,7 +235,7 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
         del history["timed_epochs"][kept:], history["elapsed_seconds"][kept:]
         history["skipped_steps"] = good_skipped
         history["status"] = (f"{why}; weights, optimizer, scaler and random state restored to "
-                             f"epoch {good_epoch}, the last snapshot, and the history cut back")
+                             f"{position(good_epoch)}, the last snapshot, and the history cut back")
         warnings.warn(history["status"], stacklevel=3)
 
     def drain() -> bool:
@@ -262,7 +248,7 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
         recorded = len(history["loss"])
         bad = (~torch.isfinite(values).all(dim=1)).nonzero().flatten().tolist()
         if bad:
-            back_to_snapshot(f"stopped at epoch {recorded + bad[0] + 1}: the loss became "
+            back_to_snapshot(f"stopped at {position(recorded + bad[0] + 1)}: the loss became "
                              f"{values[bad[0], 0].item()}")
             return False
         history["loss"] += values[:, 0].tolist()
@@ -284,7 +270,7 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
         if checkpoint_path is None:
             return
         epoch = len(history["loss"])
-        history["checkpoint"] = f"{checkpoint_path}: written at epoch {epoch}"  # as saved in it
+        history["checkpoint"] = f"{checkpoint_path}: written at {position(epoch)}"  # as saved
         try:
             save_checkpoint(checkpoint_path, model, history=history,
                             optimizer_state_dict=optimizer.state_dict(),
@@ -294,34 +280,37 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: int, scaler=No
                             if device.type == "cuda" else None)
             written = epoch
         except OSError as err:  # a full disk must not cost the run: say what the file holds
-            held = (f"the file still holds epoch {written}" if written is not None else
+            held = (f"the file still holds {position(written)}" if written is not None else
                     "the file is unchanged" if Path(checkpoint_path).exists() else
                     "no checkpoint was written")
-            history["checkpoint"] = f"checkpoint of epoch {epoch}: {err}; {held}"
+            history["checkpoint"] = f"checkpoint of {position(epoch)}: {err}; {held}"
             warnings.warn(history["checkpoint"] + ("" if final else "; training goes on"),
                           stacklevel=3)
 
     with interrupt_between_steps() as asked, \
-            tqdm(range(n_epochs), desc=desc, disable=not progress) as bar:
+            tqdm(range(n_steps), desc=desc, disable=not progress) as bar:
         try:
-            for epoch in bar:
+            for epoch in bar:  # one step; an epoch where all examples fit one step
                 if asked:
                     if drain():
-                        history["status"] = f"interrupted at epoch {len(history['loss'])}"
+                        history["status"] = f"interrupted at {position(len(history['loss']))}"
                         warnings.warn(history["status"], stacklevel=2)
                     break
                 if device.type == "cuda" and not runner.captured:
                     torch.compiler.cudagraph_mark_step_begin()  # for compile's own CUDA graphs
+                feed.load(first_epoch + epoch)  # in place: a captured graph reads the new rows
                 terms = runner()
                 if first_epoch + epoch + 1 == nan_epoch:  # test hook (config.injected_fault)
                     terms = diverge(terms, core, optimizer)
                 pending.append(terms)
-                if (epoch + 1) % sync_every == 0 or epoch + 1 == n_epochs:
+                if (epoch + 1) % sync_every == 0 or epoch + 1 == n_steps:
                     if not drain():
                         break
-                    bar.set_postfix(loss=f"{history['loss'][-1]:.4f}")
+                    bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **(
+                        {"epoch": f"{len(history['loss']) / steps_per_epoch:.1f}"}
+                        if steps_per_epoch > 1 else {}))
                     if ((first_epoch + epoch + 1) % checkpoint_every < sync_every
-                            and epoch + 1 < n_epochs):  # the last one is the final save
+                            and epoch + 1 < n_steps):  # the last one is the final save
                         save(final=False)
             else:
                 history["status"] = "finished"

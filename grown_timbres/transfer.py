@@ -15,7 +15,8 @@ import torch
 from .audio import finish_render
 from .config import (FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, MAX_RENDER_SECONDS,
                      REVERB_SECONDS, SAMPLE_RATE)
-from .features import extract_features, file_features
+from .batching import file_features
+from .features import extract_features
 from .model import render, unwrap_model
 from .notes import as_notes, midi_to_hz
 

@@ -25,11 +25,13 @@ sys.path.insert(0, str(ROOT))
 
 from grown_timbres.audio import load_audio, write_wav  # noqa: E402
 from grown_timbres.config import SAMPLE_RATE  # noqa: E402
-from grown_timbres.features import batch_to_device, file_features, load_multiple_files  # noqa: E402
+from grown_timbres.batching import batch_to_device, file_features  # noqa: E402
+from grown_timbres.features import load_multiple_files  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
 from grown_timbres.model import DDSPModel  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402
-from grown_timbres.train import cpu_name, make_optimizer, train, with_harmonic_waves  # noqa: E402
+from grown_timbres.device import cpu_name  # noqa: E402
+from grown_timbres.train import make_optimizer, train  # noqa: E402
 
 
 def synthetic_room(rt60: float = 0.8, seconds: float = 1.0, direct_to_reverberant_db: float = 0.0,
@@ -62,8 +64,8 @@ def fit_and_score(batch: dict, reverb: bool, hidden: int, epochs: int, seed: int
     model = DDSPModel(hidden_size=hidden, reverb=reverb)
     optimizer = make_optimizer(model)
     started = time.perf_counter()
-    history = train(model, optimizer, with_harmonic_waves(batch, model),
-                    OptimizedMultiScaleSpectralLoss(), epochs, desc=f"reverb={reverb}")
+    history = train(model, optimizer, batch, OptimizedMultiScaleSpectralLoss(), epochs,
+                    desc=f"reverb={reverb}", precompute_waves=True)
     seconds = time.perf_counter() - started
     distance = MultiScaleSpectralLoss()
     scores = []

@@ -18,8 +18,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from grown_timbres.config import N_MFCC, SAMPLE_RATE  # noqa: E402
-from grown_timbres.features import collate, compile_feature_kernels, extract_features  # noqa: E402
+from grown_timbres.config import HOP_LENGTH, N_MFCC, SAMPLE_RATE  # noqa: E402
+from grown_timbres.batching import collate  # noqa: E402
+from grown_timbres.features import compile_feature_kernels, extract_features  # noqa: E402
 
 # One intra-op thread by default (DDSP_TEST_THREADS=2 for two). The models here are small: on an
 # idle 2-core machine 1 and 2 threads train at the same speed (about 75 ms per step), but when
@@ -80,6 +81,22 @@ def small_inputs(batch=2, n_frames=40, seed=0):
 
 def batch_from_features(features: list[dict]) -> dict:
     """The padded batch load_multiple_files would build from these features (no second pYIN)."""
+    return collate(features)
+
+
+def batch_of_rows(padded: dict, paths=None) -> dict:
+    """A hand-made padded batch (f0 [B, T, 1], loudness [B, T, 1], mfcc [B, T, N_MFCC],
+    audio [B, T * HOP_LENGTH], lengths [B]; voiced optional) as batching.collate batches it:
+    row i is a file of lengths[i] frames, one training example (beyond its length, f0 and MFCCs
+    are held and loudness floored, as collate pads)."""
+    features = []
+    for i, n in enumerate(padded["lengths"].tolist()):
+        voiced = padded["voiced"][i, :n] if "voiced" in padded else torch.ones(n, dtype=torch.bool)
+        features.append({"path": paths[i] if paths else f"row_{i}.wav",
+                         "f0": padded["f0"][i, :n, 0].numpy(), "voiced": voiced.numpy(),
+                         "loudness": padded["loudness"][i, :n, 0].numpy(),
+                         "mfcc": padded["mfcc"][i, :n].numpy(),
+                         "audio": padded["audio"][i, : n * HOP_LENGTH].numpy()})
     return collate(features)
 
 

@@ -15,8 +15,8 @@ from conftest import REPO_ROOT
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
-FLOW = ["config", "audio", "features", "synth", "model", "loss", "checkpoints", "capture",
-        "train", "growth", "report", "notes", "transfer", "plots", "notebook"]
+FLOW = ["config", "device", "audio", "batching", "features", "synth", "model", "loss",
+        "checkpoints", "capture", "train", "growth", "report", "notes", "transfer", "plots", "notebook"]
 
 
 def names_used(text: str) -> set:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from grown_timbres import capture, train
+from grown_timbres.batching import batch_to_device, collate
 from grown_timbres.config import HOP_LENGTH, N_MFCC, SAMPLE_RATE
 from grown_timbres.loss import OptimizedMultiScaleSpectralLoss
 from grown_timbres.model import DDSPModel
@@ -16,18 +17,21 @@ CUDA = torch.cuda.is_available()
 
 
 def tone_batch(n_files=2, n_frames=24, device="cpu") -> dict:
-    """Harmonic tones at 220 and 330 Hz with steady features: a padded-batch-shaped dict."""
+    """Harmonic tones at 220 and 330 Hz with steady features, as batching.collate batches them
+    (each file one training example)."""
     t = np.arange(n_frames * HOP_LENGTH) / SAMPLE_RATE
-    f0s = [220.0 * (1.5 ** i) for i in range(n_files)]
-    audio = np.stack([0.3 * np.sin(2 * np.pi * f * t) + 0.1 * np.sin(4 * np.pi * f * t)
-                      for f in f0s]).astype(np.float32)
-    generator = torch.Generator().manual_seed(0)
-    batch = {"f0": torch.tensor(f0s, dtype=torch.float32).reshape(-1, 1, 1).expand(-1, n_frames, 1),
-             "loudness": torch.full((n_files, n_frames, 1), -20.0),
-             "mfcc": torch.randn(n_files, 1, N_MFCC, generator=generator).expand(-1, n_frames, -1),
-             "audio": torch.from_numpy(audio),
-             "lengths": torch.full((n_files,), n_frames)}
-    return {k: v.contiguous().to(device) for k, v in batch.items()}
+    generator = np.random.default_rng(0)
+    features = []
+    for i in range(n_files):
+        f0 = 220.0 * 1.5 ** i
+        features.append({
+            "path": f"tone_{i}.wav", "f0": np.full(n_frames, f0, np.float32),
+            "voiced": np.ones(n_frames, bool), "loudness": np.full(n_frames, -20.0, np.float32),
+            "mfcc": np.repeat(generator.standard_normal((1, N_MFCC)).astype(np.float32),
+                              n_frames, axis=0),
+            "audio": (0.3 * np.sin(2 * np.pi * f0 * t) +
+                      0.1 * np.sin(4 * np.pi * f0 * t)).astype(np.float32)})
+    return batch_to_device(collate(features), device)
 
 
 def setup(device="cpu", scaler=None, capturable=False, fused=True):
@@ -128,11 +132,11 @@ def test_captured_training_follows_the_eager_curve(amp_dtype):
     for capture_step in (False, True):
         model, optimizer, loss, batch = setup("cuda", capturable=True)
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        batch = train.with_harmonic_waves(batch, model)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             history = train.train(model, optimizer, batch, loss, 30, scaler=scaler,
-                                  amp_dtype=amp_dtype, capture=capture_step, progress=False)
+                                  amp_dtype=amp_dtype, capture=capture_step, progress=False,
+                                  precompute_waves=True)
         assert not capture_warnings(caught)  # a fallback warns
         assert history["status"] == "finished"
         if capture_step:

@@ -12,7 +12,8 @@ from grown_timbres.config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_R
 from grown_timbres.features import (F0_MAX_HZ, F0_MIN_HZ, FEATURE_KEYS, FEATURE_SETTINGS,
                                     MFCC_N_FFT, MFCC_N_MELS, compute_loudness, compute_mfcc,
                                     estimate_f0, extract_features, feature_cache_path,
-                                    file_features, hz_to_midi, load_multiple_files)
+                                    hz_to_midi, load_multiple_files)
+from grown_timbres.batching import file_features
 from conftest import (FIRST_MIDI, batch_from_features, cents, make_all_zero, make_empty,
                       make_missing, make_text, midi_to_hz)
 

@@ -387,7 +387,7 @@ def test_held_note_of_each_bundled_tone(small_model, bundled_batch):
     taken over sustained frames only (voiced, within SUSTAIN_WINDOW_DB of the loudest), with a
     distribution that sums to 1 and finite, positive controls."""
     from conftest import FIRST_MIDI, cents, midi_to_hz
-    from grown_timbres.features import file_features
+    from grown_timbres.batching import file_features
     from grown_timbres.growth import SUSTAIN_WINDOW_DB, sustained_frames
 
     for index in range(12):
@@ -406,7 +406,7 @@ def test_held_note_ignores_a_files_padding_and_its_release(small_model, bundled_
     """A short file in a batch with a long one: its held note comes from its own frames (the
     same note as the file alone); a -80 dB release tail appended to it changes nothing."""
     from conftest import batch_from_features
-    from grown_timbres.features import file_features
+    from grown_timbres.batching import file_features
 
     short = dict(bundled_features[9])  # A4
     n = 60
@@ -488,7 +488,7 @@ def test_grown_timbre_grows_on_a_trained_model(drifting_model):
     model, rendered from held inputs, drifts by more than 1 dB. The growth: within each stage
     the level holds within 1 dB, and from one harmonic stage to the next neither the level nor
     the spectral centroid falls."""
-    from grown_timbres.features import file_features
+    from grown_timbres.batching import file_features
     from grown_timbres.model import render
 
     model, batch = drifting_model
@@ -645,10 +645,11 @@ def test_a_room_trained_on_a_reverberant_tone_rings_after_the_note():
     stage's tail, 50 to 350 ms after its held note stops, is within 35 dB of the note; the
     same note dry stops dead. The untrained room (37 dB under the dry sound, 50 ms decay)
     fails that same check: the room learned it."""
-    from grown_timbres.features import collate, compute_loudness, compute_mfcc
+    from grown_timbres.batching import collate
+    from grown_timbres.features import compute_loudness, compute_mfcc
     from grown_timbres.loss import OptimizedMultiScaleSpectralLoss
     from grown_timbres.model import render_controls
-    from grown_timbres.train import make_optimizer, train, with_harmonic_waves
+    from grown_timbres.train import make_optimizer, train
 
     n_frames, note_seconds = 104, 0.5
     t = np.arange(n_frames * HOP_LENGTH) / SR
@@ -676,8 +677,8 @@ def test_a_room_trained_on_a_reverberant_tone_rings_after_the_note():
 
     untrained_room = tail_db(1.0)
     batch = collate([features])
-    train(model, make_optimizer(model), with_harmonic_waves(batch, model),
-          OptimizedMultiScaleSpectralLoss(), 30, progress=False)
+    train(model, make_optimizer(model), batch, OptimizedMultiScaleSpectralLoss(), 30,
+          progress=False, precompute_waves=True)
     trained_room, dry = tail_db(1.0), tail_db(0.0)
     assert untrained_room < -35.0 < trained_room, (untrained_room, trained_room)
     assert dry < -100.0, dry

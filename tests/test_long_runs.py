@@ -21,8 +21,9 @@ from grown_timbres.model import DDSPModel
 from grown_timbres.plots import plot_loss, plot_loss_comparison
 from grown_timbres.report import (comparison_markdown, epoch_seconds, make_run_record,
                                   save_run_record)
-from grown_timbres.train import make_optimizer, parameters_finite, resume_training, train
-from conftest import REPO_ROOT
+from grown_timbres.capture import parameters_finite
+from grown_timbres.train import make_optimizer, resume_training, train
+from conftest import REPO_ROOT, batch_of_rows
 
 FRAMES = 24
 SNAPSHOT = 3  # SNAPSHOT_EVERY in these tests: snapshots after a few cheap epochs
@@ -35,10 +36,11 @@ def batch():
     """Two files of a 220 Hz tone, the second 4 frames shorter (padding is masked)."""
     g = torch.Generator().manual_seed(1)
     tone = 0.3 * torch.sin(2 * np.pi * 220 * torch.arange(FRAMES * 256) / SAMPLE_RATE)
-    return {"f0": torch.full((2, FRAMES, 1), 220.0), "loudness": torch.full((2, FRAMES, 1), -20.0),
-            "mfcc": torch.randn(2, FRAMES, N_MFCC, generator=g),
-            "audio": torch.stack([tone, 0.5 * tone]), "lengths": torch.tensor([FRAMES, FRAMES - 4]),
-            "file_paths": ["a.wav", "b.wav"], "errors": {}}
+    return batch_of_rows({"f0": torch.full((2, FRAMES, 1), 220.0),
+                          "loudness": torch.full((2, FRAMES, 1), -20.0),
+                          "mfcc": torch.randn(2, FRAMES, N_MFCC, generator=g),
+                          "audio": torch.stack([tone, 0.5 * tone]),
+                          "lengths": torch.tensor([FRAMES, FRAMES - 4])}, ["a.wav", "b.wav"])
 
 
 @pytest.fixture(autouse=True)

@@ -88,7 +88,8 @@ def fake_project(root, stem="01_C4"):
               "loudness_l1_db": 1.0}
     for name, level in (("ddsp_original", 1.0), ("ddsp_optimized", 2.0)):
         wav = write_wav(root / "outputs" / name / f"resynth_{stem}.wav", level * 0.6 * tone / 0.4)
-        batch = {"file_paths": [str(root / "scale_tones" / f"{stem}.wav")], "errors": {}}
+        batch = {"file_paths": [str(root / "scale_tones" / f"{stem}.wav")], "errors": {},
+                 "sources": []}
         record = make_run_record(name, model, batch, history, {}, {stem: {"model": metric,
                                  "sine": metric}}, [wav], 0.0, root=root, device="cpu")
         save_run_record(root / "outputs" / "runs" / f"{name}.json", record)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from grown_timbres.config import HOP_LENGTH, N_MFCC, SAMPLE_RATE
-from grown_timbres.features import collate
+from grown_timbres.batching import collate
 from grown_timbres.growth import held_note, stages_from_table
 from grown_timbres.model import DDSPModel
 from grown_timbres.plots import plot_loss, plot_stage_controls, plot_transfer

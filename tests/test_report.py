@@ -156,7 +156,7 @@ def fake_run(n_files, n_epochs, seconds_per_epoch, final_spectral, sine_cents=12
     seconds_per_epoch, synchronised every epoch; the spectral loss falls linearly to
     final_spectral over its last 10 epochs."""
     batch = {"file_paths": [f"scale_tones/{i + 1:02d}.wav" for i in range(n_files)],
-             "errors": {"bad.wav": "silent"}}
+             "errors": {"bad.wav": "silent"}, "sources": []}
     spectral = [final_spectral + 0.1 * (n_epochs - 1 - e) for e in range(n_epochs)]
     history = {"loss": [s + 0.01 for s in spectral],
                "terms": {"spectral": spectral, "time_l1": [0.01] * n_epochs},
@@ -200,7 +200,7 @@ def test_make_run_record_holds_the_run(records):
     assert original["seconds_per_file"] == pytest.approx(60.0)
     assert optimized["seconds_per_file"] == pytest.approx(7.5)
     assert optimized["epoch_seconds"] == pytest.approx([9.0] * 10)
-    assert optimized["steady_epoch_seconds"] == pytest.approx(9.0)
+    assert optimized["steady_step_seconds"] == pytest.approx(9.0)
     assert optimized["warmup_seconds"] == pytest.approx(0.0)
     assert optimized["wavs"] == ["outputs/ddsp_optimized/resynth_01.wav"]  # relative to root
     assert optimized["rejected_files"] == {"bad.wav": "silent"}
@@ -220,11 +220,11 @@ def test_comparison_rows_speedup_per_file_and_content(records):
     assert [r["run"] for r in rows] == ["original", "optimized"]
     original, optimized = rows
     # steady time per file per epoch: 3 s / 1 file = 3 s; 9 s / 12 files = 0.75 s
-    assert original["speedup per file"] == pytest.approx(1.0)
-    assert optimized["speedup per file"] == pytest.approx(3.0 / 0.75)
-    assert original["ms per file per epoch"] == pytest.approx(3000.0)
-    assert optimized["ms per file per epoch"] == pytest.approx(750.0)
-    assert optimized["steady ms per epoch"] == pytest.approx(9000.0)
+    assert original["speedup per example"] == pytest.approx(1.0)
+    assert optimized["speedup per example"] == pytest.approx(3.0 / 0.75)
+    assert original["ms per example per step"] == pytest.approx(3000.0)
+    assert optimized["ms per example per step"] == pytest.approx(750.0)
+    assert optimized["steady ms per step"] == pytest.approx(9000.0)
     assert optimized["warm-up s"] == pytest.approx(0.0)
     assert (original["files"], optimized["files"]) == (1, 12)
     assert (original["epochs"], optimized["epochs"]) == (20, 10)
@@ -243,17 +243,17 @@ def test_comparison_rows_speedup_per_file_and_content(records):
 def test_comparison_markdown_table(records):
     lines = comparison_markdown(records).splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
-    assert header[:5] == ["run", "recorded", "device", "files", "epochs"]
-    assert "speedup per file" in header
+    assert header[:6] == ["run", "recorded", "device", "files", "examples per step", "epochs"]
+    assert "speedup per example" in header
     assert lines[1] == "|" + "---|" * len(header)
     assert len(lines) == 7 and lines[4] == ""
     assert lines[5] == "Metrics over the file both runs learned: 01."
     cells = {row[0]: dict(zip(header, row)) for row in
              ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
-    assert cells["optimized"]["speedup per file"] == "4.00x"
-    assert cells["original"]["speedup per file"] == "1.00x"
+    assert cells["optimized"]["speedup per example"] == "4.00x"
+    assert cells["original"]["speedup per example"] == "1.00x"
     assert cells["optimized"]["files"] == "12" and cells["original"]["files"] == "1"
-    assert cells["optimized"]["ms per file per epoch"] == "750"
+    assert cells["optimized"]["ms per example per step"] == "750"
     assert cells["optimized"]["training s"] == "90.0"
     assert cells["optimized"]["final spectral loss"] == "1.57"
 
@@ -303,7 +303,7 @@ def test_speedup_uses_the_steady_pace_not_the_total(records):
     slow_start["warmup_seconds"] = 60.0
     slow_start["total_training_seconds"] += 60.0
     rows = comparison_rows({"original": records["original"], "optimized": slow_start})
-    assert rows[1]["speedup per file"] == pytest.approx(4.0)
+    assert rows[1]["speedup per example"] == pytest.approx(4.0)
     assert rows[1]["warm-up s"] == 60.0
 
 

@@ -14,10 +14,10 @@ from grown_timbres.loss import (TIME_LOSS_WEIGHT, MultiScaleSpectralLoss,
                                 OptimizedMultiScaleSpectralLoss)
 from grown_timbres.model import DDSPModel
 from grown_timbres.synth import harmonic_synth, harmonic_waves
-from grown_timbres.train import (CLIP_GRAD_NORM, LEARNING_RATE, make_optimizer,
-                                 parameters_finite, resume_training, train, training_step,
-                                 with_harmonic_waves)
-from conftest import batch_from_features, small_inputs
+from grown_timbres.capture import parameters_finite
+from grown_timbres.train import (CLIP_GRAD_NORM, LEARNING_RATE, make_optimizer, resume_training,
+                                 train, training_step, with_harmonic_waves)
+from conftest import batch_from_features, batch_of_rows, small_inputs
 
 
 FRAMES = 24
@@ -35,9 +35,11 @@ def tone_batch():
     g = torch.Generator().manual_seed(1)
     t = torch.arange(FRAMES * HOP) / SAMPLE_RATE
     tone = 0.3 * torch.sin(2 * math.pi * 220 * t) + 0.1 * torch.sin(2 * math.pi * 440 * t)
-    return {"f0": torch.full((2, FRAMES, 1), 220.0), "loudness": torch.full((2, FRAMES, 1), -20.0),
-            "mfcc": torch.randn(2, FRAMES, N_MFCC, generator=g),
-            "audio": torch.stack([tone, 0.5 * tone]), "lengths": torch.tensor([FRAMES, FRAMES - 4])}
+    return batch_of_rows({"f0": torch.full((2, FRAMES, 1), 220.0),
+                          "loudness": torch.full((2, FRAMES, 1), -20.0),
+                          "mfcc": torch.randn(2, FRAMES, N_MFCC, generator=g),
+                          "audio": torch.stack([tone, 0.5 * tone]),
+                          "lengths": torch.tensor([FRAMES, FRAMES - 4])})
 
 
 def fresh_model(seed=0, hidden_size=32):
@@ -354,9 +356,11 @@ def small_batch():
     torch.manual_seed(1)
     t = torch.arange(FRAMES * HOP_LENGTH) / SAMPLE_RATE
     tone = 0.3 * torch.sin(2 * np.pi * 220 * t)
-    return {"f0": torch.full((2, FRAMES, 1), 220.0), "loudness": torch.full((2, FRAMES, 1), -20.0),
-            "mfcc": torch.randn(2, FRAMES, N_MFCC), "audio": torch.stack([tone, 0.5 * tone]),
-            "lengths": torch.tensor([FRAMES, FRAMES - 4])}
+    return batch_of_rows({"f0": torch.full((2, FRAMES, 1), 220.0),
+                          "loudness": torch.full((2, FRAMES, 1), -20.0),
+                          "mfcc": torch.randn(2, FRAMES, N_MFCC),
+                          "audio": torch.stack([tone, 0.5 * tone]),
+                          "lengths": torch.tensor([FRAMES, FRAMES - 4])})
 
 
 def fresh(seed=0, hidden_size=32):
