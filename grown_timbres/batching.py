@@ -23,6 +23,7 @@ import math
 import numpy as np
 import torch
 
+from .audio import AudioInputError
 from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB
 
 EXAMPLE_SECONDS = 4.0  # magenta's training examples: 4 s, one every second
@@ -118,13 +119,30 @@ def padded_batch(features: list) -> dict:
 
 def collate(features: list, errors: dict | None = None) -> dict:
     """extract_features dicts -> the batch described at the top of this file (CPU tensors).
-    file_features(batch, i) gives file i's excerpt back."""
+    file_features(batch, i) gives file i's excerpt back. A file with no window worth training
+    on (all silent or unpitched) is left out and listed in `errors` with a warning; when none
+    is left, AudioInputError."""
+    import warnings
     from pathlib import Path
 
+    errors, usable = dict(errors or {}), []
+    for f in features:
+        split = split_examples(f)
+        if len(split["starts"]):
+            usable.append((f, split))
+        else:
+            errors[f["path"]] = (f"no {EXAMPLE_SECONDS:.0f} s stretch to train on: of its "
+                                 f"windows, {split['silent']} are silent and "
+                                 f"{split['unpitched']} mostly unpitched")
+            warnings.warn(f"{f['path']}: {errors[f['path']]}", stacklevel=2)
+    if not usable:
+        raise AudioInputError(", ".join(f["path"] for f in features) or "<none>",
+                              "no usable audio file (" + "; ".join(
+                                  f"{Path(p).name}: {r}" for p, r in errors.items()) + ")")
+    features = [f for f, _ in usable]
     parts = {key: [] for key in PADDING}
     starts, lengths, files, sources, offset = [], [], [], [], 0
-    for index, f in enumerate(features):
-        split = split_examples(f)
+    for index, (f, split) in enumerate(usable):
         for key, (hop, value) in PADDING.items():
             n = len(f["f0"]) + EXAMPLE_FRAMES
             parts[key].append(pad_to(f[key], n, 0, hop, value))
@@ -145,7 +163,7 @@ def collate(features: list, errors: dict | None = None) -> dict:
                     lengths=torch.from_numpy(np.concatenate(lengths)),
                     files=torch.from_numpy(np.concatenate(files)))
     return {**padded_batch([excerpt(f) for f in features]),
-            "file_paths": [f["path"] for f in features], "errors": dict(errors or {}),
+            "file_paths": [f["path"] for f in features], "errors": errors,
             "sources": sources, "examples": examples}
 
 
