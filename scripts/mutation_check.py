@@ -150,6 +150,21 @@ MUTATIONS = [
              "synthesize drops room_gain: the room sounds in every growth stage and dry melody",
              (("return reverb(audio, self.room_taps(), room_gain)",
                "return reverb(audio, self.room_taps())"),)),
+    Mutation("no-end-window",
+             "a long file's windows stop at the last full hop: its last seconds are never trained",
+             (("if starts[-1] + EXAMPLE_FRAMES < n_frames:", "if False:"),)),
+    Mutation("silence-trained",
+             "silent and unpitched windows of a long file are trained on",
+             (("keep = loud & pitched", "keep = loud | ~loud"),)),
+    Mutation("excerpt-from-start",
+             "a long file's excerpt is its first 30 s, silent or not",
+             (("return int(np.argmax(in_window))", "return 0"),)),
+    Mutation("same-order-every-epoch",
+             "every epoch steps through the examples in the same order",
+             (("manual_seed(SHUFFLE_SEED + epoch)", "manual_seed(SHUFFLE_SEED)"),)),
+    Mutation("minibatch-stale-target",
+             "with several steps an epoch the cached-target loss keeps the first step's spectra",
+             (("if feed.changes:  # its cache is keyed", "if False:  # its cache is keyed"),)),
 ]
 
 
