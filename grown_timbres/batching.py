@@ -70,8 +70,9 @@ def example_starts(n_frames: int) -> np.ndarray:
 
 def split_examples(features: dict) -> dict:
     """One file's training windows: {starts [E], lengths [E] frames, silent, unpitched} with
-    the dropped windows counted (silent: no frame above SILENT_EXAMPLE_DB; unpitched: under
-    MIN_VOICED_FRACTION of its frames voiced, silent or not)."""
+    the dropped windows counted (silent: no frame above SILENT_EXAMPLE_DB; unpitched: some
+    sound, but under MIN_VOICED_FRACTION of its frames voiced, such as a window mostly of
+    silence or of noise)."""
     n_frames = len(features["f0"])
     starts = example_starts(n_frames)
     lengths = np.minimum(n_frames - starts, EXAMPLE_FRAMES)

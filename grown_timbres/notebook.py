@@ -10,7 +10,7 @@ import numpy as np
 
 from .audio import (atomic_write, decode_recording, finite_audio, load_audio, read_wav,
                     wav_bytes)
-from .batching import EXAMPLE_SECONDS
+from .batching import EXAMPLE_SECONDS, MIN_VOICED_FRACTION
 from .config import (MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
                      MIN_RECORD_SECONDS, SAMPLE_RATE)
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
@@ -151,8 +151,9 @@ def sources_table(batch: dict) -> str:
     """Markdown: per file, accepted or why not; for an accepted one its length, the training
     examples taken from it, the seconds they cover and the windows dropped (batching.collate),
     and the excerpt that evaluation and growth use; then the totals."""
-    lines = ["| file | status | length | training examples | used | dropped: silent, "
-             "unpitched | excerpt from |", "|---|---|---|---|---|---|---|"]
+    lines = ["| file | status | length | training examples | used | windows dropped: silent, "
+             f"under {MIN_VOICED_FRACTION:.0%} pitched | excerpt from |",
+             "|---|---|---|---|---|---|---|"]
     for source in batch["sources"]:
         lines.append(f"| {source['file']} | accepted | {source['seconds']:.1f} s | "
                      f"{source['examples']} | {source['seconds_used']:.1f} s | "

@@ -251,3 +251,35 @@ def test_outside_colab_recording_does_nothing(monkeypatch, tmp_path, capsys):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     assert record_microphone(5, tmp_path / "uploads") is None
     assert not (tmp_path / "uploads").exists() and capsys.readouterr() == ("", "")
+
+
+def test_the_sources_table_says_what_training_takes_from_each_file(bundled_features):
+    """A 60 s take (the first tone held, then 20 s of silence, then the tone again) and a 2 s
+    tone: the table lists each file's length, its training examples, the seconds they use,
+    the dropped windows and where its excerpt starts, a row for the rejected file with the
+    reason, and the totals in minutes."""
+    from grown_timbres.batching import collate
+    from grown_timbres.config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB
+
+    tone = bundled_features[0]
+    n = int(20 * FRAME_RATE)
+    held = {"f0": np.full(n, tone["f0"][40]), "voiced": np.ones(n, bool),
+            "loudness": np.full(n, -20.0, np.float32), "mfcc": np.repeat(tone["mfcc"][40:41], n, 0),
+            "audio": np.zeros(n * HOP_LENGTH, np.float32)}
+    quiet = {**held, "voiced": np.zeros(n, bool),
+             "loudness": np.full(n, LOUDNESS_FLOOR_DB, np.float32)}
+    take = {key: np.concatenate([held[key], quiet[key], held[key]]) for key in held}
+    batch = collate([{"path": "/x/take.wav", **take}, tone], {"/x/bad.wav": "is silent"})
+    from grown_timbres.notebook import sources_table
+
+    table = sources_table(batch)
+    take_row = next(line for line in table.splitlines() if line.startswith("| take.wav"))
+    source = batch["sources"][0]
+    assert source["seconds"] == pytest.approx(60.0, abs=0.05) and source["silent"] > 10
+    assert take_row == (f"| take.wav | accepted | 60.0 s | {source['examples']} | "
+                        f"{source['seconds_used']:.1f} s | {source['silent']}, {source['unpitched']} | "
+                        "0.0 s |")
+    assert "| bad.wav | **rejected** | is silent |" in table
+    used = (source["seconds_used"] + 2.0) / 60
+    assert table.splitlines()[-1] == (f"{source['examples'] + 1} training examples of at most "
+                                      f"4 s from 2 files: {used:.2f} minutes of audio used.")
