@@ -46,7 +46,7 @@ def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
     warning, files longer than `max_seconds` (default MAX_AUDIO_SECONDS) cut with a warning
     (only that much is read). Raises AudioInputError for missing, empty, unreadable, non-finite,
     silent or too-short input, and before reading for more than MAX_AUDIO_CHANNELS or
-    MAX_AUDIO_SAMPLE_RATE.
+    MAX_AUDIO_SAMPLE_RATE (a small compressed file could otherwise decode to gigabytes).
     """
     import soundfile as sf
 

@@ -1,5 +1,6 @@
-"""Features: pYIN f0, A-weighted loudness and MFCCs per frame, cached on disk; many files'
-features as one batch (batching.collate: training examples and listening excerpts).
+"""Features: pYIN f0, A-weighted loudness and MFCCs per frame, computed FEATURE_CHUNK_SECONDS at
+a time and cached on disk; many files' features as one batch (batching.collate: training
+examples and listening excerpts).
 
     audio [N] -> f0 [T] Hz, voiced [T], loudness [T] dB, mfcc [T, N_MFCC]   (N = T * HOP_LENGTH)
     files -> batching.collate(features of the usable files, errors {path: reason})
@@ -32,7 +33,7 @@ MFCC_MAX_ABS = 1e4  # MFCCs of audio within [-1, 1] stay within about +/-1200 (s
 # with FEATURE_CONTEXT_SECONDS more on either side, so a long file's frame matrices stay small.
 # The context covers half of every analysis window (PYIN_FRAME_LENGTH, LOUDNESS_N_FFT, a few
 # frames), which makes the STFT frames exact; the rest is for pYIN's Viterbi decoding, which
-# starts each chunk undecided and needs a second or so to lock on to the pitch.
+# sees one segment: with context, its path through the chunk's own frames is the whole file's.
 FEATURE_CHUNK_SECONDS = 30.0
 FEATURE_CONTEXT_SECONDS = 2.0
 
