@@ -18,7 +18,7 @@ N_MFCC = 20
 # The longest file accepted: magenta's training Colab asks for 10 to 20 minutes of one
 # instrument, in one take or many. A longer file is cut here, with a warning naming the limit.
 # Features are computed in chunks (features.py) and training takes 4 s examples in batches
-# (batching.py), so a file's length costs its samples (159 MB at the limit), not more.
+# (batching.py): memory grows with a file's samples (159 MB at the limit), not pYIN's frames.
 MAX_AUDIO_SECONDS = 30 * 60.0
 MAX_AUDIO_CHANNELS = 8  # 7.1 surround; with the rate below, a read block is 0.12 GB at most
 MAX_AUDIO_SAMPLE_RATE = 384_000
