@@ -297,8 +297,8 @@ def test_collate_matches_features_and_file_features_undoes_it(bundled_features):
 
 # ---------------------------------------------- issue 14, item 1: long files, features in chunks
 def unchunked_features(audio):
-    """The features as they were computed before chunking: each librosa call on all of the
-    audio at once (f0 only with `with_f0`: pYIN is slow)."""
+    """Loudness and MFCCs as they were computed before chunking: each librosa call on all of
+    the audio at once (unchunked_f0: f0 likewise)."""
     import librosa
 
     n = len(audio) // HOP_LENGTH
