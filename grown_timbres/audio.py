@@ -3,6 +3,7 @@ recording, finishing a render, writing float wav at true level, and writing any 
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import tempfile
@@ -22,6 +23,7 @@ except ImportError:  # Windows
 MIN_AUDIO_SAMPLES = max(FFT_SIZES)  # shorter input cannot fill the largest loss frame
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is "silent"
 EDGE_FADE_SECONDS = 0.01  # at the very start and end of a render
+READ_BLOCK_SECONDS = 10.0  # read at a time: 0.12 GB at most (MAX_AUDIO_CHANNELS, _SAMPLE_RATE)
 TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporary files: <temp_prefix><random><suffix>
 
 
@@ -37,18 +39,19 @@ class AudioInputError(ValueError):
         return type(self), (self.path, self.reason)
 
 
-def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
+def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
     """Read any soundfile-readable file as float32 mono at SAMPLE_RATE: [n_samples] in [-1, 1].
 
     Stereo is averaged, other rates resampled (soxr), samples beyond +/-1 rescaled with a
-    warning, files longer than `max_seconds` cut with a warning (only that much is read).
-    Raises AudioInputError for missing, empty, unreadable, non-finite, silent or too-short input,
-    and before reading for more than MAX_AUDIO_CHANNELS or MAX_AUDIO_SAMPLE_RATE (a small
-    compressed file could otherwise decode to gigabytes).
+    warning, files longer than `max_seconds` (default MAX_AUDIO_SECONDS) cut with a warning
+    (only that much is read). Raises AudioInputError for missing, empty, unreadable, non-finite,
+    silent or too-short input, and before reading for more than MAX_AUDIO_CHANNELS or
+    MAX_AUDIO_SAMPLE_RATE (a small compressed file could otherwise decode to gigabytes).
     """
     import soundfile as sf
 
     path = Path(path)
+    limit = MAX_AUDIO_SECONDS if max_seconds is None else max_seconds
     if not path.exists():
         raise AudioInputError(path, "file not found")
     if not path.is_file():
@@ -65,38 +68,69 @@ def load_audio(path, max_seconds: float = MAX_AUDIO_SECONDS) -> np.ndarray:
             raise AudioInputError(path, f"{info.channels} channels at {info.samplerate} Hz; "
                                         f"at most MAX_AUDIO_CHANNELS={MAX_AUDIO_CHANNELS} at "
                                         f"MAX_AUDIO_SAMPLE_RATE={MAX_AUDIO_SAMPLE_RATE} Hz")
-        max_frames = int(max_seconds * info.samplerate)
-        data, file_rate = sf.read(str(path), frames=min(info.frames, max_frames),
-                                  dtype="float32", always_2d=True)
+        max_frames = int(limit * info.samplerate)
+        audio, n_read, peak = read_mono(path, info.samplerate, min(info.frames, max_frames))
     except AudioInputError:
         raise
     except Exception as err:  # libsndfile reports every unreadable format its own way
         raise AudioInputError(path, f"not a readable audio file ({err})") from None
     if info.frames > max_frames:
+        name = "MAX_AUDIO_SECONDS" if max_seconds is None else "max_seconds"
         warnings.warn(f"{path}: {info.frames / info.samplerate:.1f} s long; only the first "
-                      f"{max_seconds:.0f} s are used (MAX_AUDIO_SECONDS unless max_seconds is "
-                      "given)", stacklevel=2)
-    if data.size == 0:
+                      f"{limit:g} s are used ({name}={limit:g} s is the longest file accepted)",
+                      stacklevel=2)
+    if n_read == 0:
         raise AudioInputError(path, "contains no audio samples")
-    audio = data.mean(axis=1)
-    if not np.all(np.isfinite(audio)):
+    if not np.isfinite(peak):
         raise AudioInputError(path, "contains NaN or infinite samples")
-    peak = float(np.max(np.abs(audio)))
     if peak < SILENCE_PEAK:
         raise AudioInputError(path, f"is silent (peak {20 * np.log10(peak + 1e-12):.0f} dBFS)")
     if peak > 1.0:
         warnings.warn(f"{path}: samples reach {peak:.2f} (beyond full scale); rescaled to 1.0",
                       stacklevel=2)
-        audio = audio / peak
-    if file_rate != SAMPLE_RATE:
-        import librosa
-
-        audio = librosa.resample(audio, orig_sr=file_rate, target_sr=SAMPLE_RATE,
-                                 res_type="soxr_hq")
+        audio /= np.float32(peak)  # resampling is linear: the same as scaling before it
     if len(audio) < MIN_AUDIO_SAMPLES:
         raise AudioInputError(path, f"too short: {1000 * len(audio) / SAMPLE_RATE:.0f} ms, "
                                     f"needs at least {1000 * MIN_AUDIO_SAMPLES / SAMPLE_RATE:.0f} ms")
-    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+    return np.clip(audio, -1.0, 1.0, out=audio)
+
+
+def read_mono(path, file_rate: int, n_frames: int) -> tuple[np.ndarray, int, float]:
+    """The first n_frames of a sound file, channels averaged, resampled to SAMPLE_RATE:
+    (float32 [ceil(n_read * SAMPLE_RATE / file_rate)], n_read frames read, the mono signal's
+    peak before resampling: NaN when a sample is not finite). Read, mixed down and resampled
+    READ_BLOCK_SECONDS at a time: only the result is ever held whole, at SAMPLE_RATE (the
+    streamed resampler gives librosa.resample's soxr_hq samples exactly)."""
+    import soundfile as sf
+    import soxr
+
+    stream = None if file_rate == SAMPLE_RATE else soxr.ResampleStream(
+        file_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+    audio = np.zeros(math.ceil(n_frames * SAMPLE_RATE / file_rate), np.float32)
+    n_read = n_out = 0
+    peak, finite = 0.0, True
+    block = max(1, int(READ_BLOCK_SECONDS * file_rate))
+
+    def put(out):
+        nonlocal n_out
+        room = max(len(audio) - n_out, 0)
+        audio[n_out: n_out + min(len(out), room)] = out[:room]
+        n_out += len(out)
+
+    with sf.SoundFile(str(path)) as file:
+        while n_read < n_frames:
+            data = file.read(min(block, n_frames - n_read), dtype="float32", always_2d=True)
+            if len(data) == 0:  # fewer frames than the header said
+                break
+            n_read += len(data)
+            mono = data.mean(axis=1)
+            finite = finite and bool(np.all(np.isfinite(mono)))
+            peak = max(peak, float(np.max(np.abs(mono)))) if finite else peak
+            put(mono if stream is None else stream.resample_chunk(mono))
+    if stream is not None:
+        put(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    peak = peak if finite else float("nan")
+    return audio[: math.ceil(n_read * SAMPLE_RATE / file_rate)], n_read, peak
 
 
 def decode_recording(data: bytes, name: str = "recording") -> np.ndarray:

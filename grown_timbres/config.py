@@ -15,10 +15,15 @@ N_MFCC = 20
 
 # Limits. Every size that a user or a file controls is checked against one of these before
 # anything is allocated for it, and the refusal names the constant, the value and its source.
-MAX_AUDIO_SECONDS = 30.0  # longer files are cut here, with a warning: a batch holds every file
-MAX_AUDIO_CHANNELS = 8  # 7.1 surround; with the rate below, at most 0.37 GB is decoded
+# The longest file accepted: magenta's training Colab asks for 10 to 20 minutes of one
+# instrument, in one take or many. A longer file is cut here, with a warning naming the limit.
+# Features are computed in chunks (features.py) and training takes 4 s examples in batches
+# (batching.py): memory grows with a file's samples (159 MB at the limit), not pYIN's frames.
+MAX_AUDIO_SECONDS = 30 * 60.0
+MAX_AUDIO_CHANNELS = 8  # 7.1 surround; with the rate below, a read block is 0.12 GB at most
 MAX_AUDIO_SAMPLE_RATE = 384_000
-MAX_UPLOAD_BYTES = 100 * 2**20  # one uploaded file: ten minutes of CD-quality stereo wav
+# one uploaded file: MAX_AUDIO_SECONDS of 48 kHz stereo 16-bit wav (345.6 MB) and a header fit
+MAX_UPLOAD_BYTES = 350 * 2**20
 # A microphone recording in Colab: a few notes at least; at most a minute, since the browser
 # holds all of it and hands it to Python as one base64 message
 MIN_RECORD_SECONDS = 1.0

@@ -1,5 +1,6 @@
-"""Features: pYIN f0, A-weighted loudness and MFCCs per frame, cached on disk; many files'
-features as one batch (batching.collate: training examples and listening excerpts).
+"""Features: pYIN f0, A-weighted loudness and MFCCs per frame, computed FEATURE_CHUNK_SECONDS at
+a time and cached on disk; many files' features as one batch (batching.collate: training
+examples and listening excerpts).
 
     audio [N] -> f0 [T] Hz, voiced [T], loudness [T] dB, mfcc [T, N_MFCC]   (N = T * HOP_LENGTH)
     files -> batching.collate(features of the usable files, errors {path: reason})
@@ -7,6 +8,7 @@ features as one batch (batching.collate: training examples and listening excerpt
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -16,7 +18,7 @@ import torch
 
 from .audio import MAX_AUDIO_SECONDS, MIN_AUDIO_SAMPLES, AudioInputError, atomic_write, load_audio
 from .batching import collate
-from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
+from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
 
 F0_MIN_HZ = 65.41  # C2
 F0_MAX_HZ = 2093.0  # C7
@@ -27,13 +29,22 @@ MFCC_N_FFT = 1024
 MFCC_N_MELS = 64
 MFCC_MAX_ABS = 1e4  # MFCCs of audio within [-1, 1] stay within about +/-1200 (silence: -800)
 
+# Features are computed FEATURE_CHUNK_SECONDS of frames at a time, each chunk from its audio
+# with FEATURE_CONTEXT_SECONDS more on either side, so a long file's frame matrices stay small.
+# The context covers half of every analysis window (PYIN_FRAME_LENGTH, LOUDNESS_N_FFT, a few
+# frames), which makes the STFT frames exact; the rest is for pYIN's Viterbi decoding, which
+# sees one segment: with context, its path through the chunk's own frames is the whole file's.
+FEATURE_CHUNK_SECONDS = 30.0
+FEATURE_CONTEXT_SECONDS = 2.0
+
 FEATURE_SETTINGS = {  # what the features depend on besides the file's bytes: the cache key
-    "version": 2,  # 2: each entry holds these settings, and read_cache_entry checks them
+    "version": 3,  # 2: each entry holds these settings; 3: long files computed in chunks
     "sample_rate": SAMPLE_RATE, "hop_length": HOP_LENGTH,
     "max_audio_seconds": MAX_AUDIO_SECONDS, "f0_range_hz": (F0_MIN_HZ, F0_MAX_HZ),
     "pyin_frame_length": PYIN_FRAME_LENGTH, "loudness_n_fft": LOUDNESS_N_FFT,
     "loudness_floor_db": LOUDNESS_FLOOR_DB, "n_mfcc": N_MFCC, "mfcc_n_fft": MFCC_N_FFT,
-    "mfcc_n_mels": MFCC_N_MELS,
+    "mfcc_n_mels": MFCC_N_MELS, "chunk_seconds": FEATURE_CHUNK_SECONDS,
+    "context_seconds": FEATURE_CONTEXT_SECONDS,
 }
 FEATURE_KEYS = ("audio", "f0", "voiced", "loudness", "mfcc")
 
@@ -44,20 +55,47 @@ def hz_to_midi(f0):
     return 12.0 * log2(f0 / 440.0) + 69.0
 
 
-def estimate_f0(audio: np.ndarray, path="<audio>") -> tuple[np.ndarray, np.ndarray]:
-    """pYIN f0 per frame: audio [N] -> (f0 [N // HOP_LENGTH] Hz, voiced [same] bool).
+def in_chunks(frame_features, audio: np.ndarray, chunk_seconds: float | None = None) -> list:
+    """Per-frame features of a signal, a chunk of frames at a time: frame_features(segment) ->
+    arrays [..., 1 + len(segment) // HOP_LENGTH] (librosa's centred frames, the last one at the
+    segment's end), run on each chunk's audio with its context -> the same arrays
+    [..., 1 + len(audio) // HOP_LENGTH], each chunk's own frames end to end. Chunks are equal,
+    at most `chunk_seconds` (default FEATURE_CHUNK_SECONDS); a signal no longer than one chunk
+    is a single call on all of it."""
+    chunk_seconds = FEATURE_CHUNK_SECONDS if chunk_seconds is None else chunk_seconds
+    n_frames = 1 + len(audio) // HOP_LENGTH
+    n_chunks = max(1, math.ceil(n_frames / (chunk_seconds * FRAME_RATE)))
+    context = math.ceil(FEATURE_CONTEXT_SECONDS * FRAME_RATE)
+    bounds = np.linspace(0, n_frames, n_chunks + 1).round().astype(int)
+    parts = []
+    for first, end in zip(bounds[:-1], bounds[1:]):
+        start = max(first - context, 0)  # frame `start` is centred on the segment's sample 0
+        segment = audio[start * HOP_LENGTH: (end + context) * HOP_LENGTH]
+        parts.append([x[..., first - start: end - start] for x in frame_features(segment)])
+    return [np.concatenate(arrays, axis=-1) for arrays in zip(*parts)]
 
-    Unvoiced frames are filled by linear interpolation between voiced ones (held at the
-    edges), so f0 is never NaN. Raises AudioInputError when no frame is voiced.
-    """
+
+def pyin_frames(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pYIN on a whole signal: audio [N] -> (f0 [1 + N // HOP_LENGTH] Hz, NaN where unvoiced;
+    voiced [same] bool: pYIN's voicing with probability >= VOICED_PROB_MIN)."""
     import librosa
 
-    n_frames = len(audio) // HOP_LENGTH
     f0, voiced, voiced_prob = librosa.pyin(audio, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ,
                                            sr=SAMPLE_RATE, frame_length=PYIN_FRAME_LENGTH,
                                            hop_length=HOP_LENGTH)
-    f0 = f0[:n_frames]
-    voiced = voiced[:n_frames] & np.isfinite(f0) & (voiced_prob[:n_frames] >= VOICED_PROB_MIN)
+    return f0, voiced & np.isfinite(f0) & (voiced_prob >= VOICED_PROB_MIN)
+
+
+def estimate_f0(audio: np.ndarray, path="<audio>",
+                chunk_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """pYIN f0 per frame: audio [N] -> (f0 [N // HOP_LENGTH] Hz, voiced [same] bool), computed
+    in chunks (in_chunks).
+
+    Unvoiced frames are filled by linear interpolation between voiced ones of the whole signal
+    (held at the edges), so f0 is never NaN. Raises AudioInputError when no frame is voiced.
+    """
+    n_frames = len(audio) // HOP_LENGTH
+    f0, voiced = (x[:n_frames] for x in in_chunks(pyin_frames, audio, chunk_seconds))
     if not voiced.any():
         raise AudioInputError(path, f"no pitched frames (pYIN found no pitch between "
                                     f"{F0_MIN_HZ:.0f} and {F0_MAX_HZ:.0f} Hz)")
@@ -80,29 +118,42 @@ def a_weighted_power(n_fft: int = LOUDNESS_N_FFT) -> np.ndarray:
     return a_weight * one_sided / (n_fft * np.sum(window ** 2))
 
 
-def compute_loudness(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
-    """A-weighted loudness per frame: audio [N] -> [N // HOP_LENGTH] dB, floored at -80.
+def compute_loudness(audio: np.ndarray, n_frames: int | None = None,
+                     chunk_seconds: float | None = None) -> np.ndarray:
+    """A-weighted loudness per frame: audio [N] -> [N // HOP_LENGTH] dB, floored at -80,
+    computed in chunks (in_chunks).
 
     Power is averaged across frequency before taking dB, so a gain of g dB shifts loudness by
     exactly g dB (above the floor). A full-scale 1 kHz sine reads -3 dB.
     """
     import librosa
 
+    weights = a_weighted_power()
+
+    def power(segment):
+        spectrum = librosa.stft(segment, n_fft=LOUDNESS_N_FFT, hop_length=HOP_LENGTH,
+                                window="hann", center=True, pad_mode="constant")
+        return [weights @ (np.abs(spectrum) ** 2)]
+
     n_frames = len(audio) // HOP_LENGTH if n_frames is None else n_frames
-    spectrum = librosa.stft(audio, n_fft=LOUDNESS_N_FFT, hop_length=HOP_LENGTH,
-                            window="hann", center=True, pad_mode="constant")
-    power = a_weighted_power() @ (np.abs(spectrum) ** 2)
-    loudness = 10.0 * np.log10(np.maximum(power, 1e-20))
+    loudness = 10.0 * np.log10(np.maximum(in_chunks(power, audio, chunk_seconds)[0], 1e-20))
     return np.maximum(loudness, LOUDNESS_FLOOR_DB)[:n_frames].astype(np.float32)
 
 
-def compute_mfcc(audio: np.ndarray, n_frames: int | None = None) -> np.ndarray:
-    """MFCC per frame: audio [N] -> [N // HOP_LENGTH, N_MFCC]."""
+def compute_mfcc(audio: np.ndarray, n_frames: int | None = None,
+                 chunk_seconds: float | None = None) -> np.ndarray:
+    """MFCC per frame: audio [N] -> [N // HOP_LENGTH, N_MFCC]: librosa.feature.mfcc's, with
+    the mel power spectrogram computed in chunks (in_chunks). Its dB are floored 80 dB below
+    the loudest frame of the whole signal, so the conversion to dB waits for every chunk."""
     import librosa
 
+    def mel_power(segment):
+        return [librosa.feature.melspectrogram(y=segment, sr=SAMPLE_RATE, n_fft=MFCC_N_FFT,
+                                               hop_length=HOP_LENGTH, n_mels=MFCC_N_MELS)]
+
     n_frames = len(audio) // HOP_LENGTH if n_frames is None else n_frames
-    mfcc = librosa.feature.mfcc(y=audio, sr=SAMPLE_RATE, n_mfcc=N_MFCC, n_fft=MFCC_N_FFT,
-                                hop_length=HOP_LENGTH, n_mels=MFCC_N_MELS)
+    mel_db = librosa.power_to_db(in_chunks(mel_power, audio, chunk_seconds)[0])
+    mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
     return mfcc.T[:n_frames].astype(np.float32)
 
 

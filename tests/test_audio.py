@@ -98,27 +98,62 @@ def test_long_file_is_cut_with_warning(write_wav_file):
     assert len(audio) == SR
 
 
-def test_ten_minute_file_is_capped_with_bounded_memory(tmp_path):
-    """Only the first MAX_AUDIO_SECONDS are read: a full read of 10 minutes would allocate
-    53 MB of float32 samples."""
-    import tracemalloc
-
+def write_long_wav(path, seconds, rate, channels):
+    """A 16-bit wav of a 220 Hz sine (each channel its own level), written 10 s at a time."""
     import soundfile as sf
 
-    path = tmp_path / "ten_minutes.wav"
-    t = np.arange(600 * SAMPLE_RATE) / SAMPLE_RATE
-    sf.write(str(path), (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SAMPLE_RATE,
-             subtype="PCM_16")
-    del t
+    with sf.SoundFile(str(path), "w", rate, channels, "PCM_16") as file:
+        for start in range(0, int(seconds * rate), 10 * rate):
+            t = np.arange(start, min(start + 10 * rate, int(seconds * rate))) / rate
+            sine = 0.3 * np.sin(2 * np.pi * 220 * t)
+            file.write(np.stack([sine * (1 - 0.5 * c) for c in range(channels)], axis=1))
+    return path
+
+
+def traced_peak(call):
+    """(call(), the peak of memory traced while it ran, in bytes)."""
+    import tracemalloc
+
     tracemalloc.start()
     try:
-        with pytest.warns(UserWarning, match="600.0 s long; only the first 30 s are used"):
-            audio = load_audio(path)
-        _, peak = tracemalloc.get_traced_memory()
+        result = call()
+        return result, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert len(audio) == MAX_AUDIO_SECONDS * SAMPLE_RATE
+
+
+def test_ten_minute_file_is_read_whole_in_bounded_memory(tmp_path):
+    """A 10-minute 44.1 kHz stereo file is no longer cut (MAX_AUDIO_SECONDS is 30 minutes) and
+    is read, mixed down and resampled a block at a time: beyond the 53 MB of its result, only
+    blocks are held (reading it whole would hold 212 MB of float32 stereo first)."""
+    path = write_long_wav(tmp_path / "ten_minutes.wav", 600, 44100, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        audio, peak = traced_peak(lambda: load_audio(path))
+    assert len(audio) == 600 * SAMPLE_RATE and audio.dtype == np.float32
+    print(f"peak {peak / 2**20:.0f} MiB for a result of {audio.nbytes / 2**20:.0f} MiB")
+    assert peak < audio.nbytes + 20 * 2**20, f"{peak / 2**20:.0f} MiB"
+    assert abs(float(np.max(np.abs(audio[SR:-SR]))) - 0.225) < 0.01  # (0.3 + 0.15) / 2
+
+
+def test_file_over_max_audio_seconds_is_cut_reading_only_the_maximum(tmp_path, monkeypatch):
+    """Only MAX_AUDIO_SECONDS are read (made 30 s here): a full read of 10 minutes would
+    allocate 53 MB of float32 samples."""
+    monkeypatch.setattr(audio_module, "MAX_AUDIO_SECONDS", 30.0)
+    path = write_long_wav(tmp_path / "ten_minutes.wav", 600, SAMPLE_RATE, 1)
+    with pytest.warns(UserWarning, match=r"600.0 s long; only the first 30 s are used "
+                                         r"\(MAX_AUDIO_SECONDS=30 s is the longest file"):
+        audio, peak = traced_peak(lambda: load_audio(path))
+    assert len(audio) == 30 * SAMPLE_RATE
     assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
+def test_forty_seconds_are_no_longer_cut(write_wav_file):
+    path = write_wav_file("forty_seconds.wav", tone(330, 40.0, SR), SR, "PCM_16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(path)) == 40 * SR
+    assert MAX_AUDIO_SECONDS == 30 * 60
 
 
 def test_no_warning_for_a_plain_file(tone_paths):

@@ -9,10 +9,12 @@ import torch
 
 from grown_timbres.audio import AudioInputError
 from grown_timbres.config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
+from grown_timbres import features as features_module
 from grown_timbres.features import (F0_MAX_HZ, F0_MIN_HZ, FEATURE_KEYS, FEATURE_SETTINGS,
-                                    MFCC_N_FFT, MFCC_N_MELS, compute_loudness, compute_mfcc,
-                                    estimate_f0, extract_features, feature_cache_path,
-                                    hz_to_midi, load_multiple_files)
+                                    MFCC_N_FFT, MFCC_N_MELS, VOICED_PROB_MIN, a_weighted_power,
+                                    compute_loudness, compute_mfcc, estimate_f0, extract_features,
+                                    feature_cache_path, hz_to_midi, load_multiple_files,
+                                    read_cache_entry)
 from grown_timbres.batching import file_features
 from conftest import (FIRST_MIDI, batch_from_features, cents, make_all_zero, make_empty,
                       make_missing, make_text, midi_to_hz)
@@ -291,6 +293,146 @@ def test_collate_matches_features_and_file_features_undoes_it(bundled_features):
     assert torch.all(batch["loudness"][1, n:] == LOUDNESS_FLOOR_DB)
     assert torch.all(batch["audio"][1, n * HOP_LENGTH:] == 0)
     assert not batch["voiced"][1, n:].any()
+
+
+# ---------------------------------------------- issue 14, item 1: long files, features in chunks
+def unchunked_features(audio):
+    """Loudness and MFCCs as they were computed before chunking: each librosa call on all of
+    the audio at once (unchunked_f0: f0 likewise)."""
+    import librosa
+
+    n = len(audio) // HOP_LENGTH
+    spectrum = librosa.stft(audio, n_fft=2048, hop_length=HOP_LENGTH, center=True,
+                            pad_mode="constant")
+    power = a_weighted_power() @ (np.abs(spectrum) ** 2)
+    loudness = np.maximum(10 * np.log10(np.maximum(power, 1e-20)), LOUDNESS_FLOOR_DB)[:n]
+    mfcc = librosa.feature.mfcc(y=audio, sr=SR, n_mfcc=N_MFCC, n_fft=MFCC_N_FFT,
+                                hop_length=HOP_LENGTH, n_mels=MFCC_N_MELS).T[:n]
+    return loudness.astype(np.float32), mfcc.astype(np.float32)
+
+
+def unchunked_f0(audio):
+    import librosa
+
+    n = len(audio) // HOP_LENGTH
+    f0, voiced, prob = librosa.pyin(audio, fmin=F0_MIN_HZ, fmax=F0_MAX_HZ, sr=SR,
+                                    frame_length=2048, hop_length=HOP_LENGTH)
+    voiced = (voiced & np.isfinite(f0) & (prob >= VOICED_PROB_MIN))[:n]
+    frames = np.arange(n)
+    return np.interp(frames, frames[voiced], f0[:n][voiced]).astype(np.float32), voiced
+
+
+def test_bundled_tones_are_one_chunk_and_their_features_unchanged(bundled_features,
+                                                                    monkeypatch):
+    """A file no longer than FEATURE_CHUNK_SECONDS is computed as before chunking, bit for bit:
+    one call on all of its audio (loudness and MFCC of all 12 tones, f0 of one)."""
+    calls = []
+    original = features_module.in_chunks
+
+    def counted(frame_features, audio, chunk_seconds=None):
+        calls.append(len(audio))
+        return original(lambda segment: calls.append(len(segment)) or frame_features(segment),
+                        audio, chunk_seconds)
+
+    monkeypatch.setattr(features_module, "in_chunks", counted)
+    for feats in bundled_features:
+        audio = feats["audio"]
+        loudness, mfcc = unchunked_features(audio)
+        calls.clear()
+        np.testing.assert_array_equal(compute_loudness(audio), loudness)
+        np.testing.assert_array_equal(compute_mfcc(audio), mfcc)
+        assert calls == [len(audio)] * 4  # in_chunks, and its one segment: all of the audio
+        np.testing.assert_array_equal(feats["loudness"], loudness)
+        np.testing.assert_array_equal(feats["mfcc"], mfcc)
+    f0, voiced = unchunked_f0(bundled_features[4]["audio"])
+    np.testing.assert_array_equal(bundled_features[4]["f0"], f0)
+    np.testing.assert_array_equal(bundled_features[4]["voiced"], voiced)
+
+
+@pytest.mark.parametrize("trim", [0, 100])  # report.py reads renders of any length
+def test_chunked_loudness_and_mfcc_equal_unchunked(trim):
+    """Nine chunks of 0.7 s: every frame, the first and the last included, as computed at once
+    (the STFT frames are exact with the context; MFCCs take dB over the whole signal)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(6 * SR - trim) / SR
+    audio = (0.3 * np.sin(2 * np.pi * (220 * t + 30 * t ** 2)) * (1 + 0.8 * np.sin(t))
+             + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    audio[2 * SR: 3 * SR] *= 0.001  # the loudest frame is not in every chunk
+    loudness, mfcc = unchunked_features(audio)
+    chunked_loudness = compute_loudness(audio, chunk_seconds=0.7)
+    chunked_mfcc = compute_mfcc(audio, chunk_seconds=0.7)
+    assert chunked_loudness.shape == (len(audio) // HOP_LENGTH,) == loudness.shape
+    assert chunked_mfcc.shape == mfcc.shape == (len(audio) // HOP_LENGTH, N_MFCC)
+    print(f"max |chunked - unchunked|: loudness {np.abs(chunked_loudness - loudness).max():.2e}"
+          f" dB, MFCC {np.abs(chunked_mfcc - mfcc).max():.2e}")
+    np.testing.assert_allclose(chunked_loudness, loudness, rtol=0, atol=1e-3)
+    np.testing.assert_allclose(chunked_mfcc, mfcc, rtol=0, atol=1e-3)
+
+
+def test_chunked_f0_follows_a_glide_across_chunk_edges(monkeypatch):
+    """A 3 s glide from 200 to 400 Hz in four chunks (a context of 0.5 s, shorter than
+    FEATURE_CONTEXT_SECONDS, so the edges are harder, and pYIN quicker): on every frame voiced
+    in both, within 5 cents of pYIN on all of it; no jump at a chunk's edge (no step larger
+    than one pitch bin); the voicing agrees on 99% of frames."""
+    monkeypatch.setattr(features_module, "FEATURE_CONTEXT_SECONDS", 0.5)
+    seconds = 3.0
+    t = np.arange(int(seconds * SR)) / SR
+    phase = 200 * seconds / np.log(2) * (2 ** (t / seconds) - 1)  # 200 Hz * 2^(t / 3 s)
+    audio = (0.4 * np.sin(2 * np.pi * phase)).astype(np.float32)
+    f0, voiced = unchunked_f0(audio)
+    chunked, chunked_voiced = estimate_f0(audio, chunk_seconds=0.75)
+    both = voiced & chunked_voiced
+    error = np.abs(1200 * np.log2(chunked[both] / f0[both]))
+    step = np.abs(np.diff(1200 * np.log2(chunked)))
+    edges = np.linspace(0, len(audio) // HOP_LENGTH + 1, 5).round().astype(int)[1:-1]
+    print(f"chunked vs unchunked: max {error.max():.2f} cents, voicing agrees on "
+          f"{np.mean(voiced == chunked_voiced):.1%}; steps at the edges "
+          f"{np.round(step[edges - 1], 2)} cents, at most {step[5:-5].max():.2f} elsewhere")
+    assert both.mean() > 0.9 and error.max() < 5
+    assert np.mean(voiced == chunked_voiced) >= 0.99
+    # pYIN's pitch bins are 10 cents apart: a glide of 4.6 cents a frame steps 0 or 10 cents
+    assert step[edges - 1].max() <= step[5:-5].max() <= 10 + 1e-3, step[edges - 1]
+
+
+def test_silent_stretch_is_unvoiced_and_filled_over_the_whole_signal(monkeypatch):
+    """330 Hz for 1 s, 2.5 s of silence, 440 Hz for 1 s, in chunks of 1 s: the middle chunks
+    have no voiced frame and raise nothing; the tones stay voiced, the silence is unvoiced, and
+    its f0 is interpolated from 330 to 440 Hz across the chunks."""
+    monkeypatch.setattr(features_module, "FEATURE_CONTEXT_SECONDS", 0.5)
+    t = np.arange(SR) / SR
+    gap = np.zeros(int(2.5 * SR))
+    audio = np.concatenate([0.4 * np.sin(2 * np.pi * 330 * t), gap,
+                            0.4 * np.sin(2 * np.pi * 440 * t)]).astype(np.float32)
+    f0, voiced = estimate_f0(audio, chunk_seconds=1.0)
+    frame = SR / HOP_LENGTH
+    first, silent, second = (slice(int(a * frame), int(b * frame))
+                             for a, b in ((0.1, 0.9), (1.1, 3.4), (3.6, 4.4)))
+    print(f"voiced: {voiced[first].mean():.0%} of the first tone, {voiced[silent].mean():.0%} of "
+          f"the silence, {voiced[second].mean():.0%} of the second tone")
+    assert voiced[first].all() and voiced[second].all() and not voiced[silent].any()
+    assert np.all(np.abs([cents(f, 330.0) for f in f0[first]]) < 20)
+    assert np.all(np.abs([cents(f, 440.0) for f in f0[second]]) < 20)
+    assert np.all(np.diff(f0[silent]) > 0) and 330 < f0[silent].min() < f0[silent].max() < 440
+
+
+def test_long_file_cache_entry_round_trips(tmp_path, write_wav_file, monkeypatch):
+    """A 2-minute file (beyond the old 30 s cut) is kept whole, and its cache entry passes
+    read_cache_entry and is hit next time. pYIN is replaced by a steady 220 Hz: it is slow."""
+    t = np.arange(120 * SR) / SR
+    path = write_wav_file("two_minutes.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SR, "PCM_16")
+    monkeypatch.setattr(features_module, "estimate_f0", lambda audio, path: (
+        np.full(len(audio) // HOP_LENGTH, 220.0, np.float32),
+        np.ones(len(audio) // HOP_LENGTH, bool)))
+    cache = tmp_path / "cache"
+    fresh = extract_features(path, cache)
+    assert len(fresh["audio"]) == len(t) // HOP_LENGTH * HOP_LENGTH
+    stored = read_cache_entry(feature_cache_path(path, cache))
+    monkeypatch.setattr("grown_timbres.features.load_audio",
+                        lambda *a, **k: pytest.fail("cache missed"))
+    hit = extract_features(path, cache)
+    for key in FEATURE_KEYS:
+        np.testing.assert_array_equal(stored[key], fresh[key])
+        np.testing.assert_array_equal(hit[key], fresh[key])
 
 
 # ------------------------------------------ issue 13, class 2: the cache is only an optimization

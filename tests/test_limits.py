@@ -148,12 +148,25 @@ def test_stage_count_is_limited():
 
 
 # -------------------------------------------------------------------------- audio, uploads
-def test_audio_length_is_cut_at_max_audio_seconds_naming_it(write_wav_file):
-    """Only MAX_AUDIO_SECONDS are read (test_audio.py checks the memory of a 10 minute file)."""
-    path = write_wav_file("long.wav", np.full((int(MAX_AUDIO_SECONDS + 1) * SAMPLE_RATE), 0.1))
-    with pytest.warns(UserWarning, match=r"31.0 s long; only the first 30 s are used "
-                                         r"\(MAX_AUDIO_SECONDS"):
-        assert len(load_audio(path)) == MAX_AUDIO_SECONDS * SAMPLE_RATE
+def test_audio_length_is_cut_at_max_audio_seconds_naming_it(write_wav_file, monkeypatch):
+    """Only MAX_AUDIO_SECONDS are read (made 3 s here; test_audio.py checks the memory of a
+    10 minute file), and the warning states the limit."""
+    from grown_timbres import audio
+
+    monkeypatch.setattr(audio, "MAX_AUDIO_SECONDS", 3.0)
+    path = write_wav_file("long.wav", np.full(4 * SAMPLE_RATE, 0.1))
+    with pytest.warns(UserWarning, match=r"long.wav: 4.0 s long; only the first 3 s are used "
+                                         r"\(MAX_AUDIO_SECONDS=3 s is the longest file "
+                                         r"accepted\)"):
+        assert len(load_audio(path)) == 3 * SAMPLE_RATE
+
+
+def test_a_file_of_max_audio_seconds_fits_the_upload_limit():
+    """The longest file accepted, as 48 kHz stereo 16-bit wav (its 44-byte header and a few
+    kB of metadata chunks), can be uploaded; and a cache entry of it passes
+    read_cache_entry's length check (it uses the same constant)."""
+    assert MAX_AUDIO_SECONDS == 30 * 60
+    assert 44 + 2**16 + MAX_AUDIO_SECONDS * 48_000 * 2 * 2 <= MAX_UPLOAD_BYTES
 
 
 @pytest.mark.parametrize("channels, rate", [(MAX_AUDIO_CHANNELS + 1, SAMPLE_RATE),
