@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from .audio import finish_render
+from .audio import AudioInputError, finish_render
 from .config import (FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, MAX_RENDER_SECONDS,
                      REVERB_SECONDS, SAMPLE_RATE)
 from .batching import file_features
@@ -177,7 +177,19 @@ def recording_to_controls(recording, training=None, pitch_shift: float = 0.0,
     Returns {f0 [T] Hz, loudness [T] dB (float32, for render_melody), original_f0,
     original_loudness, voiced [T], octave_shift, pitch_shift, loudness_shift, loudness_scale,
     loudness_offset (loudness = original * scale + offset + shift), path}. Only pitch and
-    loudness transfer: the timbre (MFCCs) comes from the model's side."""
+    loudness transfer: the timbre (MFCCs) comes from the model's side. A recording file longer
+    than a melody may be (MAX_RENDER_SECONDS) is refused before its features are computed."""
+    if not isinstance(recording, dict):
+        import soundfile as sf
+
+        try:
+            seconds = sf.info(str(recording)).duration
+        except Exception:  # unreadable: extract_features says why, in the file's name
+            seconds = 0.0
+        if seconds > MAX_RENDER_SECONDS:
+            raise AudioInputError(recording, f"{seconds:.0f} s long; a melody is at most "
+                                             f"MAX_RENDER_SECONDS={MAX_RENDER_SECONDS:.0f} s: "
+                                             "use a shorter excerpt of the recording")
     features = recording if isinstance(recording, dict) else extract_features(recording, cache_dir)
     original_f0 = np.asarray(features["f0"], dtype=np.float64).reshape(-1)
     original_loudness = np.asarray(features["loudness"], dtype=np.float64).reshape(-1)

@@ -290,3 +290,19 @@ def test_a_melody_plays_dry_or_in_the_model_room_and_they_differ_by_the_room_alo
         len(f0) * HOP_LENGTH,)
     with pytest.raises(ValueError, match="room=True: this model has no room"):
         render_melody(small_model, f0, loudness, mfcc, room=True)
+
+
+def test_a_recording_longer_than_a_melody_is_refused_before_its_features(write_wav_file,
+                                                                           monkeypatch):
+    """Files up to 30 minutes train, but a recording to play in the timbre is at most
+    MAX_RENDER_SECONDS: a longer one is refused by name before pYIN spends minutes on it."""
+    from grown_timbres.audio import AudioInputError
+    from grown_timbres.config import SAMPLE_RATE
+
+    path = write_wav_file("speech.wav", np.full(3 * SAMPLE_RATE, 0.1))
+    monkeypatch.setattr("grown_timbres.transfer.MAX_RENDER_SECONDS", 2.0)
+    monkeypatch.setattr("grown_timbres.transfer.extract_features",
+                        lambda *a: pytest.fail("features computed for a refused recording"))
+    with pytest.raises(AudioInputError, match=r"speech.wav: 3 s long; a melody is at most "
+                                              r"MAX_RENDER_SECONDS=2 s"):
+        recording_to_controls(path)
