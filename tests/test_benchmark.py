@@ -80,3 +80,17 @@ def test_steady_steps_skips_the_warm_up_and_takes_the_median_step(bench):
     with pytest.raises(ValueError):  # synchronised every 2 steps: no per-step times
         bench.steady_steps({**history, "timed_epochs": [2, 4]}, warmup=1)
 
+
+def test_the_step_memory_calibration_fits_bytes_per_example_and_per_wave_value():
+    spec = importlib.util.spec_from_file_location(
+        "measure_step_memory", ROOT / "scripts" / "measure_step_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    points = [(n, 300e6 + n * 100e6) for n in (1, 2, 4, 8)]
+    fit = script.calibration(points, values_per_example=5_000_000, margin=1.1)
+    assert fit["bytes_per_example"] == pytest.approx(100e6)
+    assert fit["intercept_bytes"] == pytest.approx(300e6)
+    assert fit["bytes_per_wave_value"] == pytest.approx(20.0)
+    assert fit["suggested"] == 22
+    with pytest.raises(ValueError):
+        script.calibration([(4, 1e9), (4, 1.1e9)], values_per_example=1)
