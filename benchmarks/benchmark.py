@@ -6,7 +6,9 @@ only the timing harness lives here. Rows: `original` (one file per run, float32,
 eager, plain Adam), each optimization alone on top of it (`+cached`, `+batching`, `+amp`,
 `+compile`) and `optimized` (the optimized notebook's recipe). Also timed per file: feature
 extraction (sequential, parallel, on-disk cache), training scaled to 1000 epochs, growth
-rendering.
+rendering; and training examples per second with train() itself over 1, 12 and 200 examples of
+4 s (--examples: batching's windows of a long take of the tones, as many a step as
+examples_per_step fits).
 Writes outputs/benchmarks/benchmark_<device>.json and .md and prints the markdown.
 
     # CPU, full run
@@ -16,8 +18,11 @@ Writes outputs/benchmarks/benchmark_<device>.json and .md and prints the markdow
     # (fill it on a machine with librosa first, then carry the folder: no librosa needed here)
     python benchmarks/benchmark.py --device cuda
 
-    # CI smoke run (2 files, hidden 64, 3 epochs)
+    # CI smoke run (2 files, hidden 64, 3 epochs; 1 and 2 examples, 1 + 2 steps)
     python benchmarks/benchmark.py --tiny
+
+    # only the examples per second (no variants, no extraction timing)
+    python benchmarks/benchmark.py --device cpu --variants '' --skip-extraction
 """
 from __future__ import annotations
 
@@ -43,7 +48,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from grown_timbres.batching import batch_to_device, collate, file_features  # noqa: E402
+from grown_timbres.batching import (EXAMPLE_FRAMES, EXAMPLE_HOP_FRAMES, PADDING,  # noqa: E402
+                                    batch_to_device, collate, file_features)
 from grown_timbres.features import (extract_features, feature_cache_path,  # noqa: E402
                                     load_multiple_files)
 from grown_timbres.growth import grow_timbre, held_note  # noqa: E402
@@ -52,8 +58,8 @@ from grown_timbres.model import HIDDEN_SIZE, DDSPModel  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402
 from grown_timbres.device import (cpu_has_fast_bfloat16, cpu_name, device_report,  # noqa: E402
                                   synchronize)
-from grown_timbres.train import (LEARNING_RATE, make_optimizer, step_runner,  # noqa: E402
-                                 training_step, with_harmonic_waves)
+from grown_timbres.train import (LEARNING_RATE, examples_per_step, make_optimizer,  # noqa: E402
+                                 step_runner, train, training_step, with_harmonic_waves)
 
 # ----------------------------------------------------------------------------- settings
 TONES_DIR = ROOT / "scale_tones"
@@ -65,7 +71,8 @@ PARITY_TOLERANCE = 0.05  # every variant's distance on the original files within
 # (CI's tiny one included) report batched parity without failing on it.
 BATCHED_PARITY_MIN_EPOCHS = 400
 E2E_EPOCHS = 1000  # the seed's N_EPOCHS: the end-to-end estimate scales training to this
-TINY = dict(files=2, hidden_size=64, epochs=3, warmup=1, original_files=1)
+TINY = dict(files=2, hidden_size=64, epochs=3, warmup=1, original_files=1, examples="1,2",
+            examples_steps=2, examples_warmup=1)
 
 VARIANTS = ("original", "+cached", "+batching", "+amp", "+compile", "+capture", "optimized")
 WHAT = {
@@ -339,6 +346,89 @@ def failures(rows: list, total_epochs: int) -> list[str]:
     return problems
 
 
+# ----------------------------------------------------------------------------- examples
+def long_take(tones: list, n_examples: int) -> dict:
+    """The tones' features (extract_features dicts) end to end, repeated as needed, as one
+    recording cut to the length that batching.collate splits into exactly n_examples windows
+    of EXAMPLE_FRAMES (a scale played as one long take): the examples are collate's own."""
+    n_frames = EXAMPLE_FRAMES + (n_examples - 1) * EXAMPLE_HOP_FRAMES
+    repeats = -(-n_frames // sum(len(tone["f0"]) for tone in tones))
+    take = {key: np.concatenate([tone[key] for tone in tones] * repeats)[: n_frames * hop]
+            for key, (hop, _) in PADDING.items()}
+    return {**take, "path": f"take_of_{len(tones)}_tones.wav"}
+
+
+def training_examples(tones: list, n_examples: int) -> dict:
+    """collate's batch of long_take(tones, n_examples); raises if a window was dropped (silent
+    or unpitched), since the row would then time fewer examples than it names."""
+    batch = collate([long_take(tones, n_examples)])
+    found = len(batch["examples"]["starts"])
+    if found != n_examples:
+        raise ValueError(f"the take of {len(tones)} tones gave {found} examples, not "
+                         f"{n_examples}: {batch['sources'][0]}")
+    return batch
+
+
+def steady_steps(history: dict, warmup: int) -> dict:
+    """Seconds per step after `warmup` steps (median of the steps' times, from a history
+    synchronised every step) and what follows: examples per second, seconds per epoch."""
+    elapsed = [0.0] + history["elapsed_seconds"]
+    if len(history["timed_epochs"]) != len(history["loss"]) or len(elapsed) < warmup + 2:
+        raise ValueError("steady_steps needs a history synchronised every step, with steps "
+                         "after the warm-up")
+    step_s = statistics.median(np.diff(elapsed)[warmup:].tolist())
+    return {"s_per_step": step_s, "examples_per_s": history["examples_per_step"] / step_s,
+            "s_per_epoch": history["steps_per_epoch"] * step_s,
+            "timed_steps": len(elapsed) - 1 - warmup}
+
+
+def examples_rows(tones: list, args, device) -> dict:
+    """Training examples per second for each of args.examples 4 s examples (a long take of the
+    tones): train() itself, examples_per_step's default, the optimized row's settings less
+    compile (its compilation would dwarf a few steps), args.examples_warmup steps untimed.
+    -> {"what": those settings, "rows": one per number of examples}."""
+    settings = variant_settings("optimized", device, args)
+    rows = []
+    for n_examples in args.examples:
+        try:
+            rows.append(examples_row(tones, n_examples, settings, args, device))
+        except Exception as err:  # e.g. out of memory: the other rows still run
+            traceback.print_exc()
+            rows.append({"examples": n_examples, "status": f"failed: {type(err).__name__}: "
+                                                         f"{str(err).splitlines()[0][:120]}"})
+            continue
+        row = rows[-1]
+        print(f"examples: {n_examples}: {row['examples_per_s']:.3g} examples/s "
+              f"({row['examples_per_step']} a step, {row['s_per_step']:.3g} s a step, "
+              f"{row['steps_per_epoch']} steps an epoch)", flush=True)
+    return {"what": settings["what"], "rows": rows}
+
+
+def examples_row(tones: list, n_examples: int, settings: dict, args, device) -> dict:
+    """One row of examples_rows: train() on n_examples, timed from its history."""
+    batch = batch_to_device(training_examples(tones, n_examples), device)
+    torch.manual_seed(args.seed)
+    model = DDSPModel(hidden_size=args.hidden_size).to(device)
+    optimizer = make_optimizer(model, capturable=settings["capture"])
+    scaler = torch.amp.GradScaler("cuda") if settings["scaler"] else None
+    per_step = min(examples_per_step(model, EXAMPLE_FRAMES, device), n_examples)
+    steps_per_epoch = -(-n_examples // per_step)
+    n_steps = args.examples_warmup + args.examples_steps
+    print(f"examples: {n_examples} x 4 s, {per_step} a step, {n_steps} steps ...", flush=True)
+    with matmul_precision("high" if settings["tf32"] else None):
+        history = train(model, optimizer, batch, OptimizedMultiScaleSpectralLoss(),
+                        n_steps / steps_per_epoch, scaler=scaler,
+                        amp_dtype=settings["amp_dtype"], sync_every=1, progress=False,
+                        capture=settings["capture"], precompute_waves=settings["waves"])
+    if history["status"] != "finished":
+        raise RuntimeError(f"training did not finish: {history['status']}")
+    return {"examples": n_examples, "status": "measured",
+            "examples_per_step": history["examples_per_step"],
+            "steps_per_epoch": history["steps_per_epoch"],
+            **{key: history.get(key) for key in ("harmonic_waves", "cached_targets", "capture")},
+            **steady_steps(history, args.examples_warmup)}
+
+
 # ----------------------------------------------------------------------------- features
 def installed(module: str) -> bool:
     """Importable, without importing it."""
@@ -481,6 +571,26 @@ def parity_cell(row: dict, total_epochs: int) -> str | None:
     return "yes" if ok else "**no**"
 
 
+def examples_markdown(examples: dict, cfg: dict) -> list[str]:
+    """The examples-per-second section of the report, as lines."""
+    rows, what = examples["rows"], examples["what"]
+    table = [[r["examples"], r.get("examples_per_step"), r.get("steps_per_epoch"),
+              r.get("s_per_step"), r.get("examples_per_s") if r["status"] == "measured"
+              else r["status"], r.get("s_per_epoch"),
+              *[(r.get(key) or "-").split(":")[0] for key in ("harmonic_waves", "cached_targets")]]
+             for r in rows]
+    return ["## Training examples per second (4 s examples, train())",
+            f"A long take of the {cfg['files']} tones end to end, split by batching.collate into "
+            "4 s examples; train() with examples_per_step's default (as many as fit the "
+            "device's free memory, at most MAX_EXAMPLES_PER_STEP), hidden size "
+            f"{cfg['hidden_size']}, the optimized row's settings without compile ({what}). "
+            f"Warm-up: {cfg['examples_warmup']} step(s), then s/step is the median of "
+            f"{cfg['examples_steps']} steps, each synchronised; examples/s = examples/step / "
+            "s/step; s/epoch = steps/epoch x s/step.",
+            markdown_table(["examples", "examples/step", "steps/epoch", "s/step", "examples/s",
+                            "s/epoch", "harmonic waves", "cached target spectra"], table), ""]
+
+
 def render_markdown(report: dict) -> str:
     meta, cfg, rows = report["meta"], report["config"], report["variants"]
     original = next((r for r in rows if r["variant"] == "original" and r["status"] == "measured"),
@@ -565,6 +675,8 @@ def render_markdown(report: dict) -> str:
                     + (f"{largest['files']} files ({largest['peak_gib']:.1f} GiB peak)"
                        if largest else "none tried fitted")
                     + f"; {cap['failed_at']} files did not.", ""]
+    if report.get("examples", {}).get("rows"):
+        out += examples_markdown(report["examples"], cfg)
     out += [f"## Growth rendering: {growth['median_s']:.3g} s per file "
             f"(grow_timbre, median of {len(growth['seconds'])}, {growth['model']})", ""]
     if report["end_to_end"]:
@@ -615,15 +727,24 @@ def parse_args(argv=None):
     parser.add_argument("--memory-cap-gb", type=float, default=0,
                         help="CUDA: also find the largest batch that trains captured with the "
                              "process capped at this many GB (40: a Colab A100)")
+    parser.add_argument("--examples", default="1,12,200",
+                        help="training examples per second: comma list of numbers of 4 s "
+                             "examples (a long take of the tones) to train on with train() and "
+                             "its default examples per step; '' skips this")
+    parser.add_argument("--examples-steps", type=int, default=5,
+                        help="timed steps per --examples row (median)")
+    parser.add_argument("--examples-warmup", type=int, default=2,
+                        help="untimed first steps per --examples row")
     parser.add_argument("--skip-extraction", action="store_true",
                         help="do not time feature extraction (training features still load)")
     parser.add_argument("--tiny", action="store_true", help="CI preset: " + ", ".join(
         f"{k.replace('_', '-')} {v}" for k, v in TINY.items()) + " (explicit flags win)")
     args = parser.parse_args(argv)
-    args.scaling = [int(n) for n in args.scaling.split(",") if n.strip()]
     if args.tiny:
         parser.set_defaults(**TINY)
         args = parser.parse_args(argv)
+    args.scaling = [int(n) for n in args.scaling.split(",") if n.strip()]
+    args.examples = [int(n) for n in args.examples.split(",") if n.strip()]
     names = {v.lstrip("+"): v for v in VARIANTS}
     chosen = [n.strip().lstrip("+") for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in chosen if n not in names]
@@ -632,6 +753,8 @@ def parse_args(argv=None):
     args.variants = [v for v in VARIANTS if v.lstrip("+") in chosen]
     if min(args.epochs, args.files, args.original_files) < 1 or args.warmup < 0:
         parser.error("--epochs, --files and --original-files must be >= 1, --warmup >= 0")
+    if min(args.examples or [1]) < 1 or args.examples_steps < 1 or args.examples_warmup < 0:
+        parser.error("--examples and --examples-steps must be >= 1, --examples-warmup >= 0")
     return args
 
 
@@ -693,6 +816,8 @@ def main(argv=None) -> dict:
               f"{row['s_per_file_per_epoch']:.4f} s/file/epoch, warm-up {row['warmup_s']:.2f} s, "
               f"final loss terms {terms_text(row['final_loss_terms'])}", flush=True)
     add_comparisons(rows, len(batch["file_paths"]))
+    tones = [extract_features(p, args.features_cache) for p in batch["file_paths"]]
+    examples = examples_rows(tones, args, device)
 
     model_label = "the optimized row's model" if growth_model is not None else "an untrained model"
     if growth_model is None:  # rendering time does not depend on training
@@ -704,11 +829,13 @@ def main(argv=None) -> dict:
 
     scaling = (scaling_rows(batch, args, device)
                if device.type == "cuda" and (args.scaling or args.memory_cap_gb) else None)
-    report = {"meta": meta, "scaling": scaling, "config": {**{k: v for k, v in vars(args).items()},
+    report = {"meta": meta, "scaling": scaling, "examples": examples, "config": {**{k: v for k, v in vars(args).items()},
                                        "loss_tail": LOSS_TAIL, "files_used": batch["file_paths"]},
               "variants": rows, "features": features, "growth": growth,
               "end_to_end": end_to_end(rows, features, growth["median_s"], args.e2e_epochs)}
-    report["failures"] = failures(rows, args.warmup + args.epochs)
+    report["failures"] = failures(rows, args.warmup + args.epochs) + [
+        f"{r['examples']} examples: {r['status']}" for r in examples["rows"]
+        if r["status"] != "measured"]
     report["total_seconds"] = time.perf_counter() - started
     markdown = render_markdown(report) + f"\nBenchmark ran in {report['total_seconds']:.1f} s.\n"
     if report["failures"]:

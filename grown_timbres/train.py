@@ -32,10 +32,11 @@ LEARNING_RATE = 1e-3
 CLIP_GRAD_NORM = 1.0
 SNAPSHOT_EVERY = 25  # steps between in-memory copies of good weights (restored on a NaN loss)
 MAX_EXAMPLES_PER_STEP = 64  # more examples a step would mean too few steps an epoch to learn
-# Peak memory of a training step per float of its harmonic waves (samples x harmonics): the
-# synthesizer's [b, N, H] tensors and what autograd keeps of them dominate; measured on CPU
-# (scripts/measure_step_memory.py) and rounded up.
-STEP_BYTES_PER_WAVE_VALUE = 40
+# Peak memory a training step adds per float of its harmonic waves (samples x harmonics): the
+# synthesizer's [b, N, H] tensors and what autograd keeps of them dominate. Measured on CPU in
+# float32 by scripts/measure_step_memory.py (the slope over examples per step; with the waves
+# precomputed, the step's share plus the waves the batch holds), plus 10%, rounded up.
+STEP_BYTES_PER_WAVE_VALUE = 22
 
 
 def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE,

@@ -41,3 +41,56 @@ def test_parity_gates_one_file_rows_always_and_batched_rows_only_in_long_runs(be
     assert bench.failures(batched_miss, total_epochs=bench.BATCHED_PARITY_MIN_EPOCHS - 1) == []
     assert "optimized" in bench.failures(batched_miss,
                                          total_epochs=bench.BATCHED_PARITY_MIN_EPOCHS)[0]
+
+
+def tone(n_frames=172, f0=220.0):
+    """A bundled-tone-like feature dict: n_frames of a loud, voiced, steady pitch."""
+    import numpy as np
+
+    from grown_timbres.config import HOP_LENGTH, N_MFCC
+
+    return {"path": "tone.wav", "audio": np.zeros(n_frames * HOP_LENGTH, np.float32),
+            "f0": np.full(n_frames, f0, np.float32), "voiced": np.ones(n_frames, bool),
+            "loudness": np.full(n_frames, -20.0, np.float32),
+            "mfcc": np.zeros((n_frames, N_MFCC), np.float32)}
+
+
+@pytest.mark.parametrize("n_examples", [1, 2, 7])
+def test_a_long_take_of_short_tones_splits_into_exactly_the_asked_examples(bench, n_examples):
+    from grown_timbres.batching import EXAMPLE_FRAMES
+
+    examples = bench.training_examples([tone(f0=220.0), tone(f0=330.0)], n_examples)["examples"]
+    assert len(examples["starts"]) == n_examples
+    assert examples["lengths"].tolist() == [EXAMPLE_FRAMES] * n_examples
+    assert set(examples["f0"][:EXAMPLE_FRAMES].tolist()) == {220.0, 330.0}  # the tones alternate
+
+
+def test_a_take_whose_windows_are_dropped_is_refused(bench):
+    quiet = {**tone(), "loudness": tone()["loudness"] * 0 - 80.0}
+    with pytest.raises(ValueError, match="not 3"):
+        bench.training_examples([quiet], 3)
+
+
+def test_steady_steps_skips_the_warm_up_and_takes_the_median_step(bench):
+    history = {"loss": [1.0] * 5, "timed_epochs": [1, 2, 3, 4, 5], "examples_per_step": 8,
+               "steps_per_epoch": 3, "elapsed_seconds": [10.0, 12.0, 14.0, 17.0, 19.0]}
+    steady = bench.steady_steps(history, warmup=1)
+    assert steady["s_per_step"] == 2.0 and steady["timed_steps"] == 4
+    assert steady["examples_per_s"] == 4.0 and steady["s_per_epoch"] == 6.0
+    with pytest.raises(ValueError):  # synchronised every 2 steps: no per-step times
+        bench.steady_steps({**history, "timed_epochs": [2, 4]}, warmup=1)
+
+
+def test_the_step_memory_calibration_fits_bytes_per_example_and_per_wave_value():
+    spec = importlib.util.spec_from_file_location(
+        "measure_step_memory", ROOT / "scripts" / "measure_step_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    points = [(n, 300e6 + n * 100e6) for n in (1, 2, 4, 8)]
+    fit = script.calibration(points, values_per_example=5_000_000, margin=1.1)
+    assert fit["bytes_per_example"] == pytest.approx(100e6)
+    assert fit["intercept_bytes"] == pytest.approx(300e6)
+    assert fit["bytes_per_wave_value"] == pytest.approx(20.0)
+    assert fit["suggested"] == 22
+    with pytest.raises(ValueError):
+        script.calibration([(4, 1e9), (4, 1.1e9)], values_per_example=1)
