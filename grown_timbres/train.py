@@ -31,7 +31,10 @@ from .synth import harmonic_waves
 LEARNING_RATE = 1e-3
 CLIP_GRAD_NORM = 1.0
 SNAPSHOT_EVERY = 25  # steps between in-memory copies of good weights (restored on a NaN loss)
-MAX_EXAMPLES_PER_STEP = 64  # more examples a step would mean too few steps an epoch to learn
+# At most this many examples a step, whatever fits: more would mean too few steps an epoch to
+# learn; a CPU computes a large step no faster per example (BENCHMARKS.md, examples per second),
+# so it keeps magenta's batch of 16.
+MAX_EXAMPLES_PER_STEP = {"cuda": 64, "cpu": 16}
 # Peak memory a training step adds per float of its harmonic waves (samples x harmonics): the
 # synthesizer's [b, N, H] tensors and what autograd keeps of them dominate. Measured on CPU in
 # float32 by scripts/measure_step_memory.py (the slope over examples per step; with the waves
@@ -53,10 +56,11 @@ def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE,
 def examples_per_step(model, n_frames: int, device) -> int:
     """How many training examples of n_frames one step of `model` holds on `device`: as many as
     fit device.free_memory_bytes at STEP_BYTES_PER_WAVE_VALUE per harmonic-wave value, at
-    least 1, at most MAX_EXAMPLES_PER_STEP."""
+    least 1, at most MAX_EXAMPLES_PER_STEP of the device's type."""
     per_example = (STEP_BYTES_PER_WAVE_VALUE * n_frames * HOP_LENGTH *
                    unwrap_model(model).n_harmonics)
-    return int(min(max(free_memory_bytes(device) // per_example, 1), MAX_EXAMPLES_PER_STEP))
+    most = MAX_EXAMPLES_PER_STEP.get(torch.device(device).type, MAX_EXAMPLES_PER_STEP["cpu"])
+    return int(min(max(free_memory_bytes(device) // per_example, 1), most))
 
 
 def with_harmonic_waves(batch: dict, model) -> dict:

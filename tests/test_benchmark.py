@@ -66,8 +66,9 @@ def test_a_long_take_of_short_tones_splits_into_exactly_the_asked_examples(bench
 
 
 def test_a_take_whose_windows_are_dropped_is_refused(bench):
+    """A take with nothing to train on: collate refuses it, naming the take."""
     quiet = {**tone(), "loudness": tone()["loudness"] * 0 - 80.0}
-    with pytest.raises(ValueError, match="not 3"):
+    with pytest.raises(ValueError, match="no 4 s stretch to train on"):
         bench.training_examples([quiet], 3)
 
 

@@ -473,3 +473,17 @@ def test_resume_reads_a_checkpoint_written_before_the_loss_had_named_terms(small
     assert len(resumed["loss"]) == len(resumed["terms"]["spectral"]) == 3
     time_l1 = resumed["terms"]["time_l1"]
     assert np.isnan(time_l1[:2]).all() and np.isfinite(time_l1[2])
+
+
+def test_examples_per_step_fill_the_memory_budget_up_to_the_cap(monkeypatch):
+    """As many 4 s examples a step as the free memory holds at STEP_BYTES_PER_WAVE_VALUE per
+    harmonic-wave value, at least one, at most the device's MAX_EXAMPLES_PER_STEP."""
+    from grown_timbres import train as train_module
+    from grown_timbres.batching import EXAMPLE_FRAMES
+
+    model = DDSPModel(hidden_size=16)
+    per_example = (train_module.STEP_BYTES_PER_WAVE_VALUE * EXAMPLE_FRAMES * HOP_LENGTH *
+                   model.n_harmonics)
+    for budget, expected in [(0, 1), (3.5 * per_example, 3), (1000 * per_example, 16)]:
+        monkeypatch.setattr(train_module, "free_memory_bytes", lambda device: int(budget))
+        assert train_module.examples_per_step(model, EXAMPLE_FRAMES, "cpu") == expected
