@@ -55,7 +55,8 @@ def injected_fault(name: str) -> str:
     """Test hook, never set in normal use: the value of the environment variable
     DDSP_FAULT_<name> ("" when unset). tests/test_notebook_faults.py runs a notebook with them,
     since a notebook's kernel can be reached only through its environment:
-      DDSP_FAULT_NAN_EPOCH=N  the training step of epoch N diverges (train.py): its loss,
+      DDSP_FAULT_NAN_EPOCH=N  training step N (epoch N while a step is an epoch) diverges
+                              (train.py): its loss,
                               the weights and the optimizer's moments turn NaN;
       DDSP_FAULT_DISK_FULL=1  every checkpoint write fails as on a full disk (checkpoints.py)."""
     return os.environ.get(f"DDSP_FAULT_{name}", "")

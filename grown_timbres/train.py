@@ -213,8 +213,8 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
         return (f"epoch {step}" if steps_per_epoch == 1 else
                 f"step {step} (epoch {step / steps_per_epoch:.2f})")
 
-    first_epoch = len(history["loss"])
-    feed.load(first_epoch)
+    first_step = len(history["loss"])
+    feed.load(first_step)
     time_offset = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
     runner, names = step_runner(model, optimizer, step_batch, spectral_loss, scaler, amp_dtype)
     if capture:
@@ -223,10 +223,10 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
         history["capture"] = runner.capture() or "captured"
         history["capture_seconds"] = time.perf_counter() - started
     good = TrainingState(core, optimizer, scaler).save()
-    good_epoch, good_skipped = first_epoch, history["skipped_steps"]
+    good_step, good_skipped = first_step, history["skipped_steps"]
     steps_before, skipped_before = optimizer_steps(optimizer), history["skipped_steps"]
-    nan_epoch = int(injected_fault("NAN_EPOCH") or 0)
-    written = None  # the epoch of the checkpoint this call last wrote
+    nan_step = int(injected_fault("NAN_EPOCH") or 0)
+    written = None  # the step of the checkpoint this call last wrote
     history["status"] = "running"
     pending = []
     synchronize(device)
@@ -235,17 +235,17 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
     def back_to_snapshot(why: str) -> None:
         good.restore()  # in place: a captured graph's tensors stay valid
         for curve in [history["loss"], *history["terms"].values()]:
-            del curve[good_epoch:]
-        kept = sum(timed <= good_epoch for timed in history["timed_epochs"])
+            del curve[good_step:]
+        kept = sum(timed <= good_step for timed in history["timed_epochs"])
         del history["timed_epochs"][kept:], history["elapsed_seconds"][kept:]
         history["skipped_steps"] = good_skipped
         history["status"] = (f"{why}; weights, optimizer, scaler and random state restored to "
-                             f"{position(good_epoch)}, the last snapshot, and the history cut back")
+                             f"{position(good_step)}, the last snapshot, and the history cut back")
         warnings.warn(history["status"], stacklevel=3)
 
     def drain() -> bool:
         """Record the pending losses; False if one is not finite (the snapshot is then back)."""
-        nonlocal good_epoch, good_skipped
+        nonlocal good_step, good_skipped
         if not pending:
             return True
         values = torch.stack(pending).float().cpu()  # the one sync
@@ -260,22 +260,22 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
         for column, name in enumerate(names, start=1):  # a term new since a resume: NaN before
             history["terms"].setdefault(name, [math.nan] * recorded).extend(
                 values[:, column].tolist())
-        epoch = len(history["loss"])
-        history["timed_epochs"].append(epoch)
+        step = len(history["loss"])
+        history["timed_epochs"].append(step)
         history["elapsed_seconds"].append(time_offset + time.perf_counter() - start)
-        history["skipped_steps"] = skipped_before + (epoch - first_epoch) - (
+        history["skipped_steps"] = skipped_before + (step - first_step) - (
             optimizer_steps(optimizer) - steps_before)
-        if epoch - good_epoch >= SNAPSHOT_EVERY and parameters_finite(core):
+        if step - good_step >= SNAPSHOT_EVERY and parameters_finite(core):
             good.save()
-            good_epoch, good_skipped = epoch, history["skipped_steps"]
+            good_step, good_skipped = step, history["skipped_steps"]
         return True
 
     def save(final: bool) -> None:
         nonlocal written
         if checkpoint_path is None:
             return
-        epoch = len(history["loss"])
-        history["checkpoint"] = f"{checkpoint_path}: written at {position(epoch)}"  # as saved
+        step = len(history["loss"])
+        history["checkpoint"] = f"{checkpoint_path}: written at {position(step)}"  # as saved
         try:
             save_checkpoint(checkpoint_path, model, history=history,
                             optimizer_state_dict=optimizer.state_dict(),
@@ -283,19 +283,19 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
                             rng_state=torch.get_rng_state(),  # the noise continues exactly
                             cuda_rng_state=torch.cuda.get_rng_state(device)
                             if device.type == "cuda" else None)
-            written = epoch
+            written = step
         except OSError as err:  # a full disk must not cost the run: say what the file holds
             held = (f"the file still holds {position(written)}" if written is not None else
                     "the file is unchanged" if Path(checkpoint_path).exists() else
                     "no checkpoint was written")
-            history["checkpoint"] = f"checkpoint of {position(epoch)}: {err}; {held}"
+            history["checkpoint"] = f"checkpoint of {position(step)}: {err}; {held}"
             warnings.warn(history["checkpoint"] + ("" if final else "; training goes on"),
                           stacklevel=3)
 
     with interrupt_between_steps() as asked, \
             tqdm(range(n_steps), desc=desc, disable=not progress) as bar:
         try:
-            for epoch in bar:  # one step; an epoch where all examples fit one step
+            for step in bar:
                 if asked:
                     if drain():
                         history["status"] = f"interrupted at {position(len(history['loss']))}"
@@ -303,19 +303,19 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
                     break
                 if device.type == "cuda" and not runner.captured:
                     torch.compiler.cudagraph_mark_step_begin()  # for compile's own CUDA graphs
-                feed.load(first_epoch + epoch)  # in place: a captured graph reads the new rows
+                feed.load(first_step + step)  # in place: a captured graph reads the new rows
                 terms = runner()
-                if first_epoch + epoch + 1 == nan_epoch:  # test hook (config.injected_fault)
+                if first_step + step + 1 == nan_step:  # test hook (config.injected_fault)
                     terms = diverge(terms, core, optimizer)
                 pending.append(terms)
-                if (epoch + 1) % sync_every == 0 or epoch + 1 == n_steps:
+                if (step + 1) % sync_every == 0 or step + 1 == n_steps:
                     if not drain():
                         break
                     bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **(
                         {"epoch": f"{len(history['loss']) / steps_per_epoch:.1f}"}
                         if steps_per_epoch > 1 else {}))
-                    if ((first_epoch + epoch + 1) % checkpoint_every < sync_every
-                            and epoch + 1 < n_steps):  # the last one is the final save
+                    if ((first_step + step + 1) % checkpoint_every < sync_every
+                            and step + 1 < n_steps):  # the last one is the final save
                         save(final=False)
             else:
                 history["status"] = "finished"
