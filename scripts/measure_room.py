@@ -6,7 +6,14 @@ seed, size and epochs: (a) without a room on the dry tones, (b) without a room o
 (c) with a room on the wet tones. Each is scored on its own targets by the multi-scale spectral
 distance (report.resynthesis_metrics' spectral_distance), mean over files.
 
+With --melody-notes N the recording is instead a melody: N tones, each cut to --note-seconds
+(20 ms fade-out), played one after another, dry and in the room (its tail kept). A steady tone
+in a room keeps nearly its dry magnitude spectrum (the room colours it, which the harmonic
+distribution can learn); in a melody each note still rings under the next ones, which one
+harmonic voice cannot play and a room can.
+
     python scripts/measure_room.py --tones 3 --epochs 500 --hidden 64
+    python scripts/measure_room.py --melody-notes 6 --note-seconds 0.5 --epochs 300 --hidden 64
 """
 from __future__ import annotations
 
@@ -48,12 +55,28 @@ def synthetic_room(rt60: float = 0.8, seconds: float = 1.0, direct_to_reverberan
     return tail
 
 
+def melody(paths, note_seconds: float, room_seconds: float, out_dir: Path) -> Path:
+    """The tones, each cut to note_seconds with a 20 ms fade-out, one after another, then
+    room_seconds of silence (where a room's tail rings): written as melody_dry.wav."""
+    fade = np.linspace(1.0, 0.0, int(0.02 * SAMPLE_RATE))
+    notes = []
+    for path in paths:
+        note = load_audio(path)[: int(note_seconds * SAMPLE_RATE)].astype(np.float64)
+        note[-len(fade):] *= fade
+        notes.append(note)
+    notes.append(np.zeros(int(room_seconds * SAMPLE_RATE)))
+    return write_wav(out_dir / "melody_dry.wav", np.concatenate(notes))
+
+
 def reverberant_tones(paths, room: np.ndarray, out_dir: Path) -> list[Path]:
-    """Each tone convolved with `room`, its tail kept, scaled to the dry tone's peak."""
+    """Each tone convolved with `room`, its tail kept (a melody's tail: as long as the melody),
+    scaled to the dry tone's peak."""
     written = []
     for path in paths:
         dry = load_audio(path)
         wet = np.convolve(dry, room)
+        if Path(path).name == "melody_dry.wav":  # its silence already holds the tail
+            wet = wet[: len(dry)]
         written.append(write_wav(out_dir / f"wet_{Path(path).stem}.wav",
                                  wet * (np.abs(dry).max() / np.abs(wet).max())))
     return written
@@ -86,11 +109,18 @@ def main() -> None:
     parser.add_argument("--rt60", type=float, default=0.8)
     parser.add_argument("--drr-db", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--melody-notes", type=int, default=0,
+                        help="0: separate tones; N: one melody of N tones in the room")
+    parser.add_argument("--note-seconds", type=float, default=0.5)
     args = parser.parse_args()
 
     tones = sorted((ROOT / "scale_tones").glob("*.wav"))
-    tones = [tones[i] for i in np.linspace(0, len(tones) - 1, args.tones).round().astype(int)]
     out_dir = ROOT / "outputs" / "room"
+    if args.melody_notes:
+        up_and_down = tones[::2] + tones[-1::-2]  # a scale in whole tones, up then down
+        tones = [melody(up_and_down[: args.melody_notes], args.note_seconds, 1.0, out_dir)]
+    else:
+        tones = [tones[i] for i in np.linspace(0, len(tones) - 1, args.tones).round().astype(int)]
     wet_paths = reverberant_tones(tones, synthetic_room(args.rt60, direct_to_reverberant_db=
                                                         args.drr_db, seed=args.seed), out_dir)
     cache = ROOT / "outputs" / "feature_cache"
