@@ -149,6 +149,31 @@ def test_captured_training_follows_the_eager_curve(amp_dtype):
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
+def test_a_captured_step_reads_each_steps_examples(monkeypatch):
+    """Examples that change every step (2 of 4 examples a step): the captured
+    graph reads the rows StepBatches writes into its batch each step, so its losses follow
+    eager training's step for step (a graph bound to the first step's rows would drift), with
+    the targets' spectra computed every step."""
+    monkeypatch.setattr("grown_timbres.batching.EXAMPLE_FRAMES", 16)
+    monkeypatch.setattr("grown_timbres.batching.EXAMPLE_HOP_FRAMES", 8)
+    curves = []
+    for capture_step in (False, True):
+        model, optimizer, loss, batch = setup("cuda", capturable=True)
+        assert len(batch["examples"]["starts"]) == 4  # two windows of each 24-frame tone
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            history = train.train(model, optimizer, batch, loss, 5, batch_size=2,
+                                  capture=capture_step, progress=False)
+        assert not capture_warnings(caught)
+        assert history["steps_per_epoch"] == 2 and history["cached_targets"].startswith("off")
+        if capture_step:
+            assert history["capture"] == "captured"
+        curves.append(np.array(history["loss"]))
+    assert len(curves[0]) == 10
+    assert np.allclose(curves[1], curves[0], rtol=1e-3)
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
 def test_a_capture_that_cannot_run_falls_back_with_one_warning():
     model, optimizer, loss, batch = setup("cuda", capturable=False)
     with warnings.catch_warnings(record=True) as caught:
