@@ -39,13 +39,15 @@ def plot_features(features: dict, title: str = ""):
 
 
 def plot_loss(history: dict, title: str = "training loss"):
-    """The total loss and each of its terms against epoch (a train() history)."""
+    """The total loss and each of its terms, one point a step, against epoch (a train()
+    history: a step is 1 / steps_per_epoch of an epoch)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     curves = {"total": history["loss"], **history["terms"]}
+    steps_per_epoch = history.get("steps_per_epoch", 1)
     for label, curve in curves.items():
-        ax.plot(np.arange(1, len(curve) + 1), curve, label=label)
+        ax.plot(np.arange(1, len(curve) + 1) / steps_per_epoch, curve, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
@@ -164,13 +166,15 @@ def plot_transfer(before: dict, after: dict | None = None, title: str = ""):
 
 
 def plot_loss_comparison(records: dict):
-    """The loss curves of several runs against epoch and against wall-clock time."""
+    """The loss curves of several runs (one point a step) against epoch and against
+    wall-clock time."""
     import matplotlib.pyplot as plt
 
     fig, (by_epoch, by_time) = plt.subplots(1, 2, figsize=(12, 4))
     for label, record in records.items():
         curve = np.asarray(record["loss_curve"])
-        by_epoch.plot(np.arange(1, len(curve) + 1), curve, label=label)
+        epochs = np.arange(1, len(curve) + 1) / record.get("steps_per_epoch", 1)
+        by_epoch.plot(epochs, curve, label=label)
         seconds = np.cumsum(record["epoch_seconds"]) if record["epoch_seconds"] else []
         by_time.plot(seconds, curve[: len(seconds)], label=label)
     for ax, xlabel in ((by_epoch, "epoch"), (by_time, "training time (s)")):

@@ -99,3 +99,16 @@ def test_plot_loss_draws_the_total_and_every_term():
     assert [line.get_label() for line in lines] == ["total", "spectral", "time_l1"]
     np.testing.assert_array_equal(lines[1].get_ydata(), history["terms"]["spectral"])
     plt.close(fig)
+
+
+def test_the_loss_is_plotted_against_epochs_also_when_an_epoch_is_several_steps():
+    """A history of 6 steps at 3 steps an epoch spans 2 epochs on the x axis (one point a
+    step), in the single-run plot and in the comparison."""
+    from grown_timbres.plots import plot_loss_comparison
+
+    history = {"loss": [6.0, 5, 4, 3, 2, 1], "terms": {}, "steps_per_epoch": 3}
+    line = plot_loss(history).axes[0].lines[0]
+    np.testing.assert_allclose(line.get_xdata(), np.arange(1, 7) / 3)
+    record = {"loss_curve": history["loss"], "epoch_seconds": [1.0] * 6, "steps_per_epoch": 3}
+    line = plot_loss_comparison({"run": record}).axes[0].lines[0]
+    assert line.get_xdata()[-1] == pytest.approx(2.0)
