@@ -12,7 +12,7 @@ EXCERPT_SECONDS, else its most sustained EXCERPT_SECONDS.
       file_paths, errors {path: reason}, sources (a row per file: what training used of it),
       examples: every file's frames end to end, each file followed by EXAMPLE_FRAMES of padding
         (f0 [F], loudness [F], mfcc [F, N_MFCC], audio [F * HOP_LENGTH], voiced [F]), and per
-        example its start frame, length and file: starts [E], lengths [E], files [E]
+        example its start frame and length: starts [E], lengths [E]
     StepBatches(examples, batch_size).load(step) -> the padded batch [batch_size, T, ...] of
       one training step, written into the same tensors every step
 """
@@ -142,14 +142,12 @@ def collate(features: list, errors: dict | None = None) -> dict:
                                   f"{Path(p).name}: {r}" for p, r in errors.items()) + ")")
     features = [f for f, _ in usable]
     parts = {key: [] for key in PADDING}
-    starts, lengths, files, sources, offset = [], [], [], [], 0
-    for index, (f, split) in enumerate(usable):
+    starts, lengths, sources, offset = [], [], [], 0
+    for f, split in usable:
         for key, (hop, value) in PADDING.items():
-            n = len(f["f0"]) + EXAMPLE_FRAMES
-            parts[key].append(pad_to(f[key], n, 0, hop, value))
+            parts[key].append(pad_to(f[key], len(f["f0"]) + EXAMPLE_FRAMES, 0, hop, value))
         starts.append(split["starts"] + offset)
         lengths.append(split["lengths"])
-        files.append(np.full(len(split["starts"]), index))
         covered = np.zeros(len(f["f0"]), dtype=bool)
         for start, length in zip(split["starts"], split["lengths"]):
             covered[start: start + length] = True
@@ -161,8 +159,7 @@ def collate(features: list, errors: dict | None = None) -> dict:
         offset += len(f["f0"]) + EXAMPLE_FRAMES
     examples = {key: torch.from_numpy(np.concatenate(parts[key])) for key in PADDING}
     examples.update(starts=torch.from_numpy(np.concatenate(starts)),
-                    lengths=torch.from_numpy(np.concatenate(lengths)),
-                    files=torch.from_numpy(np.concatenate(files)))
+                    lengths=torch.from_numpy(np.concatenate(lengths)))
     return {**padded_batch([excerpt(f) for f in features]),
             "file_paths": [f["path"] for f in features], "errors": errors,
             "sources": sources, "examples": examples}
@@ -205,8 +202,8 @@ class StepBatches:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.steps_per_epoch = math.ceil(self.n_examples / self.batch_size)
         self.n_frames = int(examples["lengths"].max())
-        self.batch = self.gather(torch.arange(self.batch_size))
-        self.rows = None if self.steps_per_epoch > 1 else torch.arange(self.n_examples)
+        self.rows = torch.arange(self.batch_size)  # the examples `batch` holds
+        self.batch = self.gather(self.rows)
 
     @property
     def changes(self) -> bool:
@@ -237,7 +234,7 @@ class StepBatches:
     def load(self, step: int) -> dict:
         """Write step `step`'s examples into `batch` (in place) and return it."""
         rows = self.rows_of(step) if self.changes else self.rows
-        if self.rows is None or not torch.equal(rows, self.rows):
+        if not torch.equal(rows, self.rows):
             with torch.no_grad():
                 for key, value in self.gather(rows).items():
                     self.batch[key].copy_(value)

@@ -61,8 +61,6 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-
-
 def free_memory_bytes(device) -> int:
     """What one training step may use on `device`: CUDA_MEMORY_SHARE of the GPU's free memory,
     or CPU_MEMORY_SHARE of the memory Linux reports available (MemAvailable); elsewhere 4 GiB."""

@@ -11,15 +11,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioInputError, atomic_write
 from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB
+from .device import device_report
+from .audio import AudioInputError, atomic_write
 from .batching import file_features
 from .features import compute_loudness, estimate_f0
-from .growth import stage_levels, stages_from_table
-from .loss import MultiScaleSpectralLoss
-from .model import render, unwrap_model
 from .synth import harmonic_synth
-from .device import device_report
+from .model import render, unwrap_model
+from .loss import MultiScaleSpectralLoss
+from .train import epochs_done
+from .growth import stage_levels, stages_from_table
 
 RUN_LABELS = {"ddsp_original": "original", "ddsp_optimized": "optimized"}
 FINAL_EPOCHS = 10  # a run's final loss terms: their mean over this many last epochs
@@ -186,7 +187,7 @@ def make_run_record(notebook: str, model, batch: dict, history: dict, config: di
         "examples_per_step": history.get("examples_per_step", n_files),
         "steps_per_epoch": history.get("steps_per_epoch", 1),
         "n_steps": len(history["loss"]),
-        "n_epochs": len(history["loss"]) / history.get("steps_per_epoch", 1),
+        "n_epochs": epochs_done(history),
         "feature_seconds": feature_seconds,
         "total_training_seconds": total,
         "seconds_per_file": total / max(n_files, 1),
