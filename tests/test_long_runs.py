@@ -384,6 +384,16 @@ class Interrupting(MultiScaleSpectralLoss):
         return super().forward(pred, target, lengths)
 
 
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own SIGINT handler during the test, as in a terminal or a notebook kernel. A
+    test runner started in the background of a non-interactive shell inherits SIGINT ignored,
+    and train then rightly leaves it alone: the stop button could not be pressed."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def resumed_to(n_epochs, checkpoint, batch):
     model, optimizer = fresh(seed=123)  # other weights: the checkpoint must replace them
     history = resume_training(checkpoint, model, optimizer)
@@ -392,7 +402,8 @@ def resumed_to(n_epochs, checkpoint, batch):
     return history, model
 
 
-def test_stop_button_in_the_middle_of_a_step_resumes_bit_for_bit(batch, tmp_path):
+def test_stop_button_in_the_middle_of_a_step_resumes_bit_for_bit(batch, tmp_path,
+                                                                 python_sigint_handler):
     """SIGINT during step 5 of 10: step 5 completes, training stops there, and the checkpoint
     (random state included) resumes to the very losses and weights of an uninterrupted run;
     the process's own SIGINT handler is back afterwards."""
@@ -409,7 +420,8 @@ def test_stop_button_in_the_middle_of_a_step_resumes_bit_for_bit(batch, tmp_path
 
 
 @pytest.mark.parametrize("presses", [0, 2], ids=["no handler", "second press"])
-def test_an_interrupt_that_cuts_a_step_short_puts_the_snapshot_back(batch, tmp_path, presses):
+def test_an_interrupt_that_cuts_a_step_short_puts_the_snapshot_back(batch, tmp_path, presses,
+                                                                    python_sigint_handler):
     """A KeyboardInterrupt inside step 5 (a second press, or a thread without the handler)
     leaves that step half done: the snapshot of epoch 3 comes back, and resuming from the
     checkpoint gives the uninterrupted run exactly."""
