@@ -16,7 +16,8 @@ import torch.nn as nn
 from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, MODEL_LIMITS,
                      MODEL_SWITCHES, N_MFCC, SAMPLE_RATE)
 from .features import MFCC_MAX_ABS, hz_to_midi
-from .synth import (exp_sigmoid, filtered_noise, harmonic_synth, initial_room,
+from .synth import (ROOM_NOISE_LR_SCALE, exp_sigmoid, filtered_noise, harmonic_synth,
+                    initial_room,
                     normalize_harmonic_distribution, reverb, room_impulse_response,
                     upsample_frames)
 
@@ -111,6 +112,15 @@ class DDSPModel(nn.Module):
             room = initial_room()
             self.room_noise, self.room_level, self.room_decay = (
                 nn.Parameter(room[name]) for name in ("noise", "level", "decay"))
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """The optimizer's parameter groups: everything at `lr`, but a room's noise taps at
+        ROOM_NOISE_LR_SCALE * lr (synth.py says why)."""
+        if not self.reverb:
+            return [{"params": list(self.parameters()), "lr": lr}]
+        rest = [p for p in self.parameters() if p is not self.room_noise]
+        return [{"params": rest, "lr": lr},
+                {"params": [self.room_noise], "lr": lr * ROOM_NOISE_LR_SCALE}]
 
     def room_taps(self) -> torch.Tensor:
         """The learned room's impulse response [REVERB_SECONDS * SR] (tap 0 is unused)."""

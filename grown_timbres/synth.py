@@ -127,6 +127,11 @@ def filtered_noise(magnitudes: torch.Tensor, hop_length: int = HOP_LENGTH,
 ROOM_INITIAL_LEVEL = 1e-3  # an untrained room is near-dry: 37 dB below the direct sound
 ROOM_INITIAL_DECAY_SECONDS = 0.05  # time constant of its envelope: a small, dead room
 ROOM_MIN_DECAY_SECONDS = 1e-3
+# The room's noise taps start uniform in [-1, 1], a thousand times Adam's learning rate, while
+# a weight starts within about 1/sqrt(fan-in): at the shared rate the taps would take thousands
+# of steps to move by their own size. They learn at this multiple of it (model.parameter_groups;
+# scripts/measure_room.py measured 10x and 30x against 1x).
+ROOM_NOISE_LR_SCALE = 30
 
 
 def room_impulse_response(noise: torch.Tensor, level: torch.Tensor, decay: torch.Tensor,
@@ -137,8 +142,8 @@ def room_impulse_response(noise: torch.Tensor, level: torch.Tensor, decay: torch
     As acids-ircam's ddsp_pytorch, not magenta's free taps: Adam moves every parameter by
     about its learning rate per step, so 22050 free taps all move at once and swamp the dry
     sound within a few steps, while a level and a decay time in seconds (1 ms a step at
-    lr 1e-3) learn the room's size in a few hundred; the noise shapes its colour over longer
-    runs."""
+    lr 1e-3) learn the room's size in a few hundred; the noise, at ROOM_NOISE_LR_SCALE times
+    the learning rate, learns the room's own response."""
     t = torch.arange(noise.shape[-1], device=noise.device, dtype=torch.float32) / sample_rate
     return level * noise * torch.exp(-t / decay.clamp_min(ROOM_MIN_DECAY_SECONDS))
 

@@ -44,13 +44,14 @@ STEP_BYTES_PER_WAVE_VALUE = 22
 
 def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE,
                    capturable: bool = False) -> torch.optim.Optimizer:
-    """Adam; the fused kernel on CUDA (one launch for all parameters). `capturable`: its step
-    count stays on the GPU, so that train(capture=True) can record the step as a CUDA graph."""
+    """Adam over model.parameter_groups(lr); the fused kernel on CUDA (one launch for all
+    parameters). `capturable`: its step count stays on the GPU, so that train(capture=True) can
+    record the step as a CUDA graph."""
     device = next(model.parameters()).device
     if capturable and device.type != "cuda":
         raise ValueError(f"a capturable optimizer needs a CUDA model, not {device.type}")
-    return torch.optim.Adam(model.parameters(), lr=lr, fused=device.type == "cuda",
-                            capturable=capturable)
+    return torch.optim.Adam(unwrap_model(model).parameter_groups(lr), lr=lr,
+                            fused=device.type == "cuda", capturable=capturable)
 
 
 def examples_per_step(model, n_frames: int, device) -> int:
@@ -330,8 +331,13 @@ def resume_training(path, model, optimizer=None, scaler=None) -> dict:
     """Load a checkpoint written by train into model (and optimizer, scaler): returns its
     history, to pass to train so that epochs and curves continue where they stopped."""
     _, checkpoint = load_checkpoint(path, model)
-    if optimizer is not None and checkpoint.get("optimizer_state_dict"):
-        optimizer.load_state_dict(checkpoint["optimizer_state_dict"])  # moves state to params
+    saved = checkpoint.get("optimizer_state_dict")
+    if optimizer is not None and saved and \
+            len(saved["param_groups"]) != len(optimizer.param_groups):  # before the room's own rate
+        warnings.warn(f"{path}: its optimizer state has {len(saved['param_groups'])} parameter "
+                      f"groups, this optimizer {len(optimizer.param_groups)}: Adam starts afresh")
+    elif optimizer is not None and saved:
+        optimizer.load_state_dict(saved)  # moves state to params
     if scaler is not None and checkpoint.get("scaler_state_dict"):
         scaler.load_state_dict(checkpoint["scaler_state_dict"])
     if checkpoint.get("rng_state") is not None:

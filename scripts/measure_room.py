@@ -12,8 +12,13 @@ in a room keeps nearly its dry magnitude spectrum (the room colours it, which th
 distribution can learn); in a melody each note still rings under the next ones, which one
 harmonic voice cannot play and a room can.
 
+With --noise-lr-scale the room's noise taps learn at that multiple of the learning rate instead
+of the product's synth.ROOM_NOISE_LR_SCALE; --models picks which of the three models train.
+
     python scripts/measure_room.py --tones 3 --epochs 500 --hidden 64
-    python scripts/measure_room.py --melody-notes 6 --note-seconds 0.5 --epochs 300 --hidden 64
+    python scripts/measure_room.py --melody-notes 6 --note-seconds 0.5 --epochs 2000 --rt60 1.0
+    python scripts/measure_room.py --melody-notes 6 --epochs 2000 --rt60 1.0 --models room \
+        --noise-lr-scale 1
 """
 from __future__ import annotations
 
@@ -38,7 +43,8 @@ from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectr
 from grown_timbres.model import DDSPModel  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402
 from grown_timbres.device import cpu_name  # noqa: E402
-from grown_timbres.train import make_optimizer, train  # noqa: E402
+from grown_timbres.synth import ROOM_NOISE_LR_SCALE  # noqa: E402
+from grown_timbres.train import LEARNING_RATE, make_optimizer, train  # noqa: E402
 
 
 def synthetic_room(rt60: float = 0.8, seconds: float = 1.0, direct_to_reverberant_db: float = 0.0,
@@ -82,10 +88,13 @@ def reverberant_tones(paths, room: np.ndarray, out_dir: Path) -> list[Path]:
     return written
 
 
-def fit_and_score(batch: dict, reverb: bool, hidden: int, epochs: int, seed: int) -> dict:
+def fit_and_score(batch: dict, reverb: bool, hidden: int, epochs: int, seed: int,
+                  noise_lr_scale: float) -> dict:
     torch.manual_seed(seed)
     model = DDSPModel(hidden_size=hidden, reverb=reverb)
     optimizer = make_optimizer(model)
+    if reverb:  # groups: everything else, then the room's noise taps (model.parameter_groups)
+        optimizer.param_groups[1]["lr"] = LEARNING_RATE * noise_lr_scale
     started = time.perf_counter()
     history = train(model, optimizer, batch, OptimizedMultiScaleSpectralLoss(), epochs,
                     desc=f"reverb={reverb}", precompute_waves=True)
@@ -97,8 +106,11 @@ def fit_and_score(batch: dict, reverb: bool, hidden: int, epochs: int, seed: int
         with torch.no_grad():
             scores.append(float(distance(torch.from_numpy(output[: len(target)])[None],
                                          torch.from_numpy(target)[None])))
-    return {"spectral_distance": float(np.mean(scores)), "per_file": scores,
-            "final_loss": history["loss"][-1], "train_seconds": round(seconds, 1)}
+    result = {"spectral_distance": float(np.mean(scores)), "per_file": scores,
+              "final_loss": history["loss"][-1], "train_seconds": round(seconds, 1)}
+    if reverb:
+        result["room"] = {"level": model.room_level.item(), "decay_seconds": model.room_decay.item()}
+    return result
 
 
 def main() -> None:
@@ -112,8 +124,17 @@ def main() -> None:
     parser.add_argument("--melody-notes", type=int, default=0,
                         help="0: separate tones; N: one melody of N tones in the room")
     parser.add_argument("--note-seconds", type=float, default=0.5)
+    parser.add_argument("--noise-lr-scale", type=float, default=ROOM_NOISE_LR_SCALE,
+                        help="the room's noise taps' learning rate over the rest's")
+    parser.add_argument("--models", default="room,no-room,dry",
+                        help="which of: room (wet tones), no-room (wet tones), dry (dry tones)")
+    parser.add_argument("--record", type=Path, default=ROOT / "outputs" / "room" /
+                        "measure_room.json", help="where the results go (rewritten after each model)")
     args = parser.parse_args()
 
+    chosen = args.models.split(",")
+    if set(chosen) - {"room", "no-room", "dry"}:
+        parser.error(f"--models {args.models}: choose from room, no-room, dry")
     tones = sorted((ROOT / "scale_tones").glob("*.wav"))
     out_dir = ROOT / "outputs" / "room"
     if args.melody_notes:
@@ -126,23 +147,26 @@ def main() -> None:
     cache = ROOT / "outputs" / "feature_cache"
     dry = batch_to_device(load_multiple_files(tones, progress=False, cache_dir=cache), "cpu")
     wet = batch_to_device(load_multiple_files(wet_paths, progress=False, cache_dir=cache), "cpu")
-    runs = {"room, wet tones": (wet, True), "no room, wet tones": (wet, False),
-            "dry model, dry tones": (dry, False)}
+    runs = {"room": ("room, wet tones", wet, True), "no-room": ("no room, wet tones", wet, False),
+            "dry": ("dry model, dry tones", dry, False)}
     record = {"args": vars(args), "tones": [p.name for p in tones], "results": {},
               "machine": cpu_name(), "torch": torch.__version__}
-    for name, (batch, reverb) in runs.items():  # the record is rewritten after each run
-        record["results"][name] = result = fit_and_score(batch, reverb, args.hidden,
-                                                         args.epochs, args.seed)
+    for name, batch, reverb in (runs[key] for key in chosen):  # the record: after each run
+        record["results"][name] = result = fit_and_score(batch, reverb, args.hidden, args.epochs,
+                                                         args.seed, args.noise_lr_scale)
         print(f"{name}: spectral distance {result['spectral_distance']:.4f} "
-              f"({result['train_seconds']} s)", flush=True)
+              f"({result['train_seconds']} s) {result.get('room', '')}", flush=True)
         record["date"] = datetime.now(timezone.utc).isoformat(timespec="minutes")
-        (out_dir / "measure_room.json").write_text(json.dumps(record, indent=1))
-    room_d, plain_d, dry_d = (record["results"][k]["spectral_distance"] for k in runs)
+        args.record.write_text(json.dumps(record, indent=1))
+    if len(record["results"]) < 3:
+        return
+    room_d, plain_d, dry_d = (record["results"][runs[k][0]]["spectral_distance"]
+                              for k in ("room", "no-room", "dry"))
     record["summary"] = {"room_vs_no_room": 1 - room_d / plain_d, "room_vs_dry": room_d / dry_d - 1}
     print(f"room: {100 * record['summary']['room_vs_no_room']:.1f}% lower than without "
           f"(target >= 20%); {100 * record['summary']['room_vs_dry']:+.1f}% vs the dry model on "
           "dry tones (target within 10%)")
-    (out_dir / "measure_room.json").write_text(json.dumps(record, indent=1))
+    args.record.write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":

@@ -351,6 +351,42 @@ def test_make_optimizer_is_adam_unfused_on_cpu():
     assert optimizer.defaults["lr"] == 3e-4 and not optimizer.defaults.get("fused")
 
 
+def test_a_rooms_noise_taps_learn_at_their_own_rate_and_everything_else_at_lr():
+    from grown_timbres.synth import ROOM_NOISE_LR_SCALE
+    model = DDSPModel(hidden_size=32, reverb=True)
+    optimizer = make_optimizer(model, lr=3e-4)
+    rest, noise = optimizer.param_groups
+    assert rest["lr"] == 3e-4 and noise["lr"] == pytest.approx(3e-4 * ROOM_NOISE_LR_SCALE)
+    assert len(noise["params"]) == 1 and noise["params"][0] is model.room_noise
+    grouped = [id(p) for group in optimizer.param_groups for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())  # each exactly once
+    assert ROOM_NOISE_LR_SCALE > 1
+    assert len(make_optimizer(DDSPModel(hidden_size=32)).param_groups) == 1
+
+
+def test_a_checkpoint_with_the_optimizer_state_of_another_grouping_resumes_with_a_warning(
+        tmp_path):
+    """A room model's training checkpoint from before its noise had a rate of its own holds one
+    parameter group: the weights and history resume, Adam starts afresh, and a warning says so."""
+    batch = tone_batch()
+    torch.manual_seed(0)
+    model = DDSPModel(hidden_size=32, reverb=True)
+    one_group = torch.optim.Adam(model.parameters(), lr=1e-3)
+    train(model, one_group, batch, MultiScaleSpectralLoss(), 2, progress=False,
+          checkpoint_path=tmp_path / "ck.pt")
+    torch.manual_seed(1)
+    resumed = DDSPModel(hidden_size=32, reverb=True)
+    optimizer = make_optimizer(resumed)
+    with pytest.warns(UserWarning, match=r"ck\.pt: its optimizer state has 1 parameter groups, "
+                                         r"this optimizer 2: Adam starts afresh"):
+        history = resume_training(tmp_path / "ck.pt", resumed, optimizer)
+    assert len(history["loss"]) == 2
+    assert all(torch.equal(a, b) for a, b in zip(resumed.parameters(), model.parameters()))
+    assert not optimizer.state
+    train(resumed, optimizer, batch, MultiScaleSpectralLoss(), 1, progress=False, history=history)
+    assert len(history["loss"]) == 3
+
+
 @pytest.fixture
 def small_batch():
     torch.manual_seed(1)
