@@ -17,9 +17,8 @@ from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, MODEL_LIMIT
                      MODEL_SWITCHES, N_MFCC, SAMPLE_RATE)
 from .features import MFCC_MAX_ABS, hz_to_midi
 from .synth import (ROOM_NOISE_LR_SCALE, exp_sigmoid, filtered_noise, harmonic_synth,
-                    initial_room,
-                    normalize_harmonic_distribution, reverb, room_impulse_response,
-                    upsample_frames)
+                    initial_room, normalize_harmonic_distribution, reverb,
+                    room_impulse_response, upsample_frames)
 
 N_HARMONICS = 64
 N_NOISE_BANDS = 65  # noise filter: 65 magnitudes -> a 128-tap linear-phase FIR per frame

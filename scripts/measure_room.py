@@ -18,7 +18,7 @@ of the product's synth.ROOM_NOISE_LR_SCALE; --models picks which of the three mo
     python scripts/measure_room.py --tones 3 --epochs 500 --hidden 64
     python scripts/measure_room.py --melody-notes 6 --note-seconds 0.5 --epochs 2000 --rt60 1.0
     python scripts/measure_room.py --melody-notes 6 --epochs 2000 --rt60 1.0 --models room \
-        --noise-lr-scale 1
+        --noise-lr-scale 1 --out-dir outputs/room_x1
 """
 from __future__ import annotations
 
@@ -128,15 +128,16 @@ def main() -> None:
                         help="the room's noise taps' learning rate over the rest's")
     parser.add_argument("--models", default="room,no-room,dry",
                         help="which of: room (wet tones), no-room (wet tones), dry (dry tones)")
-    parser.add_argument("--record", type=Path, default=ROOT / "outputs" / "room" /
-                        "measure_room.json", help="where the results go (rewritten after each model)")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "outputs" / "room",
+                        help="for the wavs and measure_room.json (rewritten after each model)")
     args = parser.parse_args()
 
     chosen = args.models.split(",")
     if set(chosen) - {"room", "no-room", "dry"}:
         parser.error(f"--models {args.models}: choose from room, no-room, dry")
     tones = sorted((ROOT / "scale_tones").glob("*.wav"))
-    out_dir = ROOT / "outputs" / "room"
+    out_dir = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
     if args.melody_notes:
         up_and_down = tones[::2] + tones[-1::-2]  # a scale in whole tones, up then down
         tones = [melody(up_and_down[: args.melody_notes], args.note_seconds, 1.0, out_dir)]
@@ -149,15 +150,15 @@ def main() -> None:
     wet = batch_to_device(load_multiple_files(wet_paths, progress=False, cache_dir=cache), "cpu")
     runs = {"room": ("room, wet tones", wet, True), "no-room": ("no room, wet tones", wet, False),
             "dry": ("dry model, dry tones", dry, False)}
-    record = {"args": vars(args), "tones": [p.name for p in tones], "results": {},
-              "machine": cpu_name(), "torch": torch.__version__}
+    record = {"args": {**vars(args), "out_dir": str(out_dir)}, "tones": [p.name for p in tones],
+              "results": {}, "machine": cpu_name(), "torch": torch.__version__}
     for name, batch, reverb in (runs[key] for key in chosen):  # the record: after each run
         record["results"][name] = result = fit_and_score(batch, reverb, args.hidden, args.epochs,
                                                          args.seed, args.noise_lr_scale)
         print(f"{name}: spectral distance {result['spectral_distance']:.4f} "
               f"({result['train_seconds']} s) {result.get('room', '')}", flush=True)
         record["date"] = datetime.now(timezone.utc).isoformat(timespec="minutes")
-        args.record.write_text(json.dumps(record, indent=1))
+        (out_dir / "measure_room.json").write_text(json.dumps(record, indent=1))
     if len(record["results"]) < 3:
         return
     room_d, plain_d, dry_d = (record["results"][runs[k][0]]["spectral_distance"]
@@ -166,7 +167,7 @@ def main() -> None:
     print(f"room: {100 * record['summary']['room_vs_no_room']:.1f}% lower than without "
           f"(target >= 20%); {100 * record['summary']['room_vs_dry']:+.1f}% vs the dry model on "
           "dry tones (target within 10%)")
-    args.record.write_text(json.dumps(record, indent=1))
+    (out_dir / "measure_room.json").write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
