@@ -16,7 +16,7 @@ With --noise-lr-scale the room's noise taps learn at that multiple of the learni
 of the product's synth.ROOM_NOISE_LR_SCALE; --models picks which of the three models train.
 
     python scripts/measure_room.py --tones 3 --epochs 500 --hidden 64
-    python scripts/measure_room.py --melody-notes 6 --note-seconds 0.5 --epochs 2000 --rt60 1.0
+    python scripts/measure_room.py --melody-notes 6 --note-seconds 0.5 --epochs 3000 --rt60 1.0
     python scripts/measure_room.py --melody-notes 6 --epochs 2000 --rt60 1.0 --models room \
         --noise-lr-scale 1 --out-dir outputs/room_x1
 """
