@@ -130,7 +130,7 @@ ROOM_MIN_DECAY_SECONDS = 1e-3
 # The room's noise taps start uniform in [-1, 1], a thousand times Adam's learning rate, while
 # a weight starts within about 1/sqrt(fan-in): at the shared rate the taps would take thousands
 # of steps to move by their own size. They learn at this multiple of it (model.parameter_groups;
-# scripts/measure_room.py measured 10x and 30x against 1x).
+# of 1x, 10x, 30x and 100x, 30x trained the room best: BENCHMARKS.md, Learned room).
 ROOM_NOISE_LR_SCALE = 30
 
 
