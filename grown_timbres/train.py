@@ -332,12 +332,12 @@ def resume_training(path, model, optimizer=None, scaler=None) -> dict:
     history, to pass to train so that epochs and curves continue where they stopped."""
     _, checkpoint = load_checkpoint(path, model)
     saved = checkpoint.get("optimizer_state_dict")
-    if optimizer is not None and saved and \
-            len(saved["param_groups"]) != len(optimizer.param_groups):  # before the room's own rate
-        warnings.warn(f"{path}: its optimizer state has {len(saved['param_groups'])} parameter "
-                      f"groups, this optimizer {len(optimizer.param_groups)}: Adam starts afresh")
-    elif optimizer is not None and saved:
-        optimizer.load_state_dict(saved)  # moves state to params
+    if optimizer is not None and saved:
+        if len(saved["param_groups"]) == len(optimizer.param_groups):
+            optimizer.load_state_dict(saved)  # moves state to params
+        else:  # a room model's checkpoint from before its noise taps had a rate of their own
+            warnings.warn(f"{path}: its optimizer state has {len(saved['param_groups'])} parameter "
+                          f"groups, this optimizer {len(optimizer.param_groups)}: Adam starts afresh")
     if scaler is not None and checkpoint.get("scaler_state_dict"):
         scaler.load_state_dict(checkpoint["scaler_state_dict"])
     if checkpoint.get("rng_state") is not None:
