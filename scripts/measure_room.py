@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grown_timbres.audio import load_audio, write_wav  # noqa: E402
+from grown_timbres.audio import atomic_write, load_audio, write_wav  # noqa: E402
 from grown_timbres.config import SAMPLE_RATE  # noqa: E402
 from grown_timbres.batching import batch_to_device, file_features  # noqa: E402
 from grown_timbres.features import load_multiple_files  # noqa: E402
@@ -45,6 +45,10 @@ from grown_timbres.report import resynthesize  # noqa: E402
 from grown_timbres.device import cpu_name  # noqa: E402
 from grown_timbres.synth import ROOM_NOISE_LR_SCALE  # noqa: E402
 from grown_timbres.train import LEARNING_RATE, make_optimizer, train  # noqa: E402
+
+
+# --models: each model's name in the record
+MODELS = {"room": "room, wet tones", "no-room": "no room, wet tones", "dry": "dry model, dry tones"}
 
 
 def synthetic_room(rt60: float = 0.8, seconds: float = 1.0, direct_to_reverberant_db: float = 0.0,
@@ -133,8 +137,8 @@ def main() -> None:
     args = parser.parse_args()
 
     chosen = args.models.split(",")
-    if set(chosen) - {"room", "no-room", "dry"}:
-        parser.error(f"--models {args.models}: choose from room, no-room, dry")
+    if set(chosen) - set(MODELS):
+        parser.error(f"--models {args.models}: choose from {', '.join(MODELS)}")
     tones = sorted((ROOT / "scale_tones").glob("*.wav"))
     out_dir = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,26 +152,31 @@ def main() -> None:
     cache = ROOT / "outputs" / "feature_cache"
     dry = batch_to_device(load_multiple_files(tones, progress=False, cache_dir=cache), "cpu")
     wet = batch_to_device(load_multiple_files(wet_paths, progress=False, cache_dir=cache), "cpu")
-    runs = {"room": ("room, wet tones", wet, True), "no-room": ("no room, wet tones", wet, False),
-            "dry": ("dry model, dry tones", dry, False)}
+    runs = {"room": (wet, True), "no-room": (wet, False), "dry": (dry, False)}
     record = {"args": {**vars(args), "out_dir": str(out_dir)}, "tones": [p.name for p in tones],
               "results": {}, "machine": cpu_name(), "torch": torch.__version__}
-    for name, batch, reverb in (runs[key] for key in chosen):  # the record: after each run
+
+    def save() -> None:
+        record["date"] = datetime.now(timezone.utc).isoformat(timespec="minutes")
+        atomic_write(out_dir / "measure_room.json",
+                     lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
+
+    for key in chosen:  # the record is rewritten after each model
+        name, (batch, reverb) = MODELS[key], runs[key]
         record["results"][name] = result = fit_and_score(batch, reverb, args.hidden, args.epochs,
                                                          args.seed, args.noise_lr_scale)
         print(f"{name}: spectral distance {result['spectral_distance']:.4f} "
               f"({result['train_seconds']} s) {result.get('room', '')}", flush=True)
-        record["date"] = datetime.now(timezone.utc).isoformat(timespec="minutes")
-        (out_dir / "measure_room.json").write_text(json.dumps(record, indent=1))
-    if len(record["results"]) < 3:
+        save()
+    if len(record["results"]) < len(MODELS):
         return
-    room_d, plain_d, dry_d = (record["results"][runs[k][0]]["spectral_distance"]
-                              for k in ("room", "no-room", "dry"))
+    room_d, plain_d, dry_d = (record["results"][name]["spectral_distance"]
+                              for name in MODELS.values())
     record["summary"] = {"room_vs_no_room": 1 - room_d / plain_d, "room_vs_dry": room_d / dry_d - 1}
     print(f"room: {100 * record['summary']['room_vs_no_room']:.1f}% lower than without "
           f"(target >= 20%); {100 * record['summary']['room_vs_dry']:+.1f}% vs the dry model on "
           "dry tones (target within 10%)")
-    (out_dir / "measure_room.json").write_text(json.dumps(record, indent=1))
+    save()
 
 
 if __name__ == "__main__":
