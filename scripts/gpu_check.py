@@ -579,7 +579,7 @@ def part_profile(ctx: Context) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = ctx.cuda
     amp = torch.float16 if ctx.cuda else None
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if ctx.cuda else [])
-    figures, sections = {}, []
+    figures, sections, notes_first = {}, [], []
 
     def profiled(runner, steps):
         runner()  # one step before: lazy state, workspaces
@@ -607,6 +607,8 @@ def part_profile(ctx: Context) -> dict:
         for category, pattern in CATEGORIES.items():
             figures[f"captured_{category}_share"] = sum(
                 us for n, _, us in rows if re.search(pattern, n, re.I)) / max(total, 1e-9)
+        if not rows:
+            notes_first = ["the profiler saw no kernel inside the replayed graph"]
         sections += [f"### {PROFILE_STEPS} captured steps: kernels by GPU time "
                      f"({total / 1000:.2f} ms in all)", "",
                      share_table(rows, total, "kernel")]
@@ -616,13 +618,14 @@ def part_profile(ctx: Context) -> dict:
     timed = device_time_us if ctx.cuda else (lambda e: float(e.self_cpu_time_total))
     rows = sorted(((e.key, e.count, timed(e)) for e in ops), key=lambda r: -r[2])
     total = sum(r[2] for r in rows)
+    figures["eager_ms_per_step"] = total / 1000 / EAGER_PROFILE_STEPS
     for category, pattern in CATEGORIES.items():
         figures[f"eager_{category}_share"] = sum(
             us for n, _, us in rows if re.search(pattern, n, re.I)) / max(total, 1e-9)
     clock = "self GPU" if ctx.cuda else "self CPU"
     sections += ["", f"### {EAGER_PROFILE_STEPS} eager steps: aten ops by {clock} time ({total / 1000:.2f} ms)", "",
                  share_table(rows, total, "op")]
-    notes = [f"shares: {', '.join(f'{k}: /{p}/' for k, p in CATEGORIES.items())} over the "
+    notes = notes_first + [f"shares: {', '.join(f'{k}: /{p}/' for k, p in CATEGORIES.items())} over the "
              "kernel or op names (copies include casts' copies)", "no compile (as the "
              "notebook's step, less Inductor's fusion)"]
     result = {"status": "pass", "figures": figures, "markdown": "\n".join(sections),
