@@ -3,8 +3,7 @@ GradScaler, clipping) and the loop around it over the batches of the training ex
 (progress bar, NaN guard, interrupt, resumable checkpoints), replaying the step from a CUDA
 graph where asked (capture.py).
 
-    batch (batching.collate) -> history {loss, terms {name: curve} per step, elapsed_seconds,
-                                         steps_per_epoch, status}
+    batch (batching.collate) -> history {loss, terms {name: curve} per step, status, ...}
 """
 from __future__ import annotations
 
@@ -20,7 +19,8 @@ import torch
 import torch.nn as nn
 
 from .batching import StepBatches
-from .capture import CapturedStep, TrainingState, diverge, optimizer_steps, parameters_finite
+from .capture import (CapturedStep, TrainingState, default_capture_off, diverge,
+                      optimizer_steps, parameters_finite)
 from .checkpoints import load_checkpoint, save_checkpoint
 from .config import HOP_LENGTH, SAMPLE_RATE, injected_fault
 from .device import free_memory_bytes, synchronize
@@ -144,15 +144,13 @@ def interrupt_between_steps():
 
 def epochs_done(history: dict | None) -> float:
     """Epochs a history holds: its steps over its steps per epoch (0 without a history)."""
-    if not history:
-        return 0.0
-    return len(history["loss"]) / history.get("steps_per_epoch", 1)
+    return len(history["loss"]) / history.get("steps_per_epoch", 1) if history else 0.0
 
 
 def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=None,
           amp_dtype=None, sync_every: int | None = None, progress: bool = True,
           desc: str = "training", history: dict | None = None, checkpoint_path=None,
-          checkpoint_every: int = 100, capture: bool = False, batch_size: int | None = None,
+          checkpoint_every: int = 100, capture: bool | str = False, batch_size: int | None = None,
           precompute_waves: bool = False) -> dict:
     """Train for `n_epochs` passes over the batch's training examples (batching.StepBatches:
     `batch_size` examples a step, by default as many as fit the device, examples_per_step;
@@ -170,7 +168,8 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
 
     `capture` (CUDA only, optimizer from make_optimizer(model, capturable=True)): the step is
     recorded once as a CUDA graph and replayed every step (capture.CapturedStep); a capture
-    that fails or disagrees with the eager step falls back to it with one warning.
+    that fails or disagrees with the eager step falls back to it with one warning. Step
+    batches (several steps an epoch) stay eager unless "always" (capture.default_capture_off).
     The host waits for the device only every `sync_every` steps (default: 25 on CUDA, 1 on CPU)
     to read the losses, take honest wall times and check for trouble. It stops without an
     exception (the notebook can still save and listen), `status` saying why:
@@ -221,7 +220,8 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
     if capture:
         synchronize(device)
         started = time.perf_counter()
-        history["capture"] = runner.capture() or "captured"
+        history["capture"] = (default_capture_off(capture, steps_per_epoch) or
+                              runner.capture() or "captured")
         history["capture_seconds"] = time.perf_counter() - started
     good = TrainingState(core, optimizer, scaler).save()
     good_step, good_skipped = first_step, history["skipped_steps"]

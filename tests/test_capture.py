@@ -157,7 +157,7 @@ def test_a_captured_step_reads_each_steps_examples(monkeypatch):
     monkeypatch.setattr("grown_timbres.batching.EXAMPLE_FRAMES", 16)
     monkeypatch.setattr("grown_timbres.batching.EXAMPLE_HOP_FRAMES", 8)
     curves = []
-    for capture_step in (False, True):
+    for capture_step in (False, "always"):  # True leaves step batches eager (the default)
         model, optimizer, loss, batch = setup("cuda", capturable=True)
         assert len(batch["examples"]["starts"]) == 4  # two windows of each 24-frame tone
         with warnings.catch_warnings(record=True) as caught:
@@ -171,6 +171,32 @@ def test_a_captured_step_reads_each_steps_examples(monkeypatch):
         curves.append(np.array(history["loss"]))
     assert len(curves[0]) == 10
     assert np.allclose(curves[1], curves[0], rtol=1e-3)
+
+
+def test_step_batches_are_not_captured_by_default_until_checked_on_a_gpu():
+    """Until scripts/gpu_check.py has passed on a GPU, capture=True captures a step that is
+    the whole epoch (the bundled tones) but leaves step batches (a long take) eager, saying
+    why; "always" captures both (the check itself needs that)."""
+    assert not capture.STEP_BATCH_CAPTURE_CHECKED
+    assert capture.default_capture_off(True, 1) is None
+    reason = capture.default_capture_off(True, 4)
+    assert reason.startswith("eager") and "4 steps an epoch" in reason and "gpu_check" in reason
+    assert capture.default_capture_off("always", 4) is None
+    with pytest.raises(ValueError, match="always"):
+        capture.default_capture_off("sometimes", 1)
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
+def test_step_batches_train_eagerly_with_the_default_capture(monkeypatch):
+    monkeypatch.setattr("grown_timbres.batching.EXAMPLE_FRAMES", 16)
+    monkeypatch.setattr("grown_timbres.batching.EXAMPLE_HOP_FRAMES", 8)
+    model, optimizer, loss, batch = setup("cuda", capturable=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = train.train(model, optimizer, batch, loss, 2, batch_size=2, capture=True,
+                              progress=False)
+    assert not capture_warnings(caught)  # the default, not a fallback: no warning
+    assert history["status"] == "finished" and history["capture"].startswith("eager")
 
 
 @pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
