@@ -117,11 +117,24 @@ def filtered_noise(magnitudes: torch.Tensor, hop_length: int = HOP_LENGTH,
     n_fft = 1 << (filtered_size - 1).bit_length()
     filtered = torch.fft.irfft(torch.fft.rfft(noise, n_fft) * torch.fft.rfft(impulse, n_fft),
                                n_fft)[..., :filtered_size]
-    total = (n_frames - 1) * hop_length + filtered_size
-    audio = F.fold(filtered.transpose(1, 2), output_size=(1, total),
-                   kernel_size=(1, filtered_size), stride=(1, hop_length))
     delay = ir_size // 2
-    return audio.reshape(batch, total)[:, delay: delay + n_frames * hop_length]
+    return overlap_add(filtered, hop_length)[:, delay: delay + n_frames * hop_length]
+
+
+def overlap_add(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """Frames placed hop_length apart and summed: [B, T, L] -> [B, (T - 1) * hop_length + L].
+
+    A frame spans ceil(L / hop_length) hops, so the sum is that many shifted adds of
+    [B, T, hop_length] pieces: F.fold does the same through col2im, whose backward (im2col)
+    runs one kernel per example."""
+    batch, n_frames, frame_size = frames.shape
+    spans = -(-frame_size // hop_length)
+    pieces = F.pad(frames, (0, spans * hop_length - frame_size)).reshape(
+        batch, n_frames, spans, hop_length)
+    out = frames.new_zeros(batch, n_frames + spans - 1, hop_length)
+    for span in range(spans):
+        out[:, span: span + n_frames] += pieces[:, :, span]
+    return out.reshape(batch, -1)[:, : (n_frames - 1) * hop_length + frame_size]
 
 
 ROOM_INITIAL_LEVEL = 1e-3  # an untrained room is near-dry: 37 dB below the direct sound

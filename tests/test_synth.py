@@ -10,7 +10,7 @@ from grown_timbres.config import HOP_LENGTH, SAMPLE_RATE
 from grown_timbres.model import N_NOISE_BANDS
 from grown_timbres.synth import (cumulative_phase, exp_sigmoid, filtered_noise, harmonic_synth,
                                  harmonic_waves, initial_room, noise_impulse_responses,
-                                 normalize_harmonic_distribution, reverb,
+                                 normalize_harmonic_distribution, overlap_add, reverb,
                                  room_impulse_response, upsample_frames)
 from conftest import spectrum_db
 
@@ -291,6 +291,25 @@ def test_filtered_noise_shape_level_and_alignment():
     half = n_frames // 2 * HOP
     ratio = stepped[:half].square().mean().sqrt() / stepped[half:].square().mean().sqrt()
     assert 20 * math.log10(ratio.item()) == pytest.approx(20.0, abs=0.3)
+
+
+@pytest.mark.parametrize("frame_size", [100, 256, 383, 700])
+def test_overlap_add_places_frames_a_hop_apart_and_sums_them(frame_size):
+    """Against a plain loop over frames, and F.fold (col2im), the way it was done before:
+    the same sums and the same gradients, for frames shorter and longer than a hop."""
+    frames = torch.randn(3, 7, frame_size, dtype=torch.float64, requires_grad=True)
+    hop = 256
+    expected = torch.zeros(3, 6 * hop + frame_size, dtype=torch.float64)
+    for t in range(7):
+        expected[:, t * hop: t * hop + frame_size] += frames[:, t].detach()
+    out = overlap_add(frames, hop)
+    assert torch.allclose(out, expected, rtol=0, atol=1e-12)
+    folded = torch.nn.functional.fold(frames.transpose(1, 2), output_size=(1, out.shape[-1]),
+                                      kernel_size=(1, frame_size), stride=(1, hop))
+    weights = torch.randn_like(out)
+    grad, = torch.autograd.grad((out * weights).sum(), frames)
+    grad_folded, = torch.autograd.grad((folded.reshape(3, -1) * weights).sum(), frames)
+    assert torch.allclose(grad, grad_folded, rtol=0, atol=1e-12)
 
 
 def test_filtered_noise_is_reproducible_and_silent_for_zero_magnitudes():
