@@ -7,7 +7,8 @@ Parts, in this order, so that the first minutes answer the most:
     benchmark  benchmarks/benchmark.py's GPU rows, BENCHMARK_EPOCHS epochs each
     long_take  200 four-second examples (a long take of the tones), step batches trained
                captured (capture="always"); its first COMPARE_STEPS losses against eager steps
-               from the same seed (rtol LOSS_RTOL), examples per second captured and eager
+               from the same seed (within SPREAD_MARGIN x eager's own run-to-run spread, or
+               LOSS_RTOL), examples per second captured and eager
     room       the same with a model with the room, and its step time
     profile    torch.profiler over a few captured steps of the bundled tones (kernels by CUDA
                time) and a few eager ones (ops: the share of copies, casts, im2col)
@@ -48,20 +49,29 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 PARTS = ("tests", "notebooks", "benchmark", "long_take", "room", "profile")
 # Seconds each part may take on the GPU (its limit), and the least worth starting it with: a
-# part gets its limit, less what the parts after it are sure to need, within the budget.
-PART_LIMIT_S = {"tests": 90, "notebooks": 170, "benchmark": 90, "long_take": 60, "room": 60,
-                "profile": 45}
-PART_LEAST_S = {"tests": 20, "notebooks": 60, "benchmark": 45, "long_take": 20, "room": 20,
-                "profile": 15}
+# part gets its limit, less what the parts after it are sure to need, within the budget. Measured
+# on an H200 (BENCHMARKS.md, 2026-12-04): tests 23 s, notebooks 167 s (the first pYIN calls
+# compile numba's kernels inside them), benchmark 52-59 s at 45 epochs, long take 18 s, room
+# 20 s, profile 10-14 s: 300 s in all, so the benchmark now times 20 epochs a row.
+PART_LIMIT_S = {"tests": 40, "notebooks": 180, "benchmark": 70, "long_take": 30, "room": 30,
+                "profile": 25}
+PART_LEAST_S = {"tests": 25, "notebooks": 150, "benchmark": 50, "long_take": 20, "room": 22,
+                "profile": 12}
 DRY_LIMIT_S = 60  # each part's limit in a dry run (CI: all of them within 90 s)
 BUDGET_S = 300  # the whole check on the GPU; the wheels' install comes before it
 ORIGINAL_NOTEBOOK_LEAST_S = 50  # kept for the original notebook while the optimized one runs
-BENCHMARK_EPOCHS = 45  # timed epochs per benchmark row, after 5 warm-up epochs
+BENCHMARK_EPOCHS = 20  # timed epochs per benchmark row, after 5 warm-up epochs
 LONG_TAKE_EXAMPLES = 200
 COMPARE_STEPS = 30  # captured vs eager, from the same seed
 EXTRA_STEPS = 20  # more captured steps, for the steady step time
 STEADY_AFTER = 5  # steps left out of the steady step time (capture's own steps are apart)
 LOSS_RTOL = 2e-2  # captured vs eager losses over 30 float16 steps: tests/test_capture.py's
+# Two eager runs of a long take from the same seed already differ (cuDNN's GRU and float16
+# reductions are not bitwise repeatable, and the GradScaler skips different steps): on an H200,
+# 2.4e-2 at the worst of 30 steps without the room, 6e-2 and 1e-1 with it. A captured curve
+# passes when it is as close to eager as eager is to itself, with this margin, or within
+# LOSS_RTOL.
+SPREAD_MARGIN = 1.5
 PROFILE_STEPS = 5
 EAGER_PROFILE_STEPS = 3
 DRY_MODEL = {"hidden_size": 16, "n_harmonics": 8, "n_noise_bands": 9}  # a dry run's toy model
@@ -540,11 +550,14 @@ def take_check(ctx: Context, reverb: bool) -> dict:
     figures["captured_examples_per_s"] = (figures["examples_per_step"] /
                                           figures["captured_s_per_step"])
     figures["capture_speedup"] = figures["eager_s_per_step"] / figures["captured_s_per_step"]
+    figures["allowed_rel"] = allowed = max(LOSS_RTOL,
+                                           SPREAD_MARGIN * figures["eager_vs_eager_rel"])
     problems = [p for p, bad in [
         (f"capture: {captured['capture']}", captured["capture"] != "captured"),
         (f"training {captured['status']}", captured["status"] != "finished"),
-        (f"captured vs eager {figures['captured_vs_eager_rel']:.2e} > {LOSS_RTOL}",
-         not figures["captured_vs_eager_rel"] <= LOSS_RTOL),
+        (f"captured vs eager {figures['captured_vs_eager_rel']:.2e} > {allowed:.2e} (eager vs "
+         f"eager {figures['eager_vs_eager_rel']:.2e} x {SPREAD_MARGIN}, at least {LOSS_RTOL})",
+         not figures["captured_vs_eager_rel"] <= allowed),
         ("non-finite loss", not np.isfinite(loss).all())] if bad]
     return {"status": "fail" if problems else "pass", "figures": figures,
             "error": "; ".join(problems) or None, "notes": notes}
