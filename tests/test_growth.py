@@ -1,7 +1,8 @@
 """grown_timbres/growth.py: stages as data (Stage, one validation), their weights and gains,
 the held note, grow_timbre's length, level, seams and harmonics per stage, what sounds in each
-stage, and (on a trained model) a growth that grows: level and brightness hold within each
-stage and never fall from one harmonic stage to the next."""
+stage, the held note's controls (medians, outliers ignored), and (on a decoder built to drift)
+a growth that grows: level and brightness hold within each stage and never fall from one
+harmonic stage to the next."""
 from dataclasses import replace
 
 import numpy as np
