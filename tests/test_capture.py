@@ -212,10 +212,11 @@ def test_a_capture_that_cannot_run_falls_back_with_one_warning():
 
 # ------------------------------------------- the replay-vs-eager check, and its fallback (CPU)
 def checked_state():
-    """(eager step -> loss terms [K], its TrainingState saved before the first step)."""
+    """(the eager step train() captures -> [total, *terms], its TrainingState saved before
+    the first step)."""
     model, optimizer, loss, batch = setup()
-    step = lambda: train.training_step(model, optimizer, batch, loss)[0]  # noqa: E731
-    return step, capture.TrainingState(model, optimizer).save()
+    runner, _ = train.step_runner(model, optimizer, batch, loss)
+    return runner.step, runner.state.save()
 
 
 def parameters_of(state):
