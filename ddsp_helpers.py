@@ -22,6 +22,7 @@ file, e.g. `from grown_timbres import synth`.
     plots        plot_features, plot_loss, plot_growth, plot_stage_controls, plot_transfer
     notebook     install_missing, save_uploads, record_microphone, sources_table, audio_player,
                  players_table, show_comparison
+    checks       check_run_outputs
 """
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.audio import read_wav, write_wav
@@ -45,3 +46,4 @@ from grown_timbres.plots import (plot_features, plot_growth, plot_loss, plot_sta
 from grown_timbres.notebook import (audio_player, install_missing, players_table,
                                     record_microphone, save_uploads, show_comparison,
                                     sources_table)
+from grown_timbres.checks import check_run_outputs

@@ -21,6 +21,7 @@ One concern per file, listed as the data flows; each file imports only files abo
     transfer     melodies and recordings as controls, render_melody
     plots        figures for the notebooks
     notebook     installs, uploads, the microphone in Colab, players, the side-by-side section
+    checks       what a run made, checked: wavs, metrics, the growth table (smoke runs)
 
 The notebooks import ddsp_helpers, which names what they use from here. Heavy libraries
 (librosa, soundfile, matplotlib, mido, IPython) are imported inside the functions that need

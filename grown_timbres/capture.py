@@ -16,8 +16,8 @@ What capture needs, and where it is arranged:
   and compilation when the model was compiled);
 - gradients set to None before capture, so backward allocates them in the graph's memory pool;
 - outputs read from the graph's static tensors after each replay.
-A captured step is checked against eager steps from the same state before it is used; any
-failure leaves training on the eager step with one message saying why.
+A captured step is checked against eager steps from the same state before it is used
+(replay_problem); any failure leaves training on the eager step with one message saying why.
 """
 from __future__ import annotations
 
@@ -157,6 +157,29 @@ def default_capture_off(capture, steps_per_epoch: int) -> str | None:
     return None
 
 
+def replay_problem(replay, step, state: TrainingState, check_steps: int = CAPTURE_CHECK_STEPS,
+                   rtol: float = CAPTURE_RTOL) -> str | None:
+    """Why `replay` cannot stand in for `step`, or None: each (a callable -> loss terms [K])
+    runs `check_steps` times from the state `state` saved, and their curves [check_steps, K]
+    must be finite and agree within `rtol` (relative). The saved state is put back after, so
+    checking costs no training. Warm-up and capture ran steps: both curves start where
+    training starts."""
+    state.restore()
+    replayed = torch.stack([replay().detach().clone() for _ in range(check_steps)])
+    replayed = replayed.float().cpu()
+    state.restore()
+    eager = torch.stack([step().detach().clone() for _ in range(check_steps)])
+    eager = eager.float().cpu()
+    state.restore()
+    if not (torch.isfinite(replayed).all() and torch.isfinite(eager).all()):
+        return "the check steps gave a non-finite loss"
+    error = ((replayed - eager).abs() / eager.abs().clamp_min(1e-12)).max().item()
+    if error > rtol:
+        return (f"replayed losses differ from eager ones by {error:.2e} relative "
+                f"(allowed {rtol:.0e})")
+    return None
+
+
 class CapturedStep:
     """step() -> loss terms, replayed from a CUDA graph.
 
@@ -191,7 +214,19 @@ class CapturedStep:
         return problem
 
     def _capture(self, warmup_steps, check_steps, rtol):
-        state = self.state
+        graph, static_terms = self._record(warmup_steps)
+
+        def replay():
+            graph.replay()
+            return static_terms
+
+        problem = replay_problem(replay, self.step, self.state, check_steps, rtol)
+        if problem is None:
+            self.graph, self.static_terms = graph, static_terms
+        return problem
+
+    def _record(self, warmup_steps):
+        """Warm up on a side stream, then record one step -> (graph, its static loss terms)."""
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -199,31 +234,13 @@ class CapturedStep:
                 self.step()
         torch.cuda.current_stream().wait_stream(side)
         torch.cuda.synchronize()
-        for param in state.model.parameters():
+        for param in self.state.model.parameters():
             param.grad = None
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             static_terms = self.step()
         torch.cuda.synchronize()
-        # Warm-up and capture ran steps: check replays and eager steps from the start state.
-        state.restore()
-        replayed = []
-        for _ in range(check_steps):
-            graph.replay()
-            replayed.append(static_terms.clone())
-        replayed = torch.stack(replayed).float().cpu()
-        state.restore()
-        eager = torch.stack([self.step().detach().clone() for _ in range(check_steps)])
-        eager = eager.float().cpu()
-        state.restore()
-        if not (torch.isfinite(replayed).all() and torch.isfinite(eager).all()):
-            return "the check steps gave a non-finite loss"
-        error = ((replayed - eager).abs() / eager.abs().clamp_min(1e-12)).max().item()
-        if error > rtol:
-            return (f"replayed losses differ from eager ones by {error:.2e} relative "
-                    f"(allowed {rtol:.0e})")
-        self.graph, self.static_terms = graph, static_terms
-        return None
+        return graph, static_terms
 
     @property
     def captured(self) -> bool:

@@ -48,9 +48,23 @@ def device_report(device=None) -> dict:
     return report
 
 
+CPU_BF16_VARIABLE = "DDSP_CPU_BF16"  # on | off | auto (unset: auto)
+CPU_BF16_CHOICES = ("on", "off", "auto")
+
+
 def cpu_has_fast_bfloat16() -> bool:
     """True where the CPU multiplies bfloat16 in hardware (AMX or AVX512-BF16): only there does
-    CPU autocast to bfloat16 pay; elsewhere it is emulated and slower than float32."""
+    CPU autocast to bfloat16 pay; elsewhere it is emulated and slower than float32.
+
+    DDSP_CPU_BF16=on or off overrides what the hardware says (auto, or unset, asks it), so CI
+    can run the notebooks and the benchmark in the precision its machine would not pick; any
+    other value is a ValueError naming the variable and the choices."""
+    choice = os.environ.get(CPU_BF16_VARIABLE, "auto").strip().lower() or "auto"
+    if choice not in CPU_BF16_CHOICES:
+        raise ValueError(f"{CPU_BF16_VARIABLE}={os.environ[CPU_BF16_VARIABLE]!r}: the "
+                         f"environment variable must be one of {', '.join(CPU_BF16_CHOICES)}")
+    if choice != "auto":
+        return choice == "on"
     checks = [getattr(torch.cpu, name, None)
               for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
     return any(check() for check in checks if check is not None)

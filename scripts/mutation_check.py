@@ -26,11 +26,15 @@ Run from anywhere (it uses the interpreter that runs it):
     .venv/bin/python scripts/mutation_check.py --notebooks     # also the smoke notebooks (nbval)
     .venv/bin/python scripts/mutation_check.py --notebooks-only --only detached-cached-loss
     .venv/bin/python scripts/mutation_check.py --jobs 2        # two mutations at a time
+    .venv/bin/python scripts/mutation_check.py --owner-tests   # each by its own file's tests
 
 The unit tests run as `python -m pytest -x -q -rfE -p no:cacheprovider tests` (stop at the
 first failure, so "caught by" names the first failing test, not every one); `--pytest-args` adds
-arguments, e.g. `--pytest-args="-k 'not notebook'"`. With `--notebooks`, a mutation the unit
-tests miss is then tried on both notebooks in smoke mode (`DDSP_SMOKE=1 python -m pytest -q
+arguments, e.g. `--pytest-args="-k 'not notebook'"`. `--owner-tests` runs, for each mutation,
+only the test file of the file it changes (`tests/test_capture.py` for
+`grown_timbres/capture.py`), so a bug caught only by accident elsewhere shows up as not caught.
+With `--notebooks`, a mutation the unit tests miss is then tried on both notebooks in smoke
+mode (`DDSP_SMOKE=1 python -m pytest -q
 notebooks/ddsp_optimized.ipynb notebooks/ddsp_original.ipynb --nbval-lax --nbval-current-env`;
 in smoke mode the notebooks assert their own claims). `--keep` keeps the copies and the pytest
 output. Exit status: 0 when every mutation is caught, 1 when one survives or cannot be
@@ -60,7 +64,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "grown_timbres"  # the package ddsp_helpers.py is being split into
 LEGACY_MODULE = "ddsp_helpers.py"
-UNIT_COMMAND = ["-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider", "tests"]
+UNIT_COMMAND = ["-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider"]
+UNIT_TESTS = "tests"
 NOTEBOOK_COMMAND = ["-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
                     "notebooks/ddsp_optimized.ipynb", "notebooks/ddsp_original.ipynb",
                     "--nbval-lax", "--nbval-current-env"]
@@ -166,6 +171,26 @@ MUTATIONS = [
     Mutation("same-order-every-epoch",
              "every epoch steps through the examples in the same order",
              (("manual_seed(SHUFFLE_SEED + epoch)", "manual_seed(SHUFFLE_SEED)"),)),
+    Mutation("capture-self-compare",
+             "the captured step's check compares the replayed losses with themselves",
+             (("error = ((replayed - eager).abs()", "error = ((replayed - replayed).abs()"),)),
+    Mutation("held-note-mean",
+             "the held note takes each control's mean over the sustained frames, not its median",
+             (("np.median(value[0].double().cpu().numpy()[keep], axis=0)",
+               "np.mean(value[0].double().cpu().numpy()[keep], axis=0)"),)),
+    Mutation("room-gain-squared",
+             "synthesize applies the room's wet gain twice (squared): a fading room is too quiet",
+             (("return reverb(audio, self.room_taps(), room_gain)",
+               "return reverb(audio, self.room_taps(), "
+               "None if room_gain is None else room_gain * room_gain)"),)),
+    Mutation("a-weighting-sign",
+             "loudness applies the A-weighting with its sign flipped (bass boosted, not cut)",
+             (("a_weight = 10.0 ** (librosa.A_weighting(freqs) / 10.0)",
+               "a_weight = 10.0 ** (-librosa.A_weighting(freqs) / 10.0)"),)),
+    Mutation("loss-unmasked-prediction",
+             "the spectral loss masks the target's padding but not the prediction's",
+             (("pred_audio = self._masked(pred_audio, lengths)",
+               "pred_audio = pred_audio.float()"),)),
     Mutation("minibatch-stale-target",
              "with several steps an epoch the cached-target loss keeps the first step's spectra",
              (("if feed.changes:  # its cache is keyed", "if False:  # its cache is keyed"),)),
@@ -305,13 +330,20 @@ def run_pytest(copy: Path, args: list, smoke: bool, timeout: float, stage: str) 
                    result.stdout[-3000:])
 
 
+def owner_tests(site: Site) -> str:
+    """The test file that owns the mutated file: tests/test_<name>.py for <package>/<name>.py."""
+    return f"{UNIT_TESTS}/test_{site.path.stem}.py"
+
+
 def run_suite(copy: Path, unit: bool, notebooks: bool, timeout: float, stop_early: bool,
-              extra: list = ()) -> Outcome:
-    """The unit tests (extra: more pytest arguments), then the smoke notebooks, as asked;
+              extra: list = (), tests: list = (UNIT_TESTS,)) -> Outcome:
+    """The unit tests in `tests` (extra: more pytest arguments), then the smoke notebooks, as
+    asked;
     stop_early: skip the notebooks once the unit tests have failed."""
     runs = []
     if unit:
-        runs.append(run_pytest(copy, UNIT_COMMAND + list(extra), False, timeout, "tests"))
+        runs.append(run_pytest(copy, UNIT_COMMAND + list(tests) + list(extra), False, timeout,
+                               "tests"))
     if notebooks and not (stop_early and runs and not runs[0].passed):
         runs.append(run_pytest(copy, NOTEBOOK_COMMAND, True, timeout, "notebooks"))
     return Outcome(all(r.passed for r in runs), [f for r in runs for f in r.failures],
@@ -351,6 +383,10 @@ def main(argv=None) -> int:
                         help="limit per pytest command in seconds (default 1800)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copies (with the "
                         "pytest output in mutation_check_*.log)")
+    parser.add_argument("--owner-tests", action="store_true",
+                        help="run only the test file that owns each mutated file "
+                        "(tests/test_<name>.py for grown_timbres/<name>.py): is each bug caught "
+                        "where it belongs? The baseline runs those files only")
     parser.add_argument("--pytest-args", default="", metavar="ARGS",
                         help="more arguments for the unit-test run, e.g. \"-k 'not slow'\"")
     args = parser.parse_args(argv)
@@ -379,6 +415,15 @@ def main(argv=None) -> int:
     source = snapshot(ROOT, workdir / "snapshot")
     sites = {m.id: locate(m, source) for m in mutations}
     unit, notebooks = not args.notebooks_only, args.notebooks or args.notebooks_only
+
+    def suite_for(site):
+        """The test files to run: all, or with --owner-tests the mutated file's owner (the
+        baseline: every owner of a mutation that applies)."""
+        if not args.owner_tests:
+            return [UNIT_TESTS]
+        if site is not None:
+            return [owner_tests(site)]
+        return sorted({owner_tests(s) for s, _ in sites.values() if s is not None})
     what = " + ".join(["unit tests"] * unit + ["smoke notebooks"] * notebooks)
     print(f"{len(mutations)} mutations, {what}, {args.jobs} at a time; copies in {workdir}",
           flush=True)
@@ -387,7 +432,7 @@ def main(argv=None) -> int:
         if not args.skip_baseline:
             copy = fresh_copy(source, workdir, "baseline")
             baseline = run_suite(copy, unit, notebooks, args.timeout, stop_early=False,
-                                 extra=extra)
+                                 extra=extra, tests=suite_for(None))
             if not baseline.passed:
                 print(f"\nBASELINE FAILS ({fmt_seconds(baseline.seconds)}): the unmutated "
                       f"suite must pass before mutations mean anything. Failing: "
@@ -404,7 +449,7 @@ def main(argv=None) -> int:
             if problem:
                 return mutation.id, f"FAILED: {problem}", "-", 0.0, False
             outcome = run_suite(copy, unit, notebooks, args.timeout, stop_early=True,
-                                extra=extra)
+                                extra=extra, tests=suite_for(site))
             if not args.keep:
                 shutil.rmtree(copy.parent, ignore_errors=True)
             if outcome.passed:

@@ -208,3 +208,111 @@ def test_a_capture_that_cannot_run_falls_back_with_one_warning():
     assert len(capture_warnings(caught)) == 1 and "capturable" in capture_warnings(caught)[0]
     assert history["status"] == "finished" and "capturable" in history["capture"]
     assert math.isfinite(history["loss"][-1])
+
+
+# ------------------------------------------- the replay-vs-eager check, and its fallback (CPU)
+def checked_state():
+    """(the eager step train() captures -> [total, *terms], its TrainingState saved before
+    the first step)."""
+    model, optimizer, loss, batch = setup()
+    runner, _ = train.step_runner(model, optimizer, batch, loss)
+    return runner.step, runner.state.save()
+
+
+def parameters_of(state):
+    return [t.detach().clone() for t in state.tensors]
+
+
+@pytest.mark.parametrize("drift, agrees", [(0.0, True), (5e-4, True), (2e-3, False),
+                                           (-0.5, False)])
+def test_the_replay_check_compares_the_replay_with_the_eager_steps(drift, agrees):
+    """A replay whose curve is the eager one off by `drift` (relative) from its second step on
+    is accepted within CAPTURE_RTOL (1e-3) and refused beyond it, naming the difference; the
+    state the check started from is put back either way."""
+    step, state = checked_state()
+    start = parameters_of(state)
+    calls = []
+
+    def replay():  # the eager step, its curve bent after the first step
+        calls.append(1)
+        return step() * (1.0 + drift * (len(calls) > 1))
+
+    problem = capture.replay_problem(replay, step, state)
+    assert (problem is None) == agrees, problem
+    if not agrees:
+        assert problem.startswith("replayed losses differ from eager ones by ")
+        assert f"{abs(drift):.2e} relative" in problem
+    assert len(calls) == capture.CAPTURE_CHECK_STEPS
+    assert all(torch.equal(a, b) for a, b in zip(parameters_of(state), start))
+
+
+def test_the_replay_check_refuses_a_non_finite_curve():
+    step, state = checked_state()
+    problem = capture.replay_problem(lambda: step() * math.nan, step, state)
+    assert problem == "the check steps gave a non-finite loss"
+
+
+class BentGraph:
+    """Stands in for a CUDA graph whose replay runs the eager step but ends 1% off; like a
+    real recording, making it runs one step (its terms are the static output)."""
+
+    def __init__(self, step):
+        self.step, self.terms = step, step().detach().clone()
+
+    def replay(self):
+        self.terms.copy_(self.step().detach() * 1.01)
+
+
+def test_a_replay_that_disagrees_falls_back_to_eager_with_one_warning(monkeypatch):
+    """What capture() does when the check fails, on a CPU: the recording is stood in for by a
+    graph whose replay is 1% off. One warning says why; the runner steps eagerly from the
+    state training started from (the check's steps are undone)."""
+    step, state = checked_state()
+    start = parameters_of(state)
+
+    def record(self, warmup_steps):
+        graph = BentGraph(self.step)
+        return graph, graph.terms
+
+    monkeypatch.setattr(capture, "capture_problem", lambda *args: None)
+    monkeypatch.setattr(capture.CapturedStep, "_record", record)
+    runner = capture.CapturedStep(step, state)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        problem = runner.capture()
+    assert problem.startswith("replayed losses differ from eager ones by 1.00e-02 relative")
+    assert capture_warnings(caught) == [
+        f"CUDA graph capture is off, training runs eagerly: {problem}"]
+    assert not runner.captured
+    assert all(torch.equal(a, b) for a, b in zip(parameters_of(state), start))
+    first = runner()
+    state.restore()
+    assert torch.equal(first, step().detach())  # the runner's step is the eager step
+
+
+@pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device")
+def test_a_perturbed_captured_step_falls_back_to_eager(monkeypatch):
+    """A real capture whose graph no longer matches the eager step (the step scales its loss
+    terms by a Python number, fixed in the graph when it was recorded and changed after)
+    fails the check: training falls back to eager with one warning."""
+    model, optimizer, loss, batch = setup("cuda", capturable=True)
+    scale = [1.0]
+
+    def step():
+        return train.training_step(model, optimizer, batch, loss)[0] * scale[0]
+
+    record = capture.CapturedStep._record
+
+    def record_then_perturb(self, warmup_steps):
+        recorded = record(self, warmup_steps)
+        scale[0] = 1.05  # the eager step changes; the graph keeps 1.0
+        return recorded
+
+    monkeypatch.setattr(capture.CapturedStep, "_record", record_then_perturb)
+    runner = capture.CapturedStep(step, capture.TrainingState(model, optimizer))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        problem = runner.capture()
+    assert problem is not None and problem.startswith("replayed losses differ from eager ones")
+    assert len(capture_warnings(caught)) == 1 and not runner.captured
+    assert torch.isfinite(runner()).all()

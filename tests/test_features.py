@@ -142,6 +142,20 @@ def test_loudness_of_full_scale_1khz_sine():
     assert abs(middle - (-3.0)) < 0.5
 
 
+def test_loudness_is_a_weighted_100hz_reads_19_db_under_1khz():
+    """Equal-amplitude sines at 100 Hz and 1 kHz: A-weighting is -19.1 dB at 100 Hz and 0 dB
+    at 1 kHz (IEC 61672), so the 100 Hz sine's loudness is 19.1 dB lower, within 0.5 dB."""
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+
+    def middle_loudness(frequency):
+        sine = (0.5 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+        return float(np.median(compute_loudness(sine)[10:-10]))
+
+    low, high = middle_loudness(100.0), middle_loudness(1000.0)
+    print(f"0.5-amplitude sines: 100 Hz {low:.2f} dB, 1 kHz {high:.2f} dB")
+    assert high - low == pytest.approx(19.1, abs=0.5)
+
+
 def test_loudness_floor_on_silence():
     assert np.all(compute_loudness(np.zeros(4096, np.float32)) == LOUDNESS_FLOOR_DB)
 

@@ -118,7 +118,23 @@ def test_gradient_finite_with_exact_zeros():
     pred = torch.zeros_like(target, requires_grad=True)
     optimized(padded_target, lengths)(pred).backward()
     assert torch.all(torch.isfinite(pred.grad))
-    assert torch.all(pred.grad[1, 30 * HOP:] == 0)  # padding gets no gradient
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["plain", "cached"])
+def test_padding_gets_no_gradient_from_a_prediction_that_sounds_there(cached):
+    """Padding gets no gradient, checked where it could get one: a prediction that sounds
+    everywhere, padding included (at a zero prediction every gradient is zero anyway). The
+    valid samples do get one, up to the file's end, whose STFT frames reach into the padding."""
+    pred, target = signals()
+    lengths = torch.tensor([60, 30])
+    pred.requires_grad_(True)
+    spectral = optimized(target, lengths) if cached else (
+        lambda p: MultiScaleSpectralLoss()(p, target, lengths))
+    (spectral(pred) + time_domain_l1(pred, target, lengths)).backward()
+    end = 30 * HOP
+    assert torch.all(pred.grad[1, end:] == 0)
+    assert pred.grad[1, end - HOP: end].abs().max() > 0
+    assert torch.count_nonzero(pred.grad[0]) > 0.99 * pred.shape[1]
 
 
 def test_cached_loss_takes_the_plain_call_and_caches_each_target_once():

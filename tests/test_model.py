@@ -120,6 +120,25 @@ def test_the_room_adds_its_wet_part_and_nothing_else():
         with pytest.raises(ValueError, match="reverb=.* is not True or False"):
             DDSPModel(hidden_size=8, reverb=bad)
 
+
+
+@pytest.mark.parametrize("gain", [0.25, 0.5, 0.75])
+def test_a_room_gain_between_0_and_1_scales_the_wet_part_linearly(gain):
+    """The growth's room stage fades in: room_gain g in (0, 1) adds g times the full room's
+    wet part (at 0 and 1 a gain applied twice would pass unseen; here it is off by g)."""
+    torch.manual_seed(0)
+    model = DDSPModel(hidden_size=32, reverb=True)
+    with torch.no_grad():
+        model.room_level.fill_(0.05)
+    f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
+
+    def rendered(room_gain):
+        return render(model, f0, loudness, mfcc, room_gain=torch.full((1, 20, 1), room_gain))[0]
+
+    dry, full = rendered(0.0), rendered(1.0)
+    assert np.abs(full - dry).max() > 1e-3  # the wet part is audible
+    np.testing.assert_allclose(rendered(gain) - dry, gain * (full - dry), atol=1e-6)
+
 # ------------------------------------------ issue 13, class 5: nothing non-finite is rendered
 def poisoned(name, index, value):
     """small_inputs(batch=2, n_frames=20) with inputs[name][index] = value."""
