@@ -3,6 +3,7 @@
 One concern per file, listed as the data flows; each file imports only files above it:
 
     config       sample rate, hop, FFT sizes: what every stage shares; the size limits
+    markup       text from files and records escaped for HTML and Markdown
     device       picking and naming the device, its free memory, waiting for it
     audio        reading sound files, decoding a browser's recording, finishing renders,
                  wav and atomic writes

@@ -13,6 +13,7 @@ from .audio import (atomic_write, decode_recording, finite_audio, load_audio, re
 from .batching import EXAMPLE_SECONDS, MIN_VOICED_FRACTION
 from .config import (MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
                      MIN_RECORD_SECONDS, SAMPLE_RATE)
+from .markup import html_text, markdown_text
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
 from .report import (RUN_LABELS, common_stems, comparison_markdown, load_run_record,
                      recorded_path, resynthesis_wav)
@@ -150,17 +151,18 @@ def record_microphone(seconds: float, folder) -> Path | None:
 def sources_table(batch: dict) -> str:
     """Markdown: per file, accepted or why not; for an accepted one its length, the training
     examples taken from it, the seconds they cover and the windows dropped (batching.collate),
-    and the excerpt that evaluation and growth use; then the totals."""
+    and the excerpt that evaluation and growth use; then the totals. Names and reasons are
+    escaped (markup.markdown_text): a file's name shows as it is, never as markup."""
     lines = ["| file | status | length | training examples | used | windows dropped: silent, "
              f"under {MIN_VOICED_FRACTION:.0%} pitched | excerpt from |",
              "|---|---|---|---|---|---|---|"]
     for source in batch["sources"]:
-        lines.append(f"| {source['file']} | accepted | {source['seconds']:.1f} s | "
+        lines.append(f"| {markdown_text(source['file'])} | accepted | {source['seconds']:.1f} s | "
                      f"{source['examples']} | {source['seconds_used']:.1f} s | "
                      f"{source['silent']}, {source['unpitched']} | "
                      f"{source['excerpt_start_seconds']:.1f} s |")
-    lines += [f"| {Path(path).name} | **rejected** | {reason} | | | | |"
-              for path, reason in batch["errors"].items()]
+    lines += [f"| {markdown_text(Path(path).name)} | **rejected** | {markdown_text(reason)} "
+              "| | | | |" for path, reason in batch["errors"].items()]
     used = sum(source["seconds_used"] for source in batch["sources"])
     examples = sum(source["examples"] for source in batch["sources"])
     lines.append(f"\n{examples} training examples of at most {EXAMPLE_SECONDS:.0f} s from "
@@ -200,14 +202,15 @@ def audio_player(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, gain: float 
 
 def players_table(rows: dict, columns) -> str:
     """HTML table of players: rows {label: {column: audio [N] or None}}, all at one gain
-    (playback_gain), so a louder clip sounds louder; renders in Jupyter, Colab and on GitHub."""
+    (playback_gain), so a louder clip sounds louder; renders in Jupyter, Colab and on GitHub.
+    Labels and column names are escaped (markup.html_text): they show as written."""
     gain = playback_gain([clip for clips in rows.values() for clip in clips.values()])
-    head = "".join(f"<th>{c}</th>" for c in ["file", *columns])
+    head = "".join(f"<th>{html_text(c)}</th>" for c in ["file", *columns])
     body = ""
     for label, clips in rows.items():
         cells = "".join("<td>-</td>" if clips.get(c) is None else
                         f"<td>{audio_player(clips[c], gain=gain)}</td>" for c in columns)
-        body += f"<tr><td>{label}</td>{cells}</tr>"
+        body += f"<tr><td>{html_text(label)}</td>{cells}</tr>"
     return f"<table><tr>{head}</tr>{body}</table>{gain_note(gain)}"
 
 
@@ -232,7 +235,7 @@ def show_comparison(runs_dir, root=None) -> dict | None:
     missing = [f"`notebooks/{name}.ipynb`" for name, label in RUN_LABELS.items()
                if records[label] is None]
     if missing:
-        display(Markdown(f"No run record yet in `{runs_dir}` from {' and '.join(missing)}: run "
+        display(Markdown(f"No run record yet in {markdown_text(runs_dir)} from {' and '.join(missing)}: run "
                          "that notebook to the end, then re-run this cell."))
         return None
     display(Markdown(comparison_markdown(records)))
@@ -251,10 +254,10 @@ def show_comparison(runs_dir, root=None) -> dict | None:
     lost = [label for label, wav in wavs.items() if wav is None] + (["target"] if target is None
                                                                      else [])
     if lost:
-        display(Markdown(f"Both runs learned `{stem}`, but these files are gone from `{root}`: "
-                         f"{', '.join(lost)}. Re-run the notebooks to hear them side by side."))
+        display(Markdown(f"Both runs learned {markdown_text(stem)}, but these files are gone "
+                         f"from {markdown_text(root)}: {', '.join(lost)}. Re-run the notebooks to hear them side by side."))
         return records
     clips = {"target": load_audio(target), **{label: read_wav(w) for label, w in wavs.items()}}
-    plot_spectrogram_comparison(clips, stem)
+    plot_spectrogram_comparison(clips, stem.replace("$", r"\$"))  # a name is no mathtext
     display(HTML(players_table({stem: clips}, list(clips))))
     return records

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB
+from .markup import markdown_text
 from .device import device_report
 from .audio import AudioInputError, atomic_write
 from .batching import file_features
@@ -87,11 +88,12 @@ def evaluate_batch(model, batch: dict, progress: bool = True) -> tuple[dict, lis
 
 
 def metrics_table(metrics: dict) -> str:
-    """Markdown table of evaluate_batch's metrics, model beside sine baseline."""
+    """Markdown table of evaluate_batch's metrics, model beside sine baseline (file names
+    escaped: markup.markdown_text)."""
     lines = ["| file | spectral distance (model / sine) | f0 error cents (model / sine) "
              "| loudness L1 dB (model / sine) |", "|---|---|---|---|"]
     for stem, m in metrics.items():
-        lines.append(f"| {stem} | {m['model']['spectral_distance']:.3f} / "
+        lines.append(f"| {markdown_text(stem)} | {m['model']['spectral_distance']:.3f} / "
                      f"{m['sine']['spectral_distance']:.3f} | {m['model']['f0_error_cents']:.1f} / "
                      f"{m['sine']['f0_error_cents']:.1f} | {m['model']['loudness_l1_db']:.2f} / "
                      f"{m['sine']['loudness_l1_db']:.2f} |")
@@ -102,12 +104,12 @@ def growth_table(grown: dict, notes: dict, stages) -> str:
     """Markdown: per grown file ({stem: audio}, {stem: HeldNote}), each stage's level and
     spectral centroid (growth.stage_levels) and what the noise adds to the held note."""
     stages = stages_from_table(stages)
-    lines = ["| file | " + " | ".join(s.name for s in stages) + " | noise adds |",
+    lines = ["| file | " + " | ".join(markdown_text(s.name) for s in stages) + " | noise adds |",
              "|---|" + "---|" * (len(stages) + 1)]
     for stem, audio in grown.items():
         cells = [f"{m['level_db']:.1f} dB, {m['centroid_hz']:.0f} Hz"
                  for m in stage_levels(audio, stages)]
-        lines.append(f"| {stem} | " + " | ".join(cells) +
+        lines.append(f"| {markdown_text(stem)} | " + " | ".join(cells) +
                      f" | {notes[stem].noise_adds_db():.1f} dB |")
     return "\n".join(lines)
 
@@ -316,17 +318,24 @@ def format_number(value) -> str:
 
 
 def comparison_markdown(records: dict) -> str:
-    """The side-by-side table as markdown, and under it which files the metrics cover."""
+    """The side-by-side table as markdown, and under it which files the metrics cover. Text
+    from the records (device, date, loss term and file names) is escaped: it shows as written."""
     rows = comparison_rows(records)
     keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(f"{format_number(row[k])}x" if k == "speedup per example"
-                                and row[k] is not None else format_number(row[k])
-                                for k in keys) + " |" for row in rows]
+
+    def cell(row, key):
+        value = row[key]
+        if value is not None and not isinstance(value, (int, float, np.number)):
+            return markdown_text(format_number(value))
+        return format_number(value) + ("x" if key == "speedup per example" and value is not None
+                                       else "")
+
+    lines = ["| " + " | ".join(map(markdown_text, keys)) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(row, k) for k in keys) + " |" for row in rows]
     shared = common_stems(records)
     lines.append("")
     lines.append(f"Metrics over the file{'s' if len(shared) != 1 else ''} both runs learned: "
-                 f"{', '.join(shared)}." if shared else
+                 f"{', '.join(map(markdown_text, shared))}." if shared else
                  "The runs share no file: each run's metrics are over its own files.")
     lines.append("Speedup: steady time per step per training example against the first run "
                  "(the time per epoch per file when every file is one example); warm-up "
