@@ -15,8 +15,8 @@ from .config import (MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
                      MIN_RECORD_SECONDS, SAMPLE_RATE)
 from .markup import html_text, markdown_text
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
-from .report import (RUN_LABELS, common_stems, comparison_markdown, load_run_record,
-                     recorded_path, resynthesis_wav)
+from .report import RUN_LABELS, common_stems, comparison_markdown, load_run_record
+from .records import RunRecordError, recorded_audio, resynthesis_wav, target_wav
 
 RUNTIME_PACKAGES = {"librosa": "librosa", "soundfile": "soundfile", "tqdm": "tqdm",
                     "matplotlib": "matplotlib", "ipywidgets": "ipywidgets", "mido": "mido"}
@@ -225,7 +225,9 @@ def show_comparison(runs_dir, root=None) -> dict | None:
     """The side-by-side section: table, loss curves (by epoch and by wall time), spectrograms
     and players of one tone that both runs learned. Says what to run when a record is missing.
     Paths in the records are found under `root` (default: the project folder of `runs_dir`),
-    so the comparison still plays after the folder moved. Returns the records shown."""
+    so the comparison still plays after the folder moved; a path that leads outside `root`,
+    or a file that is no audio, is refused with a message naming the record and the path, and
+    only its player is left out (records.recorded_path). Returns the records shown."""
     from IPython.display import HTML, Markdown, display
 
     runs_dir = Path(runs_dir)
@@ -235,29 +237,40 @@ def show_comparison(runs_dir, root=None) -> dict | None:
     missing = [f"`notebooks/{name}.ipynb`" for name, label in RUN_LABELS.items()
                if records[label] is None]
     if missing:
-        display(Markdown(f"No run record yet in {markdown_text(runs_dir)} from {' and '.join(missing)}: run "
-                         "that notebook to the end, then re-run this cell."))
+        display(Markdown(f"No run record yet in {markdown_text(runs_dir)} from "
+                         f"{' and '.join(missing)}: run that notebook to the end, then re-run "
+                         "this cell."))
         return None
     display(Markdown(comparison_markdown(records)))
     if len({r["device"] for r in records.values()}) > 1:
         display(Markdown("**The two runs used different devices**: the speedup mixes hardware "
                          "with optimizations."))
     plot_loss_comparison(records)
-    original = records["original"]
     stems = common_stems(records)
     if not stems:
         display(Markdown("The two runs learned no file in common: no sound to compare."))
         return records
     stem = stems[0]
-    target = recorded_path(next(f for f in original["files"] if Path(f).stem == stem), root)
-    wavs = {label: resynthesis_wav(record, stem, root) for label, record in records.items()}
-    lost = [label for label, wav in wavs.items() if wav is None] + (["target"] if target is None
-                                                                     else [])
+    clips, refused = {}, set()
+    files = {label: runs_dir / f"{name}.json" for name, label in RUN_LABELS.items()}
+    sources = [("target", label, target_wav) for label in records] + [
+        (label, label, resynthesis_wav) for label in records]
+    for clip, label, find in sources:  # a file refused or unreadable loses its player only
+        if clip in clips:
+            continue
+        try:
+            path = find(records[label], stem, root, files[label])
+            if path is not None:
+                clips[clip] = recorded_audio(path, files[label])
+        except RunRecordError as err:
+            refused.add(clip)
+            display(Markdown(f"Not played: {markdown_text(err)}"))
+    lost = [clip for clip in ["target", *records] if clip not in clips and clip not in refused]
     if lost:
         display(Markdown(f"Both runs learned {markdown_text(stem)}, but these files are gone "
-                         f"from {markdown_text(root)}: {', '.join(lost)}. Re-run the notebooks to hear them side by side."))
-        return records
-    clips = {"target": load_audio(target), **{label: read_wav(w) for label, w in wavs.items()}}
-    plot_spectrogram_comparison(clips, stem.replace("$", r"\$"))  # a name is no mathtext
-    display(HTML(players_table({stem: clips}, list(clips))))
+                         f"from {markdown_text(root)}: {', '.join(lost)}. Re-run the notebooks "
+                         "to hear them side by side."))
+    if clips:
+        plot_spectrogram_comparison(clips, stem.replace("$", r"\$"))  # a name is no mathtext
+        display(HTML(players_table({stem: clips}, list(clips))))
     return records

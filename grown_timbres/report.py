@@ -145,25 +145,13 @@ def steady_and_warmup(history: dict) -> tuple[float, float]:
 
 def project_path(path, root) -> str:
     """`path` as a run record keeps it: relative to the project `root` when inside it (so the
-    record survives moving the folder), absolute otherwise."""
+    record survives moving the folder), absolute otherwise (the comparison plays no file outside
+    the project: records.recorded_path)."""
     path = Path(path).resolve()
     try:
         return path.relative_to(Path(root).resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def recorded_path(path, root) -> Path | None:
-    """The file a run record names, found again: a relative name under `root`; a name that no
-    longer resolves (an absolute path from before a move, or an older record) by its file name
-    in a folder of the same name under `root` (both runs write resynth_<stem>.wav: the folder
-    tells them apart). None when it is nowhere."""
-    path = Path(path)
-    candidate = path if path.is_absolute() else Path(root) / path
-    if candidate.is_file():
-        return candidate
-    return next((m for m in sorted(Path(root).rglob(path.name))
-                 if m.parent.name == path.parent.name and m.is_file()), None)
 
 
 def make_run_record(notebook: str, model, batch: dict, history: dict, config: dict,
@@ -341,9 +329,3 @@ def comparison_markdown(records: dict) -> str:
                  "(the time per epoch per file when every file is one example); warm-up "
                  "(compile, capture, first step) is shown apart.")
     return "\n".join(lines)
-
-
-def resynthesis_wav(record: dict, stem: str, root) -> Path | None:
-    """The resynthesis wav of `stem` that a run record lists, where it is now."""
-    return next((found for w in record["wavs"] if Path(w).name == f"resynth_{stem}.wav"
-                 for found in [recorded_path(w, root)] if found is not None), None)
