@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import (atomic_write, decode_recording, finite_audio, load_audio, read_wav,
-                    wav_bytes)
+from .audio import atomic_write, decode_recording, finite_audio, wav_bytes
 from .batching import EXAMPLE_SECONDS, MIN_VOICED_FRACTION
 from .config import (MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
                      MIN_RECORD_SECONDS, SAMPLE_RATE)
 from .markup import html_text, markdown_text
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
-from .report import RUN_LABELS, common_stems, comparison_markdown, load_run_record
-from .records import RunRecordError, recorded_audio, resynthesis_wav, target_wav
+from .report import RUN_LABELS, common_stems, comparison_markdown
+from .records import (RunRecordError, load_run_record, recorded_audio, resynthesis_wav,
+                      target_wav)
 
 RUNTIME_PACKAGES = {"librosa": "librosa", "soundfile": "soundfile", "tqdm": "tqdm",
                     "matplotlib": "matplotlib", "ipywidgets": "ipywidgets", "mido": "mido"}
@@ -223,7 +223,8 @@ def project_root(start) -> Path:
 
 def show_comparison(runs_dir, root=None) -> dict | None:
     """The side-by-side section: table, loss curves (by epoch and by wall time), spectrograms
-    and players of one tone that both runs learned. Says what to run when a record is missing.
+    and players of one tone that both runs learned. Says what to run when a record is missing,
+    and names the file and the field of one that fails its checks (records.load_run_record).
     Paths in the records are found under `root` (default: the project folder of `runs_dir`),
     so the comparison still plays after the folder moved; a path that leads outside `root`,
     or a file that is no audio, is refused with a message naming the record and the path, and
@@ -232,14 +233,21 @@ def show_comparison(runs_dir, root=None) -> dict | None:
 
     runs_dir = Path(runs_dir)
     root = project_root(runs_dir) if root is None else Path(root)
-    records = {label: load_run_record(runs_dir / f"{name}.json")
-               for name, label in RUN_LABELS.items()}
-    missing = [f"`notebooks/{name}.ipynb`" for name, label in RUN_LABELS.items()
-               if records[label] is None]
+    records, missing = {}, []
+    for name, label in RUN_LABELS.items():  # a record that fails its checks is not compared
+        try:
+            records[label] = load_run_record(runs_dir / f"{name}.json")
+            if records[label] is None:
+                missing.append(f"`notebooks/{name}.ipynb`")
+        except RunRecordError as err:
+            records[label] = None
+            display(Markdown(f"Not compared: {markdown_text(err)}. Run "
+                             f"`notebooks/{name}.ipynb` again to write a new record."))
     if missing:
         display(Markdown(f"No run record yet in {markdown_text(runs_dir)} from "
                          f"{' and '.join(missing)}: run that notebook to the end, then re-run "
                          "this cell."))
+    if None in records.values():
         return None
     display(Markdown(comparison_markdown(records)))
     if len({r["device"] for r in records.values()}) > 1:

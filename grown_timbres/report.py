@@ -207,29 +207,6 @@ def save_run_record(path, record: dict) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def load_run_record(path) -> dict | None:
-    """The record at `path`, or None if there is none yet. Records from older versions load
-    with what they lack worked out (named loss terms, steady pace and warm-up)."""
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if "spectral_loss_curve" in record:  # written before the loss had named terms
-        record["loss_term_curves"] = {"spectral": record.pop("spectral_loss_curve")}
-        final = record.pop("final_spectral_loss")
-        record["final_loss_terms"] = {} if final is None else {"spectral": final}
-    if "steady_epoch_seconds" in record:  # written before steps and epochs were told apart
-        record["steady_step_seconds"] = record.pop("steady_epoch_seconds")
-    record.setdefault("examples_per_step", record["n_files"])
-    if "steady_step_seconds" not in record:
-        record["steady_step_seconds"], record["warmup_seconds"] = steady_and_warmup(
-            {"timed_epochs": record["timed_epochs"], "elapsed_seconds": record["elapsed_seconds"],
-             "capture_seconds": record.get("capture_seconds")})
-    return record
-
-
 def common_stems(records: dict) -> list[str]:
     """The file stems every run learned, in the first run's order."""
     stems = [[Path(f).stem for f in record["files"]] for record in records.values()]

@@ -11,8 +11,9 @@ from grown_timbres.features import compute_loudness, estimate_f0
 from grown_timbres.model import DDSPModel
 from grown_timbres.report import (comparison_markdown, comparison_rows, epoch_seconds,
                                   format_number, steady_and_warmup,
-                                  load_run_record, make_run_record, resynthesis_metrics,
-                                  save_run_record, sine_baseline)
+                                  make_run_record, resynthesis_metrics, save_run_record,
+                                  sine_baseline)
+from grown_timbres.records import load_run_record
 from conftest import cents, peak_frequency
 
 
