@@ -3,6 +3,7 @@
 One concern per file, listed as the data flows; each file imports only files above it:
 
     config       sample rate, hop, FFT sizes: what every stage shares; the size limits
+    markup       text from files and records escaped for HTML and Markdown
     device       picking and naming the device, its free memory, waiting for it
     audio        reading sound files, decoding a browser's recording, finishing renders,
                  wav and atomic writes
@@ -17,6 +18,7 @@ One concern per file, listed as the data flows; each file imports only files abo
     train        optimizer, examples per step, the training step and loop, resuming
     growth       stages as data (Stage) and grow_timbre
     report       metrics, run records, the comparison table
+    records      run records read back: files found under the project only, fields checked
     notes        note lists and MIDI files as Notes
     transfer     melodies and recordings as controls, render_melody
     plots        figures for the notebooks

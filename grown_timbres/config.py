@@ -36,6 +36,8 @@ MAX_RENDER_SECONDS = 120.0  # one melody, one growth: the synthesizer holds [N, 
 MIN_STAGE_SECONDS = 0.05  # a growth stage spans a few (4.3) frames, so the model sees it
 MAX_STAGE_SECONDS = 30.0
 MAX_STAGES = 100
+# A run record (JSON): 1000 epochs of 38 steps (600 examples) keep ~4 MB of loss curves
+MAX_RUN_RECORD_BYTES = 64 * 2**20
 MAX_CHECKPOINT_BYTES = 2**30  # the largest model allowed below, with Adam's state, is 0.4 GB
 # DDSPModel's arguments as (lowest, highest); checked before a layer is built, a checkpoint's
 # config included. hidden_size 1024 is twice magenta's (0.1 GB of weights; 4096 would be 1.6).

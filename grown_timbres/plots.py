@@ -176,7 +176,8 @@ def plot_loss_comparison(records: dict):
         epochs = np.arange(1, len(curve) + 1) / record.get("steps_per_epoch", 1)
         by_epoch.plot(epochs, curve, label=label)
         seconds = np.cumsum(record["epoch_seconds"]) if record["epoch_seconds"] else []
-        by_time.plot(seconds, curve[: len(seconds)], label=label)
+        timed = min(len(seconds), len(curve))  # an edited record may time more than it kept
+        by_time.plot(seconds[:timed], curve[:timed], label=label)
     for ax, xlabel in ((by_epoch, "epoch"), (by_time, "training time (s)")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel("loss")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB
+from .markup import markdown_text
 from .device import device_report
 from .audio import AudioInputError, atomic_write
 from .batching import file_features
@@ -87,11 +88,12 @@ def evaluate_batch(model, batch: dict, progress: bool = True) -> tuple[dict, lis
 
 
 def metrics_table(metrics: dict) -> str:
-    """Markdown table of evaluate_batch's metrics, model beside sine baseline."""
+    """Markdown table of evaluate_batch's metrics, model beside sine baseline (file names
+    escaped: markup.markdown_text)."""
     lines = ["| file | spectral distance (model / sine) | f0 error cents (model / sine) "
              "| loudness L1 dB (model / sine) |", "|---|---|---|---|"]
     for stem, m in metrics.items():
-        lines.append(f"| {stem} | {m['model']['spectral_distance']:.3f} / "
+        lines.append(f"| {markdown_text(stem)} | {m['model']['spectral_distance']:.3f} / "
                      f"{m['sine']['spectral_distance']:.3f} | {m['model']['f0_error_cents']:.1f} / "
                      f"{m['sine']['f0_error_cents']:.1f} | {m['model']['loudness_l1_db']:.2f} / "
                      f"{m['sine']['loudness_l1_db']:.2f} |")
@@ -102,12 +104,12 @@ def growth_table(grown: dict, notes: dict, stages) -> str:
     """Markdown: per grown file ({stem: audio}, {stem: HeldNote}), each stage's level and
     spectral centroid (growth.stage_levels) and what the noise adds to the held note."""
     stages = stages_from_table(stages)
-    lines = ["| file | " + " | ".join(s.name for s in stages) + " | noise adds |",
+    lines = ["| file | " + " | ".join(markdown_text(s.name) for s in stages) + " | noise adds |",
              "|---|" + "---|" * (len(stages) + 1)]
     for stem, audio in grown.items():
         cells = [f"{m['level_db']:.1f} dB, {m['centroid_hz']:.0f} Hz"
                  for m in stage_levels(audio, stages)]
-        lines.append(f"| {stem} | " + " | ".join(cells) +
+        lines.append(f"| {markdown_text(stem)} | " + " | ".join(cells) +
                      f" | {notes[stem].noise_adds_db():.1f} dB |")
     return "\n".join(lines)
 
@@ -143,25 +145,13 @@ def steady_and_warmup(history: dict) -> tuple[float, float]:
 
 def project_path(path, root) -> str:
     """`path` as a run record keeps it: relative to the project `root` when inside it (so the
-    record survives moving the folder), absolute otherwise."""
+    record survives moving the folder), absolute otherwise (the comparison plays no file outside
+    the project: records.recorded_path)."""
     path = Path(path).resolve()
     try:
         return path.relative_to(Path(root).resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def recorded_path(path, root) -> Path | None:
-    """The file a run record names, found again: a relative name under `root`; a name that no
-    longer resolves (an absolute path from before a move, or an older record) by its file name
-    in a folder of the same name under `root` (both runs write resynth_<stem>.wav: the folder
-    tells them apart). None when it is nowhere."""
-    path = Path(path)
-    candidate = path if path.is_absolute() else Path(root) / path
-    if candidate.is_file():
-        return candidate
-    return next((m for m in sorted(Path(root).rglob(path.name))
-                 if m.parent.name == path.parent.name and m.is_file()), None)
 
 
 def make_run_record(notebook: str, model, batch: dict, history: dict, config: dict,
@@ -215,29 +205,6 @@ def save_run_record(path, record: dict) -> Path:
 
     text = json.dumps(record, indent=1, default=str)
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def load_run_record(path) -> dict | None:
-    """The record at `path`, or None if there is none yet. Records from older versions load
-    with what they lack worked out (named loss terms, steady pace and warm-up)."""
-    import json
-
-    path = Path(path)
-    if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if "spectral_loss_curve" in record:  # written before the loss had named terms
-        record["loss_term_curves"] = {"spectral": record.pop("spectral_loss_curve")}
-        final = record.pop("final_spectral_loss")
-        record["final_loss_terms"] = {} if final is None else {"spectral": final}
-    if "steady_epoch_seconds" in record:  # written before steps and epochs were told apart
-        record["steady_step_seconds"] = record.pop("steady_epoch_seconds")
-    record.setdefault("examples_per_step", record["n_files"])
-    if "steady_step_seconds" not in record:
-        record["steady_step_seconds"], record["warmup_seconds"] = steady_and_warmup(
-            {"timed_epochs": record["timed_epochs"], "elapsed_seconds": record["elapsed_seconds"],
-             "capture_seconds": record.get("capture_seconds")})
-    return record
 
 
 def common_stems(records: dict) -> list[str]:
@@ -316,25 +283,26 @@ def format_number(value) -> str:
 
 
 def comparison_markdown(records: dict) -> str:
-    """The side-by-side table as markdown, and under it which files the metrics cover."""
+    """The side-by-side table as markdown, and under it which files the metrics cover. Text
+    from the records (device, date, loss term and file names) is escaped: it shows as written."""
     rows = comparison_rows(records)
     keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(f"{format_number(row[k])}x" if k == "speedup per example"
-                                and row[k] is not None else format_number(row[k])
-                                for k in keys) + " |" for row in rows]
+
+    def cell(row, key):
+        value = row[key]
+        if value is not None and not isinstance(value, (int, float, np.number)):
+            return markdown_text(format_number(value))
+        return format_number(value) + ("x" if key == "speedup per example" and value is not None
+                                       else "")
+
+    lines = ["| " + " | ".join(map(markdown_text, keys)) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(cell(row, k) for k in keys) + " |" for row in rows]
     shared = common_stems(records)
     lines.append("")
     lines.append(f"Metrics over the file{'s' if len(shared) != 1 else ''} both runs learned: "
-                 f"{', '.join(shared)}." if shared else
+                 f"{', '.join(map(markdown_text, shared))}." if shared else
                  "The runs share no file: each run's metrics are over its own files.")
     lines.append("Speedup: steady time per step per training example against the first run "
                  "(the time per epoch per file when every file is one example); warm-up "
                  "(compile, capture, first step) is shown apart.")
     return "\n".join(lines)
-
-
-def resynthesis_wav(record: dict, stem: str, root) -> Path | None:
-    """The resynthesis wav of `stem` that a run record lists, where it is now."""
-    return next((found for w in record["wavs"] if Path(w).name == f"resynth_{stem}.wav"
-                 for found in [recorded_path(w, root)] if found is not None), None)
