@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import (FFT_SIZES, MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE, MAX_AUDIO_SECONDS,
-                     MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES, SAMPLE_RATE)
+                     MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
+                     MIN_AUDIO_SAMPLE_RATE, SAMPLE_RATE)
 
 try:
     import fcntl
@@ -46,7 +47,8 @@ def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
     warning, files longer than `max_seconds` (default MAX_AUDIO_SECONDS) cut with a warning
     (only that much is read). Raises AudioInputError for missing, empty, unreadable, non-finite,
     silent or too-short input, and before reading for more than MAX_AUDIO_CHANNELS or
-    MAX_AUDIO_SAMPLE_RATE (a small compressed file could otherwise decode to gigabytes).
+    MAX_AUDIO_SAMPLE_RATE (a small compressed file could otherwise decode to gigabytes) or a
+    rate below MIN_AUDIO_SAMPLE_RATE (a few bytes could claim hours).
     """
     import soundfile as sf
 
@@ -68,6 +70,10 @@ def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
             raise AudioInputError(path, f"{info.channels} channels at {info.samplerate} Hz; "
                                         f"at most MAX_AUDIO_CHANNELS={MAX_AUDIO_CHANNELS} at "
                                         f"MAX_AUDIO_SAMPLE_RATE={MAX_AUDIO_SAMPLE_RATE} Hz")
+        if info.samplerate < MIN_AUDIO_SAMPLE_RATE:
+            raise AudioInputError(path, f"sample rate {info.samplerate} Hz is below "
+                                        f"MIN_AUDIO_SAMPLE_RATE={MIN_AUDIO_SAMPLE_RATE} Hz "
+                                        "(telephone sound, the lowest rate of a recording)")
         max_frames = int(limit * info.samplerate)
         audio, n_read, peak = read_mono(path, info.samplerate, min(info.frames, max_frames))
     except AudioInputError:

@@ -22,6 +22,10 @@ N_MFCC = 20
 MAX_AUDIO_SECONDS = 30 * 60.0
 MAX_AUDIO_CHANNELS = 8  # 7.1 surround; with the rate below, a read block is 0.12 GB at most
 MAX_AUDIO_SAMPLE_RATE = 384_000
+# The lowest rate of any recording: telephony's 8 kHz (its 4 kHz band still holds a note's first
+# harmonics). Below it a file is no recording of an instrument, and a few bytes claim hours: 70
+# KiB at 10 Hz reads as 30 minutes, which resampling makes 40 M samples for pYIN (20 minutes).
+MIN_AUDIO_SAMPLE_RATE = 8_000
 # one uploaded file: MAX_AUDIO_SECONDS of 48 kHz stereo 16-bit wav (345.6 MB) and a header fit
 MAX_UPLOAD_BYTES = 350 * 2**20
 # A microphone recording in Colab: a few notes at least; at most a minute, since the browser
