@@ -12,6 +12,12 @@ LOUDNESS_FLOOR_DB = -80.0  # loudness is clipped here; the model scales it as db
 # from anything it learned, and a value like 1e30 is a bug, not a level.
 LOUDNESS_MAX_DB = 40.0
 N_MFCC = 20
+# The f0 a render takes: every MIDI note (0 to 127, what note lists and MIDI files name) with a
+# semitone to spare either side, for vibrato and glides. Outside, a value is a bug, not a pitch
+# (at 1e-30 Hz every harmonic sits at 0 Hz and the render is near-silence). Notes above
+# Nyquist (11025 Hz) render with a warning: none of their harmonics sounds, only the noise.
+RENDER_F0_MIN_HZ = 440.0 * 2 ** ((-1 - 69) / 12)  # 7.72 Hz, a semitone below MIDI 0 (C-1)
+RENDER_F0_MAX_HZ = 440.0 * 2 ** ((128 - 69) / 12)  # 13290 Hz, a semitone above MIDI 127 (G9)
 
 # Limits. Every size that a user or a file controls is checked against one of these before
 # anything is allocated for it, and the refusal names the constant, the value and its source.
