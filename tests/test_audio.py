@@ -340,6 +340,7 @@ def test_a_recording_cut_cleanly_is_refused_against_its_declared_or_recorded_len
                    check=True)
     data = bytearray(path.read_bytes())
     segment = data.find(b"\x18\x53\x80\x67")  # the Segment's ID, then its 8-byte size
+    assert data[segment + 4] == 0x01, "ffmpeg writes a Segment's size in 8 bytes"
     data[segment + 4: segment + 12] = b"\x01" + b"\xff" * 7  # size unknown: streamed
     clusters = [i for i in range(len(data)) if data[i: i + 4] == b"\x1f\x43\xb6\x75"]
     assert abs(len(decode_recording(bytes(data))) / SR - 1.5) < 0.02
