@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import (FFT_SIZES, MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE, MAX_AUDIO_SECONDS,
-                     MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES, SAMPLE_RATE)
+                     MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
+                     MIN_AUDIO_SAMPLE_RATE, SAMPLE_RATE)
 
 try:
     import fcntl
@@ -25,6 +26,11 @@ SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is "silent"
 EDGE_FADE_SECONDS = 0.01  # at the very start and end of a render
 READ_BLOCK_SECONDS = 10.0  # read at a time: 0.12 GB at most (MAX_AUDIO_CHANNELS, _SAMPLE_RATE)
 TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporary files: <temp_prefix><random><suffix>
+# A browser starts recording a little after it is asked (0.04 s in headless Chromium): a recording
+# this much shorter than asked, or than its file declares, lost its end on the way
+RECORDING_SHORTFALL_SECONDS = 0.25
+FFMPEG_ERROR = re.compile(r"\[(?:error|fatal|panic)\] (.*)")  # a line of -loglevel level+info
+FFMPEG_DURATION = re.compile(r"^\[info\]\s+Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
 class AudioInputError(ValueError):
@@ -46,7 +52,8 @@ def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
     warning, files longer than `max_seconds` (default MAX_AUDIO_SECONDS) cut with a warning
     (only that much is read). Raises AudioInputError for missing, empty, unreadable, non-finite,
     silent or too-short input, and before reading for more than MAX_AUDIO_CHANNELS or
-    MAX_AUDIO_SAMPLE_RATE (a small compressed file could otherwise decode to gigabytes).
+    MAX_AUDIO_SAMPLE_RATE (a small compressed file could otherwise decode to gigabytes) or a
+    rate below MIN_AUDIO_SAMPLE_RATE (a few bytes could claim hours).
     """
     import soundfile as sf
 
@@ -68,6 +75,10 @@ def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
             raise AudioInputError(path, f"{info.channels} channels at {info.samplerate} Hz; "
                                         f"at most MAX_AUDIO_CHANNELS={MAX_AUDIO_CHANNELS} at "
                                         f"MAX_AUDIO_SAMPLE_RATE={MAX_AUDIO_SAMPLE_RATE} Hz")
+        if info.samplerate < MIN_AUDIO_SAMPLE_RATE:
+            raise AudioInputError(path, f"sample rate {info.samplerate} Hz is below "
+                                        f"MIN_AUDIO_SAMPLE_RATE={MIN_AUDIO_SAMPLE_RATE} Hz "
+                                        "(telephone sound, the lowest rate of a recording)")
         max_frames = int(limit * info.samplerate)
         audio, n_read, peak = read_mono(path, info.samplerate, min(info.frames, max_frames))
     except AudioInputError:
@@ -133,12 +144,16 @@ def read_mono(path, file_rate: int, n_frames: int) -> tuple[np.ndarray, int, flo
     return audio[: math.ceil(n_read * SAMPLE_RATE / file_rate)], n_read, peak
 
 
-def decode_recording(data: bytes, name: str = "recording") -> np.ndarray:
+def decode_recording(data: bytes, name: str = "recording",
+                     expected_seconds: float | None = None) -> np.ndarray:
     """A browser's recording (WebM/Opus from Chrome or Firefox, MP4 from Safari: whatever ffmpeg
     reads) as float32 mono at SAMPLE_RATE [N], at its true level. soundfile reads none of these,
     so ffmpeg (Colab has it) decodes from a pipe; at most MAX_RECORD_SECONDS are decoded, since
     a few compressed bytes can stand for hours. Raises AudioInputError naming `name` when ffmpeg
-    is missing, the data is over MAX_UPLOAD_BYTES, or it is no audio (with ffmpeg's reason)."""
+    is missing, the data is over MAX_UPLOAD_BYTES, or it is no audio (with ffmpeg's reason);
+    and when it is damaged or cut short, rather than keep part of it: ffmpeg met an error while
+    decoding (exit status 0 or not), or the audio falls more than RECORDING_SHORTFALL_SECONDS
+    short of the length the file declares or of `expected_seconds` (how long it was recorded)."""
     import shutil
     import subprocess
 
@@ -149,17 +164,34 @@ def decode_recording(data: bytes, name: str = "recording") -> np.ndarray:
     size = memoryview(data).nbytes
     if size > MAX_UPLOAD_BYTES:
         raise AudioInputError(name, f"{size} bytes, more than MAX_UPLOAD_BYTES={MAX_UPLOAD_BYTES}")
+    # level+info: the input's declared duration, and every message tagged with its level
     result = subprocess.run(
-        [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", "pipe:0",
-         "-t", str(MAX_RECORD_SECONDS), "-ac", "1", "-ar", str(SAMPLE_RATE), "-f", "f32le",
-         "pipe:1"], input=bytes(data), capture_output=True)
-    if result.returncode != 0:
-        said = result.stderr.decode(errors="replace").strip().splitlines()
-        raise AudioInputError(name, "not a decodable recording (ffmpeg: "
-                                    f"{said[-1] if said else f'exit status {result.returncode}'})")
+        [ffmpeg, "-nostdin", "-nostats", "-hide_banner", "-loglevel", "level+info", "-i",
+         "pipe:0", "-t", str(MAX_RECORD_SECONDS), "-ac", "1", "-ar", str(SAMPLE_RATE),
+         "-f", "f32le", "pipe:1"], input=bytes(data), capture_output=True)
+    log = result.stderr.decode(errors="replace").splitlines()
+    errors = [match.group(1) for match in map(FFMPEG_ERROR.search, log) if match]
+    if result.returncode != 0 or (errors and not result.stdout):
+        said = errors[-1] if errors else f"exit status {result.returncode}"
+        raise AudioInputError(name, f"not a decodable recording (ffmpeg: {said})")
     if not result.stdout:
         raise AudioInputError(name, "contains no audio samples")
-    return finite_audio(np.frombuffer(result.stdout, dtype="<f4").astype(np.float32), name=name)
+    audio = finite_audio(np.frombuffer(result.stdout, dtype="<f4").astype(np.float32), name=name)
+    decoded = len(audio) / SAMPLE_RATE
+    if errors:
+        raise AudioInputError(name, f"is damaged or cut short: ffmpeg decoded {decoded:.2f} s "
+                                    f"and met {len(errors)} error(s), the first: {errors[0]}; "
+                                    "record it again")
+    declared = next((match for match in map(FFMPEG_DURATION.search, log) if match), None)
+    if declared is not None:  # "Duration: N/A" (a live WebM, as Chrome's may be) matches not
+        declared = 3600 * int(declared[1]) + 60 * int(declared[2]) + float(declared[3])
+    for said, seconds in (("the file declares", declared), ("it was recorded for",
+                                                            expected_seconds)):
+        if (seconds is not None
+                and decoded < min(seconds, MAX_RECORD_SECONDS) - RECORDING_SHORTFALL_SECONDS):
+            raise AudioInputError(name, f"is cut short: {decoded:.2f} s of audio, but "
+                                        f"{said} {seconds:.2f} s; record it again")
+    return audio
 
 
 def finite_audio(audio: np.ndarray, name: str = "audio") -> np.ndarray:

@@ -12,6 +12,12 @@ LOUDNESS_FLOOR_DB = -80.0  # loudness is clipped here; the model scales it as db
 # from anything it learned, and a value like 1e30 is a bug, not a level.
 LOUDNESS_MAX_DB = 40.0
 N_MFCC = 20
+# The f0 a render takes: every MIDI note (0 to 127, what note lists and MIDI files name) with a
+# semitone to spare either side, for vibrato and glides. Outside, a value is a bug, not a pitch
+# (at 1e-30 Hz every harmonic sits at 0 Hz and the render is near-silence). Notes above
+# Nyquist (11025 Hz) render with a warning: none of their harmonics sounds, only the noise.
+RENDER_F0_MIN_HZ = 440.0 * 2 ** ((-1 - 69) / 12)  # 7.72 Hz, a semitone below MIDI 0 (C-1)
+RENDER_F0_MAX_HZ = 440.0 * 2 ** ((128 - 69) / 12)  # 13290 Hz, a semitone above MIDI 127 (G9)
 
 # Limits. Every size that a user or a file controls is checked against one of these before
 # anything is allocated for it, and the refusal names the constant, the value and its source.
@@ -22,6 +28,10 @@ N_MFCC = 20
 MAX_AUDIO_SECONDS = 30 * 60.0
 MAX_AUDIO_CHANNELS = 8  # 7.1 surround; with the rate below, a read block is 0.12 GB at most
 MAX_AUDIO_SAMPLE_RATE = 384_000
+# The lowest rate of any recording: telephony's 8 kHz (its 4 kHz band still holds a note's first
+# harmonics). Below it a file is no recording of an instrument, and a few bytes claim hours: 70
+# KiB at 10 Hz reads as 30 minutes, which resampling makes 40 M samples for pYIN (20 minutes).
+MIN_AUDIO_SAMPLE_RATE = 8_000
 # one uploaded file: MAX_AUDIO_SECONDS of 48 kHz stereo 16-bit wav (345.6 MB) and a header fit
 MAX_UPLOAD_BYTES = 350 * 2**20
 # A microphone recording in Colab: a few notes at least; at most a minute, since the browser

@@ -5,6 +5,7 @@ and the one way to render audio from it.
 """
 from __future__ import annotations
 
+import math
 import operator
 import warnings
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, MODEL_LIMITS,
-                     MODEL_SWITCHES, N_MFCC, SAMPLE_RATE)
+                     MODEL_SWITCHES, N_MFCC, RENDER_F0_MAX_HZ, RENDER_F0_MIN_HZ, SAMPLE_RATE)
 from .features import MFCC_MAX_ABS, hz_to_midi
 from .synth import (ROOM_NOISE_LR_SCALE, exp_sigmoid, filtered_noise, harmonic_synth,
                     initial_room, normalize_harmonic_distribution, reverb,
@@ -25,6 +26,17 @@ N_NOISE_BANDS = 65  # noise filter: 65 magnitudes -> a 128-tap linear-phase FIR 
 HIDDEN_SIZE = 512
 Z_DIM = 16
 NOISE_INITIAL_BIAS = -5.0  # magenta: start with quiet noise so harmonics are learned first
+# What a render takes (check_synthesis_inputs). Controls: at most what get_controls outputs
+# (exp_sigmoid tops out at 2; a harmonic's share of the distribution at 1). Gains mute or fade
+# a part (0 to 1); louder parts are the model's to learn. Values may pass a bound by this much,
+# relatively: a median or crossfade computed in float32 rounds.
+CONTROL_MAX = {"amplitude": 2.0, "harmonic_distribution": 1.0, "noise_magnitudes": 2.0}
+GAIN_MAX = 1.0
+ROUNDING_SLACK = 1e-5
+# The learned room: its wet part at most this far above the dry sound (for noise: the energy of
+# its taps). The room BENCHMARKS.md measured learned is at +5 dB and a far seat in a large hall
+# hears some +10 to +20 dB; a level like 1e30 is +600.
+ROOM_MAX_GAIN_DB = 30.0
 
 
 def check_model_config(config) -> dict:
@@ -235,16 +247,30 @@ def check_render_inputs(model, f0, loudness, mfcc) -> None:
                              "values; load a checkpoint saved before training went non-finite")
 
 
-def check_synthesis_inputs(f0, controls: dict, **gains) -> None:
-    """Refuse synthesizer inputs that would render NaN: f0 [B, T, 1] finite and > 0 Hz, every
-    control and gain finite and >= 0 (ValueError naming it and its first bad frame). Warns
-    where f0 is at or above Nyquist: every harmonic is silenced there and only the quiet noise
-    sounds."""
+def check_synthesis_inputs(f0, controls: dict, room_taps=None, **gains) -> None:
+    """Refuse synthesizer inputs that would render NaN or nonsense, naming the input, how many
+    values and its first bad one, and the range it must be in: f0 [B, T, 1] within
+    RENDER_F0_MIN_HZ..RENDER_F0_MAX_HZ; each control within 0..CONTROL_MAX and each gain
+    within 0..GAIN_MAX (others finite and >= 0); room_taps [L] (DDSPModel.room_taps) whose
+    wet part is at most ROOM_MAX_GAIN_DB above the dry sound. Warns where f0 is at or above
+    Nyquist: every harmonic is silenced there and only the quiet noise sounds."""
     _refuse("f0", f0, ~torch.isfinite(f0), "are NaN or infinite")
-    _refuse("f0", f0, f0 <= 0, "are not above 0 Hz")
+    _refuse("f0", f0, (f0 < RENDER_F0_MIN_HZ) | (f0 > RENDER_F0_MAX_HZ),
+            f"are outside {RENDER_F0_MIN_HZ:.2f} to {RENDER_F0_MAX_HZ:.0f} Hz (every MIDI note, "
+            "a semitone to spare; an unvoiced frame keeps a pitch, its loudness silences it)")
+    ranges = {**{name: (CONTROL_MAX.get(name, math.inf), "") for name in controls},
+              **{name: (GAIN_MAX, ", a gain mutes or fades") for name in gains}}
     for name, values in {**controls, **gains}.items():
-        _refuse(name, values, ~torch.isfinite(values) | (values < 0),
-                "are NaN, infinite or below 0")
+        high, why = ranges[name]
+        _refuse(name, values, ~torch.isfinite(values), "are NaN or infinite")
+        _refuse(name, values, (values < 0) | (values > high * (1 + ROUNDING_SLACK)),
+                f"are outside 0 to {high:g}{why}")
+    if room_taps is not None:
+        wet_db = 10 * math.log10(max(float(torch.sum(room_taps[1:].double() ** 2)), 1e-300))
+        if not wet_db <= ROOM_MAX_GAIN_DB:
+            raise ValueError(f"render input room: its wet part is {wet_db:+.0f} dB against the "
+                             f"dry sound, above ROOM_MAX_GAIN_DB=+{ROOM_MAX_GAIN_DB:g} dB: the "
+                             "model's room weights are no room's; load a trained checkpoint")
     above = f0 >= SAMPLE_RATE / 2
     if bool(above.any()):
         count, first = _count_and_first(f0, above)
@@ -258,9 +284,9 @@ def render_controls(model, f0, controls: dict, seed: int = 0, **gains) -> np.nda
     f0 [B, T, 1] Hz -> float32 audio [B, T * HOP_LENGTH] (numpy). The noise is seeded by
     `seed` without touching torch's global random state, so a render repeats exactly.
     `gains`: passed on to DDSPModel.synthesize (harmonic_gain, noise_gain, room_gain). Every
-    render passes here, and its inputs through check_synthesis_inputs."""
-    check_synthesis_inputs(f0, controls, **gains)
+    render passes here, and its inputs (the model's room too) through check_synthesis_inputs."""
     with evaluating(model) as core:
+        check_synthesis_inputs(f0, controls, core.room_taps() if core.reverb else None, **gains)
         generator = torch.Generator(device=f0.device).manual_seed(seed)
         audio = core.synthesize(f0, controls, generator=generator, **gains)
     return audio.float().cpu().numpy()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import atomic_write, decode_recording, finite_audio, wav_bytes
+from .audio import AudioInputError, atomic_write, decode_recording, finite_audio, wav_bytes
 from .batching import EXAMPLE_SECONDS, MIN_VOICED_FRACTION
 from .config import (MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
                      MIN_RECORD_SECONDS, SAMPLE_RATE)
@@ -121,18 +121,16 @@ def record_microphone(seconds: float, folder) -> Path | None:
     the first time), decode it (decode_recording) and save it into `folder` as an upload is
     saved, as a float wav named recording_<date>-<time>.wav; returns its path. Outside Colab
     there is no browser to ask: returns None and does nothing. Raises ValueError for `seconds`
-    outside MIN_RECORD_SECONDS..MAX_RECORD_SECONDS, RuntimeError when the browser recorded
-    nothing (microphone refused or missing), AudioInputError when the recording is no audio."""
-    import base64
+    that is no real number (any int or float type but bool), not finite, or outside
+    MIN_RECORD_SECONDS..MAX_RECORD_SECONDS; RuntimeError when the browser recorded nothing
+    (microphone refused or missing); AudioInputError when the browser's reply is not base64 or
+    the recording is no audio, damaged or cut short (nothing is saved of it)."""
     import sys
     import time
 
     if "google.colab" not in sys.modules:
         return None
-    if not (isinstance(seconds, (int, float)) and
-            MIN_RECORD_SECONDS <= seconds <= MAX_RECORD_SECONDS):
-        raise ValueError(f"cannot record {seconds!r} s: from MIN_RECORD_SECONDS="
-                         f"{MIN_RECORD_SECONDS:g} to MAX_RECORD_SECONDS={MAX_RECORD_SECONDS:g} s")
+    seconds = recording_seconds(seconds)
     from google.colab import output
     from IPython.display import Javascript, display
 
@@ -144,8 +142,42 @@ def record_microphone(seconds: float, folder) -> Path | None:
         raise RuntimeError(f"the browser recorded nothing ({err}): allow this page to use the "
                            "microphone, then run the cell again") from err
     name = time.strftime("recording_%Y%m%d-%H%M%S.wav")
-    audio = decode_recording(base64.b64decode(encoded), name=name)
+    audio = decode_recording(browser_bytes(encoded, name), name=name, expected_seconds=seconds)
     return _save_upload(name, wav_bytes(audio, name=name), Path(folder), [])
+
+
+def recording_seconds(seconds) -> float:
+    """How long to record, as a float: any real number (numpy's too) but a bool, finite, within
+    MIN_RECORD_SECONDS..MAX_RECORD_SECONDS; else ValueError saying so."""
+    import numbers
+
+    limits = (f"from MIN_RECORD_SECONDS={MIN_RECORD_SECONDS:g} to MAX_RECORD_SECONDS="
+              f"{MAX_RECORD_SECONDS:g} s")
+    if isinstance(seconds, (bool, np.bool_)) or not isinstance(seconds, numbers.Real):
+        raise ValueError(f"cannot record {seconds!r} s: the length is a number of seconds, not "
+                         f"{type(seconds).__name__}, {limits}")
+    if not MIN_RECORD_SECONDS <= float(seconds) <= MAX_RECORD_SECONDS:  # NaN compares False
+        raise ValueError(f"cannot record {seconds!r} s: {limits}")
+    return float(seconds)
+
+
+def browser_bytes(encoded, name: str) -> bytes:
+    """The recording's bytes from the browser's reply (RECORDER_JS: base64 text). An empty
+    reply is RuntimeError (the browser recorded nothing); a reply that is not base64 text is
+    AudioInputError naming the recording and what the reply was."""
+    import base64
+
+    if not isinstance(encoded, str):
+        raise AudioInputError(name, f"the browser's reply is a {type(encoded).__name__}, not "
+                                    "base64 text; run the cell again")
+    if not encoded:
+        raise RuntimeError("the browser recorded nothing (an empty reply): check the "
+                           "microphone, then run the cell again")
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except ValueError as err:  # binascii.Error; non-ASCII text
+        raise AudioInputError(name, f"the browser's reply is not a base64 recording ({err}; it "
+                                    f"begins {encoded[:40]!r}); run the cell again") from None
 
 
 def sources_table(batch: dict) -> str:

@@ -308,6 +308,52 @@ def test_a_recording_is_decoded_up_to_max_record_seconds_only(ffmpeg, monkeypatc
     assert abs(len(decode_recording(RECORDING_FIXTURE.read_bytes())) - 0.5 * SR) <= 0.02 * SR
 
 
+def test_a_truncated_or_corrupt_recording_is_refused_not_kept_in_part(ffmpeg):
+    """Issue 21, class 8: the fixture cut in half used to decode to its first 0.75 s without a
+    word, and bytes garbled in its middle to 0.88 s. ffmpeg reports both as errors while still
+    exiting with 0: any error it meets refuses the recording, naming it and the error."""
+    data = RECORDING_FIXTURE.read_bytes()
+    garbled = bytearray(data)
+    garbled[2000:2100] = bytes(b ^ 0xFF for b in garbled[2000:2100])
+    for damaged, error in ((data[: len(data) // 2], "File ended prematurely"),
+                           (bytes(garbled), "Element at 0x[0-9a-f]+ ending at")):
+        with pytest.raises(AudioInputError, match=rf"^take 2: is damaged or cut short: ffmpeg "
+                                                  rf"decoded \d\.\d\d s and met \d+ error\(s\), "
+                                                  rf"the first: {error}.*; record it again$"):
+            decode_recording(damaged, name="take 2")
+
+
+def test_a_recording_cut_cleanly_is_refused_against_its_declared_or_recorded_length(ffmpeg,
+                                                                                    tmp_path):
+    """A WebM whose segment is open-ended, as a streamed recording's is, cut where a cluster
+    starts: ffmpeg meets no error, but the audio is shorter than the file declares. And one
+    shorter than it was recorded for (`expected_seconds`, what record_microphone asked the
+    browser for); up to RECORDING_SHORTFALL_SECONDS short is a browser's start-up, not a cut."""
+    import subprocess
+
+    from grown_timbres.audio import RECORDING_SHORTFALL_SECONDS
+
+    path = tmp_path / "declared.webm"
+    subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i",
+                    "sine=frequency=440:sample_rate=48000:duration=1.5", "-ac", "1", "-c:a",
+                    "libopus", "-cluster_time_limit", "250", "-fflags", "+bitexact", str(path)],
+                   check=True)
+    data = bytearray(path.read_bytes())
+    segment = data.find(b"\x18\x53\x80\x67")  # the Segment's ID, then its 8-byte size
+    assert data[segment + 4] == 0x01, "ffmpeg writes a Segment's size in 8 bytes"
+    data[segment + 4: segment + 12] = b"\x01" + b"\xff" * 7  # size unknown: streamed
+    clusters = [i for i in range(len(data)) if data[i: i + 4] == b"\x1f\x43\xb6\x75"]
+    assert abs(len(decode_recording(bytes(data))) / SR - 1.5) < 0.02
+    with pytest.raises(AudioInputError, match=r"^cut\.webm: is cut short: 0\.\d\d s of audio, "
+                                              r"but the file declares 1\.5\d s; record it again$"):
+        decode_recording(bytes(data[: clusters[len(clusters) // 2]]), name="cut.webm")
+    fixture = RECORDING_FIXTURE.read_bytes()  # 1.5 s, no declared length
+    assert len(decode_recording(fixture, expected_seconds=1.5 + RECORDING_SHORTFALL_SECONDS)) > 0
+    with pytest.raises(AudioInputError, match=r"^recording: is cut short: 1\.50 s of audio, but "
+                                              r"it was recorded for 2\.00 s; record it again$"):
+        decode_recording(fixture, expected_seconds=2)
+
+
 def test_without_ffmpeg_decoding_says_what_is_missing(monkeypatch):
     monkeypatch.setenv("PATH", "")
     with pytest.raises(AudioInputError, match="recording: cannot be decoded: ffmpeg is not "

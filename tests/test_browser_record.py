@@ -35,6 +35,6 @@ def test_the_recorder_script_records_webm_opus_that_decodes(ffmpeg, tmp_path):
     assert not encoded.startswith("no recording"), encoded
     data = base64.b64decode(encoded, validate=True)
     assert data[:4] == b"\x1a\x45\xdf\xa3" and b"webm" in data[:64] and b"A_OPUS" in data
-    audio = decode_recording(data)
+    audio = decode_recording(data, expected_seconds=SECONDS)  # neither damaged nor cut short
     assert abs(len(audio) / SAMPLE_RATE - SECONDS) < 0.25, len(audio) / SAMPLE_RATE
     assert np.max(np.abs(audio)) > 0.1  # the fake microphone's beep, not silence

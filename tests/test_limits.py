@@ -15,7 +15,8 @@ from grown_timbres.config import (MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE, MAX
                                   MAX_CHECKPOINT_BYTES, MAX_FILE_NAME_BYTES, MAX_MIDI_BYTES,
                                   MAX_NOTE_LIST_CHARS, MAX_NOTES, MAX_RENDER_SECONDS,
                                   MAX_STAGE_SECONDS, MAX_STAGES, MAX_UPLOAD_BYTES,
-                                  MIN_STAGE_SECONDS, MODEL_LIMITS, SAMPLE_RATE)
+                                  MIN_AUDIO_SAMPLE_RATE, MIN_STAGE_SECONDS, MODEL_LIMITS,
+                                  SAMPLE_RATE)
 from grown_timbres.growth import HeldNote, Stage, grow_timbre, stages_from_table
 from grown_timbres.model import DDSPModel, check_model_config
 from grown_timbres.notebook import save_uploads
@@ -180,6 +181,36 @@ def test_audio_channels_and_rate_are_refused_before_decoding(write_wav_file, cha
         load_audio(path)
     assert len(load_audio(write_wav_file("ok.wav", np.full((40960, MAX_AUDIO_CHANNELS), 0.1),
                                          MAX_AUDIO_SAMPLE_RATE))) > 0
+
+
+def test_a_rate_below_the_lowest_is_refused_before_reading(write_wav_file, monkeypatch):
+    """Issue 21, class 7: 70 KiB of float samples at 10 Hz used to be read as 30 minutes of
+    audio (40 M samples after resampling; 20 minutes of pYIN). A rate below
+    MIN_AUDIO_SAMPLE_RATE is refused from the header, naming the file and its rate, by every
+    reader of audio files (extract_features reads through load_audio); MIN_AUDIO_SAMPLE_RATE
+    itself is read."""
+    from grown_timbres import audio as audio_module
+    from grown_timbres.features import extract_features
+
+    assert MIN_AUDIO_SAMPLE_RATE == 8000
+    path = write_wav_file("ten_hz.wav", np.full(30 * 60 * 10, 0.1, np.float32), 10)
+    assert path.stat().st_size // 1024 == 70
+    real_read_mono = audio_module.read_mono
+    monkeypatch.setattr(audio_module, "read_mono", None)  # reading a sample would fail
+    for call in (load_audio, extract_features):
+        with pytest.raises(AudioInputError) as info:
+            call(path)
+        assert str(info.value) == (f"{path}: sample rate 10 Hz is below "
+                                   "MIN_AUDIO_SAMPLE_RATE=8000 Hz (telephone sound, the lowest "
+                                   "rate of a recording)")
+    monkeypatch.setattr(audio_module, "read_mono", real_read_mono)
+    for rate in (MIN_AUDIO_SAMPLE_RATE - 1, MIN_AUDIO_SAMPLE_RATE):  # one second each
+        path = write_wav_file(f"{rate}.wav", np.full(rate, 0.1), rate)
+        if rate < MIN_AUDIO_SAMPLE_RATE:
+            with pytest.raises(AudioInputError, match=f"sample rate {rate} Hz is below"):
+                load_audio(path)
+        else:
+            assert abs(len(load_audio(path)) - SAMPLE_RATE) <= 2
 
 
 def test_upload_bytes_are_checked_before_copying(tmp_path):

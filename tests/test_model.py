@@ -150,13 +150,21 @@ def poisoned(name, index, value):
     return make
 
 
+F0_RANGE = ("outside 7.72 to 13290 Hz (every MIDI note, a semitone to spare; an unvoiced frame "
+            "keeps a pitch, its loudness silences it)")
 BAD_RENDER_INPUTS = {  # inputs, the whole message
     "nan_f0": (poisoned("f0", (0, 7, 0), float("nan")), "render input f0: 1 of 40 values are "
                "NaN or infinite; the first, nan, at frame 7 of item 0"),
-    "zero_f0": (poisoned("f0", (1, 3, 0), 0.0), "render input f0: 1 of 40 values are not above "
-                "0 Hz; the first, 0, at frame 3 of item 1"),
+    "zero_f0": (poisoned("f0", (1, 3, 0), 0.0), f"render input f0: 1 of 40 values are "
+                f"{F0_RANGE}; the first, 0, at frame 3 of item 1"),
     "negative_f0": (poisoned("f0", (1, slice(5, None), 0), -440.0), "render input f0: 15 of 40 "
-                    "values are not above 0 Hz; the first, -440, at frame 5 of item 1"),
+                    f"values are {F0_RANGE}; the first, -440, at frame 5 of item 1"),
+    "tiny_f0": (poisoned("f0", (0, 2, 0), 1e-30), "render input f0: 1 of 40 values are "  # 21/9
+                f"{F0_RANGE}; the first, 1e-30, at frame 2 of item 0"),
+    "below_midi_0": (poisoned("f0", (0, 2, 0), 7.7), "render input f0: 1 of 40 values are "
+                     f"{F0_RANGE}; the first, 7.7, at frame 2 of item 0"),
+    "huge_f0": (poisoned("f0", (1, 0, 0), 1e6), "render input f0: 1 of 40 values are "
+                f"{F0_RANGE}; the first, 1e+06, at frame 0 of item 1"),
     "huge_loudness": (poisoned("loudness", (0, 3, 0), 1e30), "render input loudness: 1 of 40 "
                       "values are outside [-80, 40] dB; the first, 1e+30, at frame 3 of item 0"),
     "inf_loudness": (poisoned("loudness", (1, 0, 0), float("inf")), "render input loudness: 1 "
@@ -189,8 +197,8 @@ def test_render_refuses_mismatched_shapes_bad_gains_and_non_finite_weights():
                                "[1, 20, 20] must be [B, T, 1], [B, T, 1] and [B, T, 20] with T > 0")
     gain = torch.ones(1, 20, 1)
     gain[0, 12] = float("nan")
-    with pytest.raises(ValueError, match=r"^render input noise_gain: 1 of 20 values are NaN, "
-                                         r"infinite or below 0; the first, nan, at frame 12$"):
+    with pytest.raises(ValueError, match=r"^render input noise_gain: 1 of 20 values are NaN "
+                                         r"or infinite; the first, nan, at frame 12$"):
         render(model, f0, loudness, mfcc, noise_gain=gain)
     with torch.no_grad():
         model.out_proj.bias[3] = float("nan")
@@ -198,6 +206,91 @@ def test_render_refuses_mismatched_shapes_bad_gains_and_non_finite_weights():
         render(model, f0, loudness, mfcc)
     assert str(info.value) == ("render input model weight out_proj.bias: 1 NaN or infinite "
                                "values; load a checkpoint saved before training went non-finite")
+
+
+def test_every_midi_note_renders_and_the_f0_range_is_the_configs():
+    """Issue 21, class 9: the f0 range a render takes holds every MIDI note (what note lists
+    and MIDI files may name) with a semitone to spare; MIDI 0 and 127 render, without a word
+    below Nyquist."""
+    from grown_timbres.config import RENDER_F0_MAX_HZ, RENDER_F0_MIN_HZ
+    from grown_timbres.notes import midi_to_hz
+
+    assert midi_to_hz(-1) == pytest.approx(RENDER_F0_MIN_HZ) and RENDER_F0_MIN_HZ < 7.73
+    assert midi_to_hz(128) == pytest.approx(RENDER_F0_MAX_HZ) and RENDER_F0_MAX_HZ > 13289
+    model = DDSPModel(hidden_size=16)
+    f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
+    for midi in (0, 124):  # C-1 (8.18 Hz) and the highest note below Nyquist (10548 Hz)
+        audio = render(model, torch.full_like(f0, float(midi_to_hz(midi))), loudness, mfcc)
+        assert np.isfinite(audio).all() and np.abs(audio).max() > 0
+
+
+# ------------------------------------------ issue 21, class 9: implausible but finite inputs
+def controls_of(model, n_frames=20):
+    """(f0 [1, T, 1], the model's controls for small_inputs) as render_controls takes them."""
+    f0, loudness, mfcc = small_inputs(batch=1, n_frames=n_frames)
+    with torch.no_grad():
+        return f0, model.get_controls(f0, loudness, mfcc)
+
+
+@pytest.mark.parametrize("name, value, limit", [
+    ("amplitude", 1e30, "2"), ("amplitude", 2.1, "2"), ("harmonic_distribution", 1.5, "1"),
+    ("noise_magnitudes", 1e30, "2"), ("noise_magnitudes", -1.0, "2"),
+    ("harmonic_gain", 1e30, "1, a gain mutes or fades"), ("noise_gain", 2.0, "1, a gain mutes "
+     "or fades"), ("room_gain", -0.5, "1, a gain mutes or fades")])
+def test_a_control_or_gain_outside_its_range_is_refused_naming_it_value_and_range(name, value,
+                                                                                  limit):
+    """Every control (at most what get_controls outputs) and every gain (0 to 1): a value like
+    1e30 used to render at 1e30."""
+    from grown_timbres.model import render_controls
+
+    model = DDSPModel(hidden_size=16, reverb=True)
+    f0, controls = controls_of(model)
+    gains = {"harmonic_gain": torch.ones(1, 20, N_HARMONICS), "noise_gain": torch.ones(1, 20, 1),
+             "room_gain": torch.ones(1, 20, 1)}
+    values = {**controls, **gains}
+    values[name] = values[name].clone()
+    values[name][0, 7, 0] = value
+    with pytest.raises(ValueError) as info:
+        render_controls(model, f0, {k: values[k] for k in controls},
+                        **{k: values[k] for k in gains})
+    assert str(info.value) == (f"render input {name}: 1 of {values[name].numel()} values are "
+                               f"outside 0 to {limit}; the first, {value:g}, at frame 7")
+
+
+def test_a_room_far_louder_than_any_is_refused_and_a_learned_one_plays():
+    """Issue 21, class 9: a room level of 1e30 used to render with a peak of 6e29. A room whose
+    wet part is more than ROOM_MAX_GAIN_DB above the dry sound is refused by every render (the
+    decoder's and the growth's); one as loud as BENCHMARKS.md's learned room plays."""
+    from grown_timbres.growth import grow_timbre, held_note
+    from grown_timbres.model import ROOM_MAX_GAIN_DB
+
+    torch.manual_seed(0)
+    model = DDSPModel(hidden_size=16, reverb=True)
+    f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
+    features = {"f0": f0[0, :, 0].numpy(), "voiced": np.ones(20, bool),
+                "loudness": loudness[0, :, 0].numpy(), "mfcc": mfcc[0].numpy()}
+    note = held_note(model, features)
+
+    def wet_db():
+        return 10 * np.log10(model.room_taps()[1:].detach().double().square().sum().item())
+
+    with torch.no_grad():
+        model.room_level.fill_(0.069)  # BENCHMARKS.md: level 0.069, decay 0.175 s
+        model.room_decay.fill_(0.175)
+    assert 0 < wet_db() < 10
+    assert np.isfinite(render(model, f0, loudness, mfcc)).all()
+    assert np.isfinite(grow_timbre(model, note, [("all", "all", 1, 0.2, 1)])).all()
+    with torch.no_grad():
+        model.room_level.fill_(1e30)
+    assert wet_db() > 500
+    for call in (lambda: render(model, f0, loudness, mfcc),
+                 lambda: grow_timbre(model, note, [("all", "all", 1, 0.2, 1)])):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value) == (
+            f"render input room: its wet part is {wet_db():+.0f} dB against the dry sound, "
+            f"above ROOM_MAX_GAIN_DB=+{ROOM_MAX_GAIN_DB:g} dB: the model's room weights are no "
+            "room's; load a trained checkpoint")
 
 
 def test_render_warns_when_notes_are_above_nyquist():

@@ -12,7 +12,7 @@ import types
 import numpy as np
 import pytest
 
-from grown_timbres.audio import load_audio, read_wav, write_wav
+from grown_timbres.audio import AudioInputError, load_audio, read_wav, write_wav
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.model import DDSPModel
 from grown_timbres.notebook import (playback_gain, players_table, record_microphone,
@@ -218,23 +218,80 @@ def colab(monkeypatch):
 def test_a_recording_in_colab_is_saved_like_an_upload_and_reads_like_one(colab, ffmpeg, tmp_path,
                                                                          monkeypatch):
     folder = tmp_path / "uploads"
-    first = record_microphone(2, folder)
-    assert colab.calls == ["recordMicrophone(2000)"]
+    first = record_microphone(1.5, folder)  # the fixture's length
+    assert colab.calls == ["recordMicrophone(1500)"]
     assert first.parent == folder and re.fullmatch(r"recording_\d{8}-\d{6}\.wav", first.name)
     audio = load_audio(first)
     assert abs(len(audio) - 1.5 * SAMPLE_RATE) <= 0.02 * SAMPLE_RATE
     monkeypatch.setattr(time, "strftime", lambda fmt: first.name)  # a second take, same second
-    second = record_microphone(2, folder)
+    second = record_microphone(1.5, folder)
     assert second.name == first.name.replace(".wav", "_2.wav")
     assert sorted(p.name for p in folder.iterdir()) == sorted([first.name, second.name])
 
 
-@pytest.mark.parametrize("seconds", [0, 0.5, 61, float("nan"), "10"])
+@pytest.mark.parametrize("seconds", [0, 0.5, 61, float("nan"), float("inf"), np.float32("nan"),
+                                     -np.inf, np.int64(61), "10", None, True, np.bool_(True)])
 def test_recording_seconds_outside_the_limits_are_refused_before_the_browser_is_asked(
         colab, tmp_path, seconds):
-    with pytest.raises(ValueError, match="from MIN_RECORD_SECONDS=1 to MAX_RECORD_SECONDS=60 s"):
+    """Issue 21, class 8: a bool is no length (True used to record 1 s); text, None and the
+    like name their type."""
+    with pytest.raises(ValueError) as info:
         record_microphone(seconds, tmp_path / "uploads")
+    assert str(info.value).startswith(f"cannot record {seconds!r} s: ")
+    assert str(info.value).endswith("from MIN_RECORD_SECONDS=1 to MAX_RECORD_SECONDS=60 s")
+    if isinstance(seconds, (str, type(None), bool, np.bool_)):
+        assert f"the length is a number of seconds, not {type(seconds).__name__}, " in str(
+            info.value)
     assert colab.calls == [] and not (tmp_path / "uploads").exists()
+
+
+@pytest.mark.parametrize("seconds", [np.float32(1.5), np.float64(1.5), 1.5])
+def test_recording_seconds_may_be_any_real_number_type(colab, ffmpeg, tmp_path, seconds):
+    """Issue 21, class 8: a numpy number (a slider's value, a computed length) used to be
+    refused as "outside 1 to 60"."""
+    assert record_microphone(seconds, tmp_path / "uploads").is_file()
+    assert colab.calls == ["recordMicrophone(1500)"]
+
+
+def test_a_recording_shorter_than_asked_is_refused_and_nothing_saved(colab, ffmpeg, tmp_path):
+    """Issue 21, class 8: the browser asked for 2 s (a numpy int, accepted) answers with the
+    fixture's 1.5 s: its end was lost on the way, and no part of it is kept."""
+    with pytest.raises(AudioInputError, match=r"^recording_\d{8}-\d{6}\.wav: is cut short: "
+                                              r"1\.50 s of audio, but it was recorded for 2\.00 s"):
+        record_microphone(np.int64(2), tmp_path / "uploads")
+    assert colab.calls == ["recordMicrophone(2000)"] and not (tmp_path / "uploads").exists()
+
+
+@pytest.mark.parametrize("reply, problem", [
+    ("not base64!", r"Non-base64 digit found|Only base64 data is allowed"),
+    ("QUJD\n", r"Non-base64 digit found|Only base64 data is allowed"),
+    ("QUJDR", r"Incorrect padding|Invalid base64-encoded string"),
+    ("\u00e9t\u00e9", r"string argument should contain only ASCII characters"),
+    (None, None), ({"data": "QUJD"}, None)])
+def test_a_reply_that_is_not_base64_is_refused_naming_the_recording(colab, tmp_path, reply,
+                                                                     problem):
+    """Issue 21, class 8: such a reply used to raise binascii.Error naming nothing."""
+    colab.eval_js = lambda expression: reply
+    with pytest.raises(AudioInputError) as info:
+        record_microphone(5, tmp_path / "uploads")
+    said = (rf"not a base64 recording \(({problem}).*; it begins {re.escape(repr(reply[:40]))}\)"
+            if problem else f"a {type(reply).__name__}, not base64 text")
+    assert re.fullmatch(rf"recording_\d{{8}}-\d{{6}}\.wav: the browser's reply is {said}; run "
+                        "the cell again", str(info.value)), str(info.value)
+    assert not (tmp_path / "uploads").exists()
+
+
+def test_an_empty_reply_or_a_damaged_recording_saves_nothing(colab, ffmpeg, tmp_path):
+    """An empty reply is a browser that recorded nothing; half a recording is refused (the
+    reasons: test_audio), not kept in part."""
+    colab.eval_js = lambda expression: ""
+    with pytest.raises(RuntimeError, match=r"^the browser recorded nothing \(an empty reply\)"):
+        record_microphone(5, tmp_path / "uploads")
+    half = RECORDING_FIXTURE.read_bytes()[:4000]
+    colab.eval_js = lambda expression: base64.b64encode(half).decode("ascii")
+    with pytest.raises(AudioInputError, match=r"\.wav: is damaged or cut short: "):
+        record_microphone(1.5, tmp_path / "uploads")
+    assert not (tmp_path / "uploads").exists()
 
 
 def test_a_refused_microphone_says_what_to_do_and_saves_nothing(colab, tmp_path):

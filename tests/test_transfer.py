@@ -259,6 +259,23 @@ def test_a_melody_above_nyquist_warns(small_model):
     assert np.isfinite(audio).all()
 
 
+def test_the_lowest_and_highest_notes_render_and_a_shift_past_them_is_refused(small_model):
+    """Issue 21, class 9: every note a note list or a MIDI file may name renders, with up to a
+    semitone of vibrato around it (MIDI 0, C-1, is 8.18 Hz: a buzz, but a note); shifted
+    further, the f0 is refused by name with its range, where it used to render near-silence."""
+    mfcc = np.zeros(N_MFCC, np.float32)
+    f0, loudness = notes_to_controls("C-1:0.2 G9:0.2", vibrato_rate=5.0,
+                                     vibrato_depth_cents=90.0, vibrato_delay=0.0)
+    assert f0.min() < midi_to_hz(0) and f0.max() > midi_to_hz(127)  # the vibrato goes past both
+    with pytest.warns(UserWarning, match="at or above Nyquist"):  # G9 is above it
+        assert np.isfinite(render_melody(small_model, f0, loudness, mfcc)).all()
+    f0, loudness = notes_to_controls("C-1:0.2", pitch_shift=-2)
+    with pytest.raises(ValueError, match=r"^render input f0: \d+ of \d+ values are outside 7\.72 "
+                                         r"to 13290 Hz \(every MIDI note, a semitone to spare; "
+                                         r".*the first, 7\.28\d+, at frame 0$"):
+        render_melody(small_model, f0, loudness, mfcc)
+
+
 def test_a_melody_plays_dry_or_in_the_model_room_and_they_differ_by_the_room_alone(small_model):
     """A model with a room plays REVERB_SECONDS of silence after the melody, room or not, so
     the room rings out; dry and room renders are the same inputs with room_gain 0 and 1
