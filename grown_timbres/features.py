@@ -19,6 +19,8 @@ import torch
 from .audio import MAX_AUDIO_SECONDS, MIN_AUDIO_SAMPLES, AudioInputError, atomic_write, load_audio
 from .batching import collate
 from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
+from .feature_cache import (FEATURE_KEYS, OldFormatEntry, entry_path, file_digest, read_entry,
+                            write_entry)
 
 F0_MIN_HZ = 65.41  # C2
 F0_MAX_HZ = 2093.0  # C7
@@ -46,7 +48,6 @@ FEATURE_SETTINGS = {  # what the features depend on besides the file's bytes: th
     "mfcc_n_mels": MFCC_N_MELS, "chunk_seconds": FEATURE_CHUNK_SECONDS,
     "context_seconds": FEATURE_CONTEXT_SECONDS,
 }
-FEATURE_KEYS = ("audio", "f0", "voiced", "loudness", "mfcc")
 
 
 def hz_to_midi(f0):
@@ -162,51 +163,24 @@ def _settings_json() -> str:
 
 
 def feature_cache_path(path, cache_dir) -> Path | None:
-    """Where a file's features are cached: named by a hash of its bytes and FEATURE_SETTINGS, so
-    an edited file or a changed setting misses, and a renamed or re-uploaded copy hits. None
-    without `cache_dir` or for a file that cannot be read (load_audio says why)."""
-    import hashlib
-
-    if not cache_dir:
-        return None
-    digest = hashlib.sha256(_settings_json().encode())
-    try:
-        with open(path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return Path(cache_dir) / f"{digest.hexdigest()[:32]}.npz"
+    """Where a file's features are cached: named by a digest of FEATURE_SETTINGS and its bytes,
+    so an edited file or a changed setting misses, and a renamed or re-uploaded copy hits. None
+    without `cache_dir` or for anything but a readable regular file (load_audio says why)."""
+    digest = file_digest(path, _settings_json()) if cache_dir else None
+    return None if digest is None else entry_path(cache_dir, digest)
 
 
-def read_cache_entry(cached) -> dict:
-    """The arrays of a cache entry (FEATURE_KEYS), checked to be what extract_features makes:
-    every key, the same settings, dtypes, shapes agreeing with the audio's length in frames,
-    finite values in range: a cache outlives crashes and travels between machines. Raises
-    ValueError (or numpy's and zipfile's own errors) saying what is wrong."""
-    with open(cached, "rb") as file:  # closed also when np.load fails half-way
-        stored = np.load(file, allow_pickle=False)
-        if not isinstance(stored, np.lib.npyio.NpzFile):
-            raise ValueError("is a single array, not an .npz archive")
-        missing = [key for key in ("settings", *FEATURE_KEYS) if key not in stored.files]
-        if missing:
-            raise ValueError(f"lacks {', '.join(missing)}")
-        if str(stored["settings"]) != _settings_json():
-            raise ValueError("was made with other feature settings")
-        arrays = {key: stored[key] for key in FEATURE_KEYS}
-    audio = arrays["audio"]
-    n = len(audio) // HOP_LENGTH if audio.ndim == 1 else 0
-    if not MIN_AUDIO_SAMPLES <= n * HOP_LENGTH <= MAX_AUDIO_SECONDS * SAMPLE_RATE:
-        raise ValueError(f"audio {list(audio.shape)} is not 1-D, or too short or long for a file")
-    expected = {"audio": ((n * HOP_LENGTH,), (-1.0, 1.0)), "voiced": ((n,), (False, True)),
-                "f0": ((n,), (np.float32(F0_MIN_HZ), np.float32(F0_MAX_HZ))),  # pYIN's, cast
-                "loudness": ((n,), (LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB)),
-                "mfcc": ((n, N_MFCC), (-MFCC_MAX_ABS, MFCC_MAX_ABS))}
-    for key, (shape, (low, high)) in expected.items():
-        values, dtype = arrays[key], np.dtype(bool if key == "voiced" else np.float32)
-        if values.shape != shape or values.dtype != dtype:
-            raise ValueError(f"{key} is {values.dtype} {list(values.shape)}, expected {dtype} "
-                             f"{list(shape)} ({n} frames of audio)")
+def read_cache_entry(cached, digest: str) -> dict:
+    """The arrays of a cache entry (FEATURE_KEYS): feature_cache.read_entry's, made for the
+    audio file of this digest with today's settings, and their values finite and in range.
+    Raises OldFormatEntry, ValueError (or zipfile's, json's or numpy's own errors) saying what
+    is wrong."""
+    arrays = read_entry(cached, digest, _settings_json())
+    ranges = {"audio": (-1.0, 1.0), "voiced": (False, True),
+              "f0": (np.float32(F0_MIN_HZ), np.float32(F0_MAX_HZ)),  # pYIN's, cast
+              "loudness": (LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB), "mfcc": (-MFCC_MAX_ABS, MFCC_MAX_ABS)}
+    for key, (low, high) in ranges.items():
+        values = arrays[key]
         n_bad = np.count_nonzero(~(np.isfinite(values) & (values >= low) & (values <= high)))
         if n_bad:
             raise ValueError(f"{key} has {n_bad} values that are NaN, infinite or outside "
@@ -216,35 +190,52 @@ def read_cache_entry(cached) -> dict:
     return arrays
 
 
+def cached_features(path, cache_dir) -> tuple[Path | None, str | None, dict | None]:
+    """(entry path, digest, its arrays, or None when there is no usable entry) for
+    extract_features; an unusable entry is a warning, an earlier version's one a warning that
+    names the cache folder only (it is given once per batch)."""
+    digest = file_digest(path, _settings_json()) if cache_dir else None
+    if digest is None:
+        return None, None, None
+    cached = entry_path(cache_dir, digest)
+    try:
+        return cached, digest, read_cache_entry(cached, digest)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # not cached yet; a cache folder that is a file is reported on writing
+    except OldFormatEntry:
+        warnings.warn(f"feature cache {cached.parent} holds entries of an earlier version; "
+                      "they are recomputed and replaced", stacklevel=3)
+    except Exception as err:  # a damaged entry fails in numpy's, zipfile's or our words
+        warnings.warn(f"{path}: feature cache entry {cached} is unusable ({type(err).__name__}"
+                      f": {err}); recomputing and replacing it", stacklevel=3)
+    return cached, digest, None
+
+
 def extract_features(path, cache_dir=None) -> dict:
     """One file's features (numpy): audio [N], f0 [T] Hz, voiced [T], loudness [T] dB,
     mfcc [T, N_MFCC], with N == T * HOP_LENGTH exactly (the last partial frame is dropped).
 
-    With `cache_dir`, features are read from and written to `<cache_dir>/<hash>.npz`; a cache
-    hit needs neither soundfile nor librosa (a GPU box can train from carried caches). An entry
-    that fails read_cache_entry is recomputed and replaced, a cache that cannot be written is
-    skipped, each with a warning: only the audio file itself makes this raise."""
-    cached = feature_cache_path(path, cache_dir)
-    if cached is not None:
-        try:
-            return {"path": str(path), **read_cache_entry(cached)}
-        except (FileNotFoundError, NotADirectoryError):
-            pass  # not cached yet; a cache folder that is a file is reported on writing
-        except Exception as err:  # a damaged entry fails in numpy's, zipfile's or our words
-            warnings.warn(f"{path}: feature cache entry {cached} is unusable ({type(err).__name__}"
-                          f": {err}); recomputing and replacing it", stacklevel=2)
+    With `cache_dir`, features are read from and written to `<cache_dir>/<digest>.npz`; a hit
+    needs no librosa (a GPU box can train from carried caches), and its audio must be the
+    file's own. An entry that fails read_cache_entry or holds other audio is recomputed and
+    replaced, a cache that cannot be written is skipped, each with a warning: only the audio
+    file itself makes this raise."""
+    cached, digest, stored = cached_features(path, cache_dir)
     audio = load_audio(path)
     n_frames = len(audio) // HOP_LENGTH
     audio = audio[: n_frames * HOP_LENGTH]
+    if stored is not None:  # within -100 dB: carried caches were decoded by another machine
+        if stored["audio"].shape == audio.shape and np.allclose(stored["audio"], audio, 0, 1e-5):
+            return {"path": str(path), **stored}
+        warnings.warn(f"{path}: feature cache entry {cached} holds other audio than this file "
+                      "(a forged or altered entry); recomputing and replacing it", stacklevel=2)
     f0, voiced = estimate_f0(audio, path)
     features = {"path": str(path), "audio": audio, "f0": f0, "voiced": voiced,
                 "loudness": compute_loudness(audio, n_frames),
                 "mfcc": compute_mfcc(audio, n_frames)}
 
     def write(tmp):
-        with open(tmp, "wb") as file:  # a file object: np.savez would add ".npz" to a name
-            np.savez(file, settings=np.array(_settings_json()),
-                     **{key: features[key] for key in FEATURE_KEYS})
+        write_entry(tmp, digest, _settings_json(), features)
 
     try:  # a cache that cannot be written (read-only, full, a file) only makes re-runs slower
         if cached is not None:
