@@ -21,6 +21,7 @@ from .batching import collate
 from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
 from .feature_cache import (FEATURE_KEYS, OldFormatEntry, entry_path, file_digest, read_entry,
                             write_entry)
+from .worker_pool import interrupted, run_jobs
 
 F0_MIN_HZ = 65.41  # C2
 F0_MAX_HZ = 2093.0  # C7
@@ -285,7 +286,9 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
     Raises AudioInputError only when no file is usable. `cache_dir`: see extract_features.
     Each distinct warning of the files is given once, here, also from workers. `n_workers` > 1
     extracts in that many processes (default: one per core, at most one per file not yet
-    cached); 1 extracts here, in order."""
+    cached); 1 extracts here, in order. The stop button (KeyboardInterrupt) stops extraction
+    at once, workers and all; it is raised again saying how many files' features the cache
+    keeps."""
     from tqdm.auto import tqdm
 
     file_paths = [str(p) for p in file_paths]
@@ -293,29 +296,20 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
     # one process per core, at most one per file to extract: cache hits need no pool
     n_workers = min(n_workers or os.cpu_count() or 1, max(len(uncached), 1))
     bar = tqdm(total=len(file_paths), desc="features", disable=not progress)
-    if uncached and not _FEATURE_KERNELS_COMPILED:  # once per process, here, not per worker
-        bar.set_description("features: compiling pYIN (slow on a new environment's first run)")
-        compile_feature_kernels()
-        bar.set_description("features")
-    if n_workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # fork where there is one: spawn would re-run a calling script that lacks a __main__
-        # guard. The workers use numpy, soundfile and librosa only, never torch's OpenMP pool.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
-            futures = [pool.submit(_features_or_error, p, cache_dir) for p in file_paths]
-            for future in futures:
-                future.add_done_callback(lambda _: bar.update())
-            results = [future.result() for future in futures]
-    else:
-        results = []
-        for path in file_paths:
-            results.append(_features_or_error(path, cache_dir))
-            bar.update()
-    bar.close()
+    try:
+        if uncached and not _FEATURE_KERNELS_COMPILED:  # once per process, here, not per worker
+            bar.set_description("features: compiling pYIN (slow on a new environment's first run)")
+            compile_feature_kernels()
+            bar.set_description("features")
+        # the workers use numpy, soundfile and librosa only, never torch's OpenMP pool
+        results = run_jobs(_features_or_error, [(p, cache_dir) for p in file_paths], n_workers,
+                           bar.update)
+    except BaseException as err:  # numba's SystemError too, when the stop came inside it
+        if interrupted(err):
+            raise KeyboardInterrupt(stopped_message(file_paths, cache_dir)) from None
+        raise
+    finally:
+        bar.close()
     for message, category in {m: c for _, caught in results for c, m in caught}.items():
         warnings.warn(message, category, stacklevel=2)  # each distinct warning once
     features, errors = [], {}
@@ -329,3 +323,12 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
         detail = "; ".join(f"{Path(p).name}: {r}" for p, r in errors.items()) or "no files given"
         raise AudioInputError(", ".join(file_paths) or "<none>", f"no usable audio file ({detail})")
     return collate(features, errors)
+
+
+def stopped_message(file_paths, cache_dir) -> str:
+    """What a stop of load_multiple_files keeps: the files whose entries are in the cache."""
+    if not cache_dir:
+        return "feature extraction stopped; without a cache folder no features are kept"
+    kept = sum(os.path.isfile(feature_cache_path(p, cache_dir) or "") for p in file_paths)
+    return (f"feature extraction stopped; the features of {kept} of {len(file_paths)} files are "
+            f"kept in the cache {cache_dir} and are not computed again")

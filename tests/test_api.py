@@ -15,7 +15,7 @@ from conftest import REPO_ROOT
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
-FLOW = ["config", "device", "audio", "batching", "feature_cache", "features", "synth", "model", "loss",
+FLOW = ["config", "device", "audio", "batching", "worker_pool", "feature_cache", "features", "synth", "model", "loss",
         "checkpoints", "capture", "train", "growth", "report", "notes", "transfer", "plots", "notebook"]
 
 
