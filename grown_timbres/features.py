@@ -21,6 +21,7 @@ from .batching import collate
 from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
 from .feature_cache import (FEATURE_KEYS, OldFormatEntry, entry_path, file_digest, read_entry,
                             write_entry)
+from .numba_cache import prepare_kernels
 from .worker_pool import interrupted, run_jobs
 
 F0_MIN_HZ = 65.41  # C2
@@ -230,6 +231,7 @@ def extract_features(path, cache_dir=None) -> dict:
             return {"path": str(path), **stored}
         warnings.warn(f"{path}: feature cache entry {cached} holds other audio than this file "
                       "(a forged or altered entry); recomputing and replacing it", stacklevel=2)
+    compile_feature_kernels()  # once per process, under the lock that all processes share
     f0, voiced = estimate_f0(audio, path)
     features = {"path": str(path), "audio": audio, "f0": f0, "voiced": voiced,
                 "loudness": compute_loudness(audio, n_frames),
@@ -251,18 +253,24 @@ def extract_features(path, cache_dir=None) -> dict:
 _FEATURE_KERNELS_COMPILED = False
 
 
+def run_feature_pipeline() -> None:
+    """The feature pipeline once, on a short sine: librosa's numba kernels are compiled, or
+    loaded from numba's cache (the probe of numba_cache.prepare_kernels runs this too)."""
+    seconds = np.arange(4 * MIN_AUDIO_SAMPLES) / SAMPLE_RATE
+    sine = (0.5 * np.sin(2 * np.pi * 220.0 * seconds)).astype(np.float32)
+    estimate_f0(sine)
+    compute_loudness(sine)
+    compute_mfcc(sine)
+
+
 def compile_feature_kernels() -> None:
-    """Run the feature pipeline once, in this process, on a short sine: librosa's numba kernels
-    are then compiled, and written to numba's on-disk cache, by one process before workers
-    fork (and inherit them). Two workers compiling at once can corrupt that cache: every later
-    pYIN call then segfaults."""
+    """Once per process: run_feature_pipeline here, under numba_cache.prepare_kernels (one
+    process compiles at a time, a damaged cache is found by a probe and rebuilt), before
+    workers fork and inherit the kernels."""
     global _FEATURE_KERNELS_COMPILED
     if not _FEATURE_KERNELS_COMPILED:
-        seconds = np.arange(4 * MIN_AUDIO_SAMPLES) / SAMPLE_RATE
-        sine = (0.5 * np.sin(2 * np.pi * 220.0 * seconds)).astype(np.float32)
-        estimate_f0(sine)
-        compute_loudness(sine)
-        compute_mfcc(sine)
+        prepare_kernels(run_feature_pipeline, "from grown_timbres.features import "
+                                              "run_feature_pipeline; run_feature_pipeline()")
         _FEATURE_KERNELS_COMPILED = True
 
 
