@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import zipfile
 from pathlib import Path
 
@@ -38,12 +39,15 @@ class OldFormatEntry(ValueError):
 
 def open_regular(path, what: str = "file"):
     """`path` opened for reading in binary, if it is a regular file; raises ValueError naming
-    what it is otherwise. Opened without waiting, then checked: opening a FIFO to read would
-    wait for a writer, and reading a device such as /dev/zero never ends."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    mode = os.fstat(fd).st_mode
-    if file_kind(mode) != "a regular file":
-        os.close(fd)
+    what it is otherwise. Checked before it is opened, opened without waiting, checked again:
+    opening a FIFO to read would wait for a writer, and reading /dev/zero never ends."""
+    mode = os.stat(path).st_mode  # a device is not even opened (a tape would rewind)
+    if stat.S_ISREG(mode):  # and again once open: the path may have changed in between
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+    if not stat.S_ISREG(mode):
         raise ValueError(f"{path}: {what} is {file_kind(mode)}, not a regular file")
     if hasattr(os, "set_blocking"):
         os.set_blocking(fd, True)
