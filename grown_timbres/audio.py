@@ -55,7 +55,7 @@ def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
     if not path.exists():
         raise AudioInputError(path, "file not found")
     if not path.is_file():  # reading a FIFO or a device would wait, or never end
-        raise AudioInputError(path, f"not a regular file ({file_kind(path.stat().st_mode)})")
+        raise AudioInputError(path, f"is {file_kind(path.stat().st_mode)}, not a regular file")
     if path.stat().st_size == 0:
         raise AudioInputError(path, "file is empty (0 bytes)")
     try:  # libsndfile reports a file it may not open as "System error"

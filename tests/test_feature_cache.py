@@ -48,13 +48,15 @@ def test_fifos_devices_and_folders_fail_alone_without_hanging(tmp_path, write_wa
     pipe, folder = fifo(tmp_path / "pipe.wav"), tmp_path / "folder.wav"
     folder.mkdir()
     paths = [pipe, "/dev/zero", folder, good]
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning) as caught:
         batch = load_multiple_files(paths, progress=False, cache_dir=tmp_path / "cache",
                                     n_workers=n_workers)
     assert batch["file_paths"] == [str(good)]
-    assert batch["errors"] == {str(pipe): "not a regular file (a FIFO (named pipe))",
-                               "/dev/zero": "not a regular file (a character device)",
-                               str(folder): "not a regular file (a folder)"}
+    assert batch["errors"] == {str(pipe): "is a FIFO (named pipe), not a regular file",
+                               "/dev/zero": "is a character device, not a regular file",
+                               str(folder): "is a folder, not a regular file"}
+    assert [str(w.message) for w in caught] == [f"{path}: {reason}"
+                                                for path, reason in batch["errors"].items()]
 
 
 def test_a_fifo_where_a_cache_entry_should_be_is_replaced(tmp_path, write_wav_file, no_hang):
