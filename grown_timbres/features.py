@@ -236,13 +236,9 @@ def extract_features(path, cache_dir=None) -> dict:
     features = {"path": str(path), "audio": audio, "f0": f0, "voiced": voiced,
                 "loudness": compute_loudness(audio, n_frames),
                 "mfcc": compute_mfcc(audio, n_frames)}
-
-    def write(tmp):
-        write_entry(tmp, digest, _settings_json(), features)
-
     try:  # a cache that cannot be written (read-only, full, a file) only makes re-runs slower
         if cached is not None:
-            atomic_write(cached, write)
+            atomic_write(cached, lambda tmp: write_entry(tmp, digest, _settings_json(), features))
     except OSError as err:  # the system's reason, the same for every entry: one warning a batch
         reason = os.strerror(err.errno) if err.errno else str(err)
         warnings.warn(f"feature cache {cached.parent} cannot be written ({reason}); features "
@@ -300,7 +296,8 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
     from tqdm.auto import tqdm
 
     file_paths = [str(p) for p in file_paths]
-    uncached = [p for p in file_paths if not os.path.isfile(feature_cache_path(p, cache_dir) or "")]
+    entries = [feature_cache_path(p, cache_dir) for p in file_paths]  # None: no cache, no file
+    uncached = [entry for entry in entries if entry is None or not entry.is_file()]
     # one process per core, at most one per file to extract: cache hits need no pool
     n_workers = min(n_workers or os.cpu_count() or 1, max(len(uncached), 1))
     bar = tqdm(total=len(file_paths), desc="features", disable=not progress)
@@ -314,7 +311,7 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
                            bar.update)
     except BaseException as err:  # numba's SystemError too, when the stop came inside it
         if interrupted(err):
-            raise KeyboardInterrupt(stopped_message(file_paths, cache_dir)) from None
+            raise KeyboardInterrupt(stopped_message(entries, cache_dir)) from None
         raise
     finally:
         bar.close()
@@ -333,10 +330,11 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
     return collate(features, errors)
 
 
-def stopped_message(file_paths, cache_dir) -> str:
-    """What a stop of load_multiple_files keeps: the files whose entries are in the cache."""
+def stopped_message(entries, cache_dir) -> str:
+    """What a stop of load_multiple_files keeps: the files whose entries (feature_cache_path
+    of each file, looked up before the stop) are in the cache now."""
     if not cache_dir:
         return "feature extraction stopped; without a cache folder no features are kept"
-    kept = sum(os.path.isfile(feature_cache_path(p, cache_dir) or "") for p in file_paths)
-    return (f"feature extraction stopped; the features of {kept} of {len(file_paths)} files are "
+    kept = sum(entry is not None and entry.is_file() for entry in entries)
+    return (f"feature extraction stopped; the features of {kept} of {len(entries)} files are "
             f"kept in the cache {cache_dir} and are not computed again")

@@ -101,5 +101,5 @@ def test_an_interrupt_inside_compiled_code_is_a_keyboard_interrupt():
 
 
 def test_a_stop_without_a_cache_folder_says_nothing_is_kept():
-    assert stopped_message(["a.wav"], None) == ("feature extraction stopped; without a cache "
+    assert stopped_message([None], None) == ("feature extraction stopped; without a cache "
                                                 "folder no features are kept")
