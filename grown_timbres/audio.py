@@ -236,7 +236,7 @@ def remove_abandoned_temporaries(path: Path) -> None:
     locks nothing is deleted: a save in progress cannot be told from an abandoned one."""
     pattern = re.compile(re.escape(temp_prefix(path)) + "[a-z0-9_]+" + re.escape(TEMPORARY_SUFFIX))
     for tmp in path.parent.iterdir():
-        if pattern.fullmatch(tmp.name):
+        if pattern.fullmatch(tmp.name) and tmp.is_file():  # opening a FIFO would wait for ever
             try:
                 with open(tmp, "rb") as file:
                     if fcntl is None or lock(file, wait=False):
