@@ -19,8 +19,7 @@ import torch
 from .audio import MAX_AUDIO_SECONDS, MIN_AUDIO_SAMPLES, AudioInputError, atomic_write, load_audio
 from .batching import collate
 from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
-from .feature_cache import (FEATURE_KEYS, OldFormatEntry, entry_path, file_digest, read_entry,
-                            write_entry)
+from .feature_cache import OldFormatEntry, entry_path, file_digest, read_entry, write_entry
 from .numba_cache import prepare_kernels
 from .worker_pool import interrupted, run_jobs
 
@@ -180,7 +179,8 @@ def read_cache_entry(cached, digest: str) -> dict:
     arrays = read_entry(cached, digest, _settings_json())
     ranges = {"audio": (-1.0, 1.0), "voiced": (False, True),
               "f0": (np.float32(F0_MIN_HZ), np.float32(F0_MAX_HZ)),  # pYIN's, cast
-              "loudness": (LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB), "mfcc": (-MFCC_MAX_ABS, MFCC_MAX_ABS)}
+              "loudness": (LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB),
+              "mfcc": (-MFCC_MAX_ABS, MFCC_MAX_ABS)}
     for key, (low, high) in ranges.items():
         values = arrays[key]
         n_bad = np.count_nonzero(~(np.isfinite(values) & (values >= low) & (values <= high)))

@@ -11,13 +11,13 @@ import torch
 from grown_timbres.audio import AudioInputError
 from grown_timbres.config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
 from grown_timbres import features as features_module
-from grown_timbres.features import (F0_MAX_HZ, F0_MIN_HZ, FEATURE_KEYS, FEATURE_SETTINGS,
+from grown_timbres.features import (F0_MAX_HZ, F0_MIN_HZ, FEATURE_SETTINGS,
                                     MFCC_N_FFT, MFCC_N_MELS, VOICED_PROB_MIN, a_weighted_power,
                                     compute_loudness, compute_mfcc, estimate_f0, extract_features,
                                     feature_cache_path, hz_to_midi, load_multiple_files,
                                     read_cache_entry)
 from grown_timbres.batching import file_features
-from grown_timbres.feature_cache import MANIFEST, file_digest
+from grown_timbres.feature_cache import FEATURE_KEYS, MANIFEST, file_digest
 from conftest import (FIRST_MIDI, batch_from_features, cents, make_all_zero, make_empty,
                       make_missing, make_text, midi_to_hz)
 
@@ -435,7 +435,8 @@ def test_long_file_cache_entry_round_trips(tmp_path, write_wav_file, monkeypatch
     fresh = extract_features(path, cache)
     assert len(fresh["audio"]) == len(t) // HOP_LENGTH * HOP_LENGTH
     entry = feature_cache_path(path, cache)
-    stored = read_cache_entry(entry, file_digest(path, json.dumps(FEATURE_SETTINGS, sort_keys=True)))
+    settings = json.dumps(FEATURE_SETTINGS, sort_keys=True)
+    stored = read_cache_entry(entry, file_digest(path, settings))
     cache_must_hit(monkeypatch)
     hit = extract_features(path, cache)
     for key in FEATURE_KEYS:
