@@ -137,12 +137,25 @@ def read_manifest(archive: zipfile.ZipFile, digest: str, settings_json: str) -> 
     if not MIN_FRAMES <= manifest["n_frames"] <= MAX_FRAMES:
         raise ValueError(f"claims {manifest['n_frames']} frames; a file has {MIN_FRAMES} to "
                          f"{MAX_FRAMES}")
-    expected = {f"{key}.npy" for key in FEATURE_KEYS} | {MANIFEST}
-    if names != expected:
-        missing, extra = sorted(expected - names), sorted(names - expected)
-        raise ValueError(f"lacks {', '.join(missing)}" if missing else
-                         f"holds members that are no feature: {', '.join(extra)}")
+    missing = sorted({f"{key}.npy" for key in FEATURE_KEYS} - names)
+    if missing:  # with at most as many members as expected (check_directory_end), no others
+        raise ValueError(f"lacks {', '.join(missing)}")
     return manifest
+
+
+def check_directory_end(file, size: int) -> None:
+    """An entry ends with a plain end-of-directory record listing at most one member per
+    feature and the manifest (no archive comment): zipfile would read every member the
+    directory lists before anything can be checked, and a small file can list millions."""
+    end = 22  # the record's length without a comment
+    file.seek(max(size - end, 0))
+    record = file.read(end)
+    if len(record) < end or record[:4] != b"PK\x05\x06" or record[-2:] != b"\0\0":
+        raise ValueError("is no cache entry: it does not end with a zip directory")
+    n_members = int.from_bytes(record[10:12], "little")
+    if n_members > len(FEATURE_KEYS) + 1:
+        raise ValueError(f"lists {n_members} members; an entry has {len(FEATURE_KEYS) + 1}")
+    file.seek(0)
 
 
 def read_entry(cached, digest: str, settings_json: str) -> dict:
@@ -154,6 +167,7 @@ def read_entry(cached, digest: str, settings_json: str) -> dict:
         size = os.fstat(file.fileno()).st_size
         if size > max_entry_bytes():
             raise ValueError(f"is {size} bytes; the largest entry is {max_entry_bytes()}")
+        check_directory_end(file, size)
         with zipfile.ZipFile(file) as archive:
             manifest = read_manifest(archive, digest, settings_json)
             layouts = member_layouts(manifest["n_frames"])

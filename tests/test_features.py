@@ -528,12 +528,22 @@ def fortran_mfcc(entry):
                 archive.writestr(name, data)
 
 
+def broken_directory(entry):
+    """The entry with the last record of its zip directory zeroed (its end record kept)."""
+    data = entry.read_bytes()
+    entry.write_bytes(data[:-60] + bytes(38) + data[-22:])
+
+
+NO_DIRECTORY = "is no cache entry: it does not end with a zip directory"
 DAMAGED_ENTRIES = {  # damage(entry), what the warning must say is wrong
-    "truncated": (lambda e: e.write_bytes(e.read_bytes()[: e.stat().st_size // 2]),
-                  "BadZipFile: File is not a zip file"),
-    "empty": (lambda e: e.write_bytes(b""), "BadZipFile"),
-    "garbage": (lambda e: e.write_bytes(bytes(range(256)) * 40), "BadZipFile"),
-    "single_array": (lambda e: np.save(e.open("wb"), np.zeros(3)), "BadZipFile"),
+    "truncated": (lambda e: e.write_bytes(e.read_bytes()[: e.stat().st_size // 2]), NO_DIRECTORY),
+    "empty": (lambda e: e.write_bytes(b""), NO_DIRECTORY),
+    "garbage": (lambda e: e.write_bytes(bytes(range(256)) * 40), NO_DIRECTORY),
+    "single_array": (lambda e: np.save(e.open("wb"), np.zeros(3)), NO_DIRECTORY),
+    "directory_cut": (lambda e: e.write_bytes(e.read_bytes()[:-30]), NO_DIRECTORY),
+    "broken_directory": (broken_directory, "BadZipFile"),
+    "many_members": (lambda e: e.write_bytes(zip_of({f"{i}.npy": b"" for i in range(1000)})),
+                     "lists 1000 members; an entry has 6"),
     "short_f0": (changed("f0", lambda a: a[:10]), "f0.npy would inflate to 168 bytes (its "
                                                   "manifest says 168); 43 frames hold 300"),
     "f0_lies_about_its_size": (lambda e: rewrite_entry(e, {"sizes": {"f0": 300}},
@@ -557,8 +567,10 @@ DAMAGED_ENTRIES = {  # damage(entry), what the warning must say is wrong
                                                                     "has 8 to 155039"),
     "no_voiced_frame": (changed("voiced", np.zeros_like), "has no voiced frame"),
     "missing_key": (lambda e: rewrite_entry(e, voiced=None), "lacks voiced.npy"),
-    "extra_member": (lambda e: rewrite_entry(e, script=np.zeros(1)), "holds members that are no "
-                                                                     "feature: script.npy"),
+    "extra_member": (lambda e: rewrite_entry(e, script=np.zeros(1)), "lists 7 members; an entry "
+                                                                     "has 6"),
+    "member_renamed": (lambda e: rewrite_entry(e, voiced=None, script=np.zeros(1)),
+                       "lacks voiced.npy"),
     "no_manifest": (lambda e: e.write_bytes(zip_of({"f0.npy": b"x"})), "lacks manifest.json"),
     "manifest_not_an_object": (lambda e: e.write_bytes(zip_of({MANIFEST: b"[1]"})),
                                "manifest.json lacks one of digest"),
