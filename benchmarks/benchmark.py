@@ -463,6 +463,9 @@ def load_features(paths, args) -> tuple[dict, dict]:
     have_librosa = installed("librosa") and installed("soundfile")
     timings = {"n_files": len(paths), "n_workers": workers, "methods": {}}
     load = load_multiple_files
+    if not installed("soundfile"):  # a cache hit reads the audio too: it must be the entry's
+        sys.exit("soundfile is not installed: the audio files cannot be read (pip install "
+                 "soundfile)")
     if not have_librosa and hits < len(paths):
         sys.exit(f"librosa/soundfile are not installed and {len(paths) - hits} of {len(paths)} "
                  f"files are not in {cache_dir}: fill the cache where librosa is installed "

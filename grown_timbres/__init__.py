@@ -9,6 +9,10 @@ One concern per file, listed as the data flows; each file imports only files abo
                  wav and atomic writes
     batching     files as training examples and listening excerpts, padded batches, the
                  batches of training steps
+    numba_cache  librosa's compiled kernels: the project's cache folder, one compiling
+                 process at a time, a damaged cache found by a probe and rebuilt
+    worker_pool  work spread over processes, which the stop button stops at once
+    feature_cache  cache entries: the digest naming them, written, read without trusting them
     features     f0, loudness, MFCC, their cache, many files at once
     synth        harmonic oscillators and filtered noise
     model        the decoder (DDSPModel) and render, the one way to play it

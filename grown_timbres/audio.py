@@ -61,8 +61,8 @@ def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
     limit = MAX_AUDIO_SECONDS if max_seconds is None else max_seconds
     if not path.exists():
         raise AudioInputError(path, "file not found")
-    if not path.is_file():
-        raise AudioInputError(path, "not a regular file (a folder?)")
+    if not path.is_file():  # reading a FIFO or a device would wait, or never end
+        raise AudioInputError(path, f"is {file_kind(path.stat().st_mode)}, not a regular file")
     if path.stat().st_size == 0:
         raise AudioInputError(path, "file is empty (0 bytes)")
     try:  # libsndfile reports a file it may not open as "System error"
@@ -104,6 +104,16 @@ def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
         raise AudioInputError(path, f"too short: {1000 * len(audio) / SAMPLE_RATE:.0f} ms, "
                                     f"needs at least {1000 * MIN_AUDIO_SAMPLES / SAMPLE_RATE:.0f} ms")
     return np.clip(audio, -1.0, 1.0, out=audio)
+
+
+def file_kind(mode: int) -> str:
+    """What a stat mode names, in words: "a regular file", "a folder", "a FIFO (named pipe)"..."""
+    import stat
+
+    kinds = {stat.S_ISREG: "a regular file", stat.S_ISDIR: "a folder",
+             stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+    return next((name for test, name in kinds.items() if test(mode)), "not a file")
 
 
 def read_mono(path, file_rate: int, n_frames: int) -> tuple[np.ndarray, int, float]:
@@ -258,7 +268,7 @@ def remove_abandoned_temporaries(path: Path) -> None:
     locks nothing is deleted: a save in progress cannot be told from an abandoned one."""
     pattern = re.compile(re.escape(temp_prefix(path)) + "[a-z0-9_]+" + re.escape(TEMPORARY_SUFFIX))
     for tmp in path.parent.iterdir():
-        if pattern.fullmatch(tmp.name):
+        if pattern.fullmatch(tmp.name) and tmp.is_file():  # opening a FIFO would wait for ever
             try:
                 with open(tmp, "rb") as file:
                     if fcntl is None or lock(file, wait=False):

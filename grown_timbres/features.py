@@ -19,6 +19,9 @@ import torch
 from .audio import MAX_AUDIO_SECONDS, MIN_AUDIO_SAMPLES, AudioInputError, atomic_write, load_audio
 from .batching import collate
 from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
+from .feature_cache import OldFormatEntry, entry_path, file_digest, read_entry, write_entry
+from .numba_cache import prepare_kernels
+from .worker_pool import interrupted, run_jobs
 
 F0_MIN_HZ = 65.41  # C2
 F0_MAX_HZ = 2093.0  # C7
@@ -46,7 +49,6 @@ FEATURE_SETTINGS = {  # what the features depend on besides the file's bytes: th
     "mfcc_n_mels": MFCC_N_MELS, "chunk_seconds": FEATURE_CHUNK_SECONDS,
     "context_seconds": FEATURE_CONTEXT_SECONDS,
 }
-FEATURE_KEYS = ("audio", "f0", "voiced", "loudness", "mfcc")
 
 
 def hz_to_midi(f0):
@@ -162,51 +164,25 @@ def _settings_json() -> str:
 
 
 def feature_cache_path(path, cache_dir) -> Path | None:
-    """Where a file's features are cached: named by a hash of its bytes and FEATURE_SETTINGS, so
-    an edited file or a changed setting misses, and a renamed or re-uploaded copy hits. None
-    without `cache_dir` or for a file that cannot be read (load_audio says why)."""
-    import hashlib
-
-    if not cache_dir:
-        return None
-    digest = hashlib.sha256(_settings_json().encode())
-    try:
-        with open(path, "rb") as file:
-            for block in iter(lambda: file.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return Path(cache_dir) / f"{digest.hexdigest()[:32]}.npz"
+    """Where a file's features are cached: named by a digest of FEATURE_SETTINGS and its bytes,
+    so an edited file or a changed setting misses, and a renamed or re-uploaded copy hits. None
+    without `cache_dir` or for anything but a readable regular file (load_audio says why)."""
+    digest = file_digest(path, _settings_json()) if cache_dir else None
+    return None if digest is None else entry_path(cache_dir, digest)
 
 
-def read_cache_entry(cached) -> dict:
-    """The arrays of a cache entry (FEATURE_KEYS), checked to be what extract_features makes:
-    every key, the same settings, dtypes, shapes agreeing with the audio's length in frames,
-    finite values in range: a cache outlives crashes and travels between machines. Raises
-    ValueError (or numpy's and zipfile's own errors) saying what is wrong."""
-    with open(cached, "rb") as file:  # closed also when np.load fails half-way
-        stored = np.load(file, allow_pickle=False)
-        if not isinstance(stored, np.lib.npyio.NpzFile):
-            raise ValueError("is a single array, not an .npz archive")
-        missing = [key for key in ("settings", *FEATURE_KEYS) if key not in stored.files]
-        if missing:
-            raise ValueError(f"lacks {', '.join(missing)}")
-        if str(stored["settings"]) != _settings_json():
-            raise ValueError("was made with other feature settings")
-        arrays = {key: stored[key] for key in FEATURE_KEYS}
-    audio = arrays["audio"]
-    n = len(audio) // HOP_LENGTH if audio.ndim == 1 else 0
-    if not MIN_AUDIO_SAMPLES <= n * HOP_LENGTH <= MAX_AUDIO_SECONDS * SAMPLE_RATE:
-        raise ValueError(f"audio {list(audio.shape)} is not 1-D, or too short or long for a file")
-    expected = {"audio": ((n * HOP_LENGTH,), (-1.0, 1.0)), "voiced": ((n,), (False, True)),
-                "f0": ((n,), (np.float32(F0_MIN_HZ), np.float32(F0_MAX_HZ))),  # pYIN's, cast
-                "loudness": ((n,), (LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB)),
-                "mfcc": ((n, N_MFCC), (-MFCC_MAX_ABS, MFCC_MAX_ABS))}
-    for key, (shape, (low, high)) in expected.items():
-        values, dtype = arrays[key], np.dtype(bool if key == "voiced" else np.float32)
-        if values.shape != shape or values.dtype != dtype:
-            raise ValueError(f"{key} is {values.dtype} {list(values.shape)}, expected {dtype} "
-                             f"{list(shape)} ({n} frames of audio)")
+def read_cache_entry(cached, digest: str) -> dict:
+    """The arrays of a cache entry (FEATURE_KEYS): feature_cache.read_entry's, made for the
+    audio file of this digest with today's settings, and their values finite and in range.
+    Raises OldFormatEntry, ValueError (or zipfile's, json's or numpy's own errors) saying what
+    is wrong."""
+    arrays = read_entry(cached, digest, _settings_json())
+    ranges = {"audio": (-1.0, 1.0), "voiced": (False, True),
+              "f0": (np.float32(F0_MIN_HZ), np.float32(F0_MAX_HZ)),  # pYIN's, cast
+              "loudness": (LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB),
+              "mfcc": (-MFCC_MAX_ABS, MFCC_MAX_ABS)}
+    for key, (low, high) in ranges.items():
+        values = arrays[key]
         n_bad = np.count_nonzero(~(np.isfinite(values) & (values >= low) & (values <= high)))
         if n_bad:
             raise ValueError(f"{key} has {n_bad} values that are NaN, infinite or outside "
@@ -216,39 +192,53 @@ def read_cache_entry(cached) -> dict:
     return arrays
 
 
+def cached_features(path, cache_dir) -> tuple[Path | None, str | None, dict | None]:
+    """(entry path, digest, its arrays, or None when there is no usable entry) for
+    extract_features; an unusable entry is a warning, an earlier version's one a warning that
+    names the cache folder only (it is given once per batch)."""
+    digest = file_digest(path, _settings_json()) if cache_dir else None
+    if digest is None:
+        return None, None, None
+    cached = entry_path(cache_dir, digest)
+    try:
+        return cached, digest, read_cache_entry(cached, digest)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # not cached yet; a cache folder that is a file is reported on writing
+    except OldFormatEntry:
+        warnings.warn(f"feature cache {cached.parent} holds entries of an earlier version; "
+                      "they are recomputed and replaced", stacklevel=3)
+    except Exception as err:  # a damaged entry fails in numpy's, zipfile's or our words
+        warnings.warn(f"{path}: feature cache entry {cached} is unusable ({type(err).__name__}"
+                      f": {err}); recomputing and replacing it", stacklevel=3)
+    return cached, digest, None
+
+
 def extract_features(path, cache_dir=None) -> dict:
     """One file's features (numpy): audio [N], f0 [T] Hz, voiced [T], loudness [T] dB,
     mfcc [T, N_MFCC], with N == T * HOP_LENGTH exactly (the last partial frame is dropped).
 
-    With `cache_dir`, features are read from and written to `<cache_dir>/<hash>.npz`; a cache
-    hit needs neither soundfile nor librosa (a GPU box can train from carried caches). An entry
-    that fails read_cache_entry is recomputed and replaced, a cache that cannot be written is
-    skipped, each with a warning: only the audio file itself makes this raise."""
-    cached = feature_cache_path(path, cache_dir)
-    if cached is not None:
-        try:
-            return {"path": str(path), **read_cache_entry(cached)}
-        except (FileNotFoundError, NotADirectoryError):
-            pass  # not cached yet; a cache folder that is a file is reported on writing
-        except Exception as err:  # a damaged entry fails in numpy's, zipfile's or our words
-            warnings.warn(f"{path}: feature cache entry {cached} is unusable ({type(err).__name__}"
-                          f": {err}); recomputing and replacing it", stacklevel=2)
+    With `cache_dir`, features are read from and written to `<cache_dir>/<digest>.npz`; a hit
+    needs no librosa (a GPU box can train from carried caches), and its audio must be the
+    file's own. An entry that fails read_cache_entry or holds other audio is recomputed and
+    replaced, a cache that cannot be written is skipped, each with a warning: only the audio
+    file itself makes this raise."""
+    cached, digest, stored = cached_features(path, cache_dir)
     audio = load_audio(path)
     n_frames = len(audio) // HOP_LENGTH
     audio = audio[: n_frames * HOP_LENGTH]
+    if stored is not None:  # within -100 dB: carried caches were decoded by another machine
+        if stored["audio"].shape == audio.shape and np.allclose(stored["audio"], audio, 0, 1e-5):
+            return {"path": str(path), **stored}
+        warnings.warn(f"{path}: feature cache entry {cached} holds other audio than this file "
+                      "(a forged or altered entry); recomputing and replacing it", stacklevel=2)
+    compile_feature_kernels()  # once per process, under the lock that all processes share
     f0, voiced = estimate_f0(audio, path)
     features = {"path": str(path), "audio": audio, "f0": f0, "voiced": voiced,
                 "loudness": compute_loudness(audio, n_frames),
                 "mfcc": compute_mfcc(audio, n_frames)}
-
-    def write(tmp):
-        with open(tmp, "wb") as file:  # a file object: np.savez would add ".npz" to a name
-            np.savez(file, settings=np.array(_settings_json()),
-                     **{key: features[key] for key in FEATURE_KEYS})
-
     try:  # a cache that cannot be written (read-only, full, a file) only makes re-runs slower
         if cached is not None:
-            atomic_write(cached, write)
+            atomic_write(cached, lambda tmp: write_entry(tmp, digest, _settings_json(), features))
     except OSError as err:  # the system's reason, the same for every entry: one warning a batch
         reason = os.strerror(err.errno) if err.errno else str(err)
         warnings.warn(f"feature cache {cached.parent} cannot be written ({reason}); features "
@@ -259,18 +249,24 @@ def extract_features(path, cache_dir=None) -> dict:
 _FEATURE_KERNELS_COMPILED = False
 
 
+def run_feature_pipeline() -> None:
+    """The feature pipeline once, on a short sine: librosa's numba kernels are compiled, or
+    loaded from numba's cache (the probe of numba_cache.prepare_kernels runs this too)."""
+    seconds = np.arange(4 * MIN_AUDIO_SAMPLES) / SAMPLE_RATE
+    sine = (0.5 * np.sin(2 * np.pi * 220.0 * seconds)).astype(np.float32)
+    estimate_f0(sine)
+    compute_loudness(sine)
+    compute_mfcc(sine)
+
+
 def compile_feature_kernels() -> None:
-    """Run the feature pipeline once, in this process, on a short sine: librosa's numba kernels
-    are then compiled, and written to numba's on-disk cache, by one process before workers
-    fork (and inherit them). Two workers compiling at once can corrupt that cache: every later
-    pYIN call then segfaults."""
+    """Once per process: run_feature_pipeline here, under numba_cache.prepare_kernels (one
+    process compiles at a time, a damaged cache is found by a probe and rebuilt), before
+    workers fork and inherit the kernels."""
     global _FEATURE_KERNELS_COMPILED
     if not _FEATURE_KERNELS_COMPILED:
-        seconds = np.arange(4 * MIN_AUDIO_SAMPLES) / SAMPLE_RATE
-        sine = (0.5 * np.sin(2 * np.pi * 220.0 * seconds)).astype(np.float32)
-        estimate_f0(sine)
-        compute_loudness(sine)
-        compute_mfcc(sine)
+        prepare_kernels(run_feature_pipeline, "from grown_timbres.features import "
+                                              "run_feature_pipeline; run_feature_pipeline()")
         _FEATURE_KERNELS_COMPILED = True
 
 
@@ -294,37 +290,31 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
     Raises AudioInputError only when no file is usable. `cache_dir`: see extract_features.
     Each distinct warning of the files is given once, here, also from workers. `n_workers` > 1
     extracts in that many processes (default: one per core, at most one per file not yet
-    cached); 1 extracts here, in order."""
+    cached); 1 extracts here, in order. The stop button (KeyboardInterrupt) stops extraction
+    at once, workers and all; it is raised again saying how many files' features the cache
+    keeps."""
     from tqdm.auto import tqdm
 
     file_paths = [str(p) for p in file_paths]
-    uncached = [p for p in file_paths if not os.path.isfile(feature_cache_path(p, cache_dir) or "")]
+    entries = [feature_cache_path(p, cache_dir) for p in file_paths]  # None: no cache, no file
+    uncached = [entry for entry in entries if entry is None or not entry.is_file()]
     # one process per core, at most one per file to extract: cache hits need no pool
     n_workers = min(n_workers or os.cpu_count() or 1, max(len(uncached), 1))
     bar = tqdm(total=len(file_paths), desc="features", disable=not progress)
-    if uncached and not _FEATURE_KERNELS_COMPILED:  # once per process, here, not per worker
-        bar.set_description("features: compiling pYIN (slow on a new environment's first run)")
-        compile_feature_kernels()
-        bar.set_description("features")
-    if n_workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        # fork where there is one: spawn would re-run a calling script that lacks a __main__
-        # guard. The workers use numpy, soundfile and librosa only, never torch's OpenMP pool.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
-            futures = [pool.submit(_features_or_error, p, cache_dir) for p in file_paths]
-            for future in futures:
-                future.add_done_callback(lambda _: bar.update())
-            results = [future.result() for future in futures]
-    else:
-        results = []
-        for path in file_paths:
-            results.append(_features_or_error(path, cache_dir))
-            bar.update()
-    bar.close()
+    try:
+        if uncached and not _FEATURE_KERNELS_COMPILED:  # once per process, here, not per worker
+            bar.set_description("features: compiling pYIN (slow on a new environment's first run)")
+            compile_feature_kernels()
+            bar.set_description("features")
+        # the workers use numpy, soundfile and librosa only, never torch's OpenMP pool
+        results = run_jobs(_features_or_error, [(p, cache_dir) for p in file_paths], n_workers,
+                           bar.update)
+    except BaseException as err:  # numba's SystemError too, when the stop came inside it
+        if interrupted(err):
+            raise KeyboardInterrupt(stopped_message(entries, cache_dir)) from None
+        raise
+    finally:
+        bar.close()
     for message, category in {m: c for _, caught in results for c, m in caught}.items():
         warnings.warn(message, category, stacklevel=2)  # each distinct warning once
     features, errors = [], {}
@@ -338,3 +328,13 @@ def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
         detail = "; ".join(f"{Path(p).name}: {r}" for p, r in errors.items()) or "no files given"
         raise AudioInputError(", ".join(file_paths) or "<none>", f"no usable audio file ({detail})")
     return collate(features, errors)
+
+
+def stopped_message(entries, cache_dir) -> str:
+    """What a stop of load_multiple_files keeps: the files whose entries (feature_cache_path
+    of each file, looked up before the stop) are in the cache now."""
+    if not cache_dir:
+        return "feature extraction stopped; without a cache folder no features are kept"
+    kept = sum(entry is not None and entry.is_file() for entry in entries)
+    return (f"feature extraction stopped; the features of {kept} of {len(entries)} files are "
+            f"kept in the cache {cache_dir} and are not computed again")

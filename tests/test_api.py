@@ -15,9 +15,9 @@ from conftest import REPO_ROOT
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
-FLOW = ["config", "markup", "device", "audio", "batching", "features", "synth", "model", "loss",
-        "checkpoints", "capture", "train", "growth", "report",
-        "records", "notes", "transfer", "plots", "notebook", "checks"]
+FLOW = ["config", "markup", "device", "audio", "batching", "numba_cache", "worker_pool",
+        "feature_cache", "features", "synth", "model", "loss", "checkpoints", "capture", "train",
+        "growth", "report", "records", "notes", "transfer", "plots", "notebook", "checks"]
 
 
 def names_used(text: str) -> set:
@@ -65,7 +65,7 @@ def test_imports_run_one_way(name):
 def test_import_is_light():
     """`import ddsp_helpers` loads torch and numpy only: librosa, soundfile, matplotlib, mido
     and IPython wait until a function needs them (a notebook's first cell stays quick)."""
-    heavy = ("librosa", "soundfile", "matplotlib", "mido", "IPython", "scipy")
+    heavy = ("librosa", "numba", "soundfile", "matplotlib", "mido", "IPython", "scipy")
     code = ("import sys, ddsp_helpers; print(' '.join(m for m in " + repr(heavy)
             + " if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True,

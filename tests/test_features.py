@@ -1,5 +1,6 @@
 """grown_timbres/features.py: pYIN f0, A-weighted loudness and MFCCs on the bundled tones and on
 signals with known answers; the feature cache; padded batches and each file back out of one."""
+import json
 import warnings
 
 import numpy as np
@@ -10,12 +11,13 @@ import torch
 from grown_timbres.audio import AudioInputError
 from grown_timbres.config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
 from grown_timbres import features as features_module
-from grown_timbres.features import (F0_MAX_HZ, F0_MIN_HZ, FEATURE_KEYS, FEATURE_SETTINGS,
+from grown_timbres.features import (F0_MAX_HZ, F0_MIN_HZ, FEATURE_SETTINGS,
                                     MFCC_N_FFT, MFCC_N_MELS, VOICED_PROB_MIN, a_weighted_power,
                                     compute_loudness, compute_mfcc, estimate_f0, extract_features,
                                     feature_cache_path, hz_to_midi, load_multiple_files,
                                     read_cache_entry)
 from grown_timbres.batching import file_features
+from grown_timbres.feature_cache import FEATURE_KEYS, MANIFEST, file_digest
 from conftest import (FIRST_MIDI, batch_from_features, cents, make_all_zero, make_empty,
                       make_missing, make_text, midi_to_hz)
 
@@ -205,12 +207,17 @@ def test_hz_to_midi_numpy_and_torch():
     assert torch.allclose(hz_to_midi(torch.tensor([220.0, 880.0])), torch.tensor([57.0, 81.0]))
 
 
+def cache_must_hit(monkeypatch):
+    """A hit still reads the audio (the entry's must be the file's), but never runs pYIN."""
+    monkeypatch.setattr(features_module, "estimate_f0",
+                        lambda *a, **k: pytest.fail("cache missed"))
+
+
 def test_feature_cache_hit_skips_extraction(tmp_path, tone_paths, monkeypatch):
     cache = tmp_path / "cache"
     first = extract_features(tone_paths[0], cache_dir=cache)
     assert len(list(cache.glob("*.npz"))) == 1
-    monkeypatch.setattr("grown_timbres.features.load_audio",
-                        lambda *a, **k: pytest.fail("cache missed"))
+    cache_must_hit(monkeypatch)
     copy = tmp_path / "renamed.wav"
     copy.write_bytes(tone_paths[0].read_bytes())
     second = extract_features(copy, cache_dir=cache)
@@ -434,15 +441,17 @@ def test_long_file_cache_entry_round_trips(tmp_path, write_wav_file, monkeypatch
     read_cache_entry and is hit next time. pYIN is replaced by a steady 220 Hz: it is slow."""
     t = np.arange(120 * SR) / SR
     path = write_wav_file("two_minutes.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SR, "PCM_16")
+    features_module.compile_feature_kernels()  # before pYIN is replaced: it runs pYIN once
     monkeypatch.setattr(features_module, "estimate_f0", lambda audio, path: (
         np.full(len(audio) // HOP_LENGTH, 220.0, np.float32),
         np.ones(len(audio) // HOP_LENGTH, bool)))
     cache = tmp_path / "cache"
     fresh = extract_features(path, cache)
     assert len(fresh["audio"]) == len(t) // HOP_LENGTH * HOP_LENGTH
-    stored = read_cache_entry(feature_cache_path(path, cache))
-    monkeypatch.setattr("grown_timbres.features.load_audio",
-                        lambda *a, **k: pytest.fail("cache missed"))
+    entry = feature_cache_path(path, cache)
+    settings = json.dumps(FEATURE_SETTINGS, sort_keys=True)
+    stored = read_cache_entry(entry, file_digest(path, settings))
+    cache_must_hit(monkeypatch)
     hit = extract_features(path, cache)
     for key in FEATURE_KEYS:
         np.testing.assert_array_equal(stored[key], fresh[key])
@@ -456,21 +465,44 @@ def short_tone(write_wav_file, name="tone.wav", freq=330.0):
     return write_wav_file(name, 0.4 * np.sin(2 * np.pi * freq * t))
 
 
-def rewrite_entry(entry, **changes):
-    """Rewrite a cache entry with some arrays replaced, or dropped where the value is None."""
-    with np.load(entry) as stored:
-        arrays = {key: stored[key] for key in stored.files}
+def stored_arrays(entry) -> dict:
+    """Every .npy member of an entry, read as numpy reads it."""
+    import zipfile
+
+    with zipfile.ZipFile(entry) as archive:
+        return {name[:-4]: np.load(archive.open(name), allow_pickle=True)
+                for name in archive.namelist() if name.endswith(".npy")}
+
+
+def manifest_of(entry) -> dict:
+    import zipfile
+
+    with zipfile.ZipFile(entry) as archive:
+        return json.loads(archive.read(MANIFEST))
+
+
+def rewrite_entry(entry, manifest_changes=None, **changes):
+    """Rewrite a cache entry with some arrays replaced, or dropped where the value is None; the
+    manifest is rewritten with it (sizes of the arrays written) and then `manifest_changes`."""
+    import zipfile
+
+    arrays, manifest = stored_arrays(entry), manifest_of(entry)
     for key, value in changes.items():
         arrays.pop(key) if value is None else arrays.__setitem__(key, value)
-    with open(entry, "wb") as file:
-        np.savez(file, **arrays)
+    with zipfile.ZipFile(entry, "w") as archive:
+        for key, array in arrays.items():
+            with archive.open(f"{key}.npy", "w") as member:
+                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=True)
+            manifest["sizes"][key] = archive.getinfo(f"{key}.npy").file_size
+        for field, value in (manifest_changes or {}).items():  # sizes: only those named
+            manifest[field] = {**manifest[field], **value} if field == "sizes" else value
+        archive.writestr(MANIFEST, json.dumps(manifest))
 
 
 def changed(key, change):
     """A damage that rewrites one array of the entry as change(array)."""
     def damage(entry):
-        with np.load(entry) as stored:
-            rewrite_entry(entry, **{key: change(stored[key].copy())})
+        rewrite_entry(entry, **{key: change(stored_arrays(entry)[key].copy())})
     return damage
 
 
@@ -482,40 +514,95 @@ def nan_at(index):
 
 
 def other_settings(entry):
-    import json
-
-    rewrite_entry(entry, settings=np.array(json.dumps({**FEATURE_SETTINGS, "n_mfcc": 13},
-                                                      sort_keys=True)))
+    rewrite_entry(entry, {"settings": json.dumps({**FEATURE_SETTINGS, "n_mfcc": 13},
+                                                 sort_keys=True)})
 
 
+def old_format(entry):
+    """The entry as the previous version wrote it: np.savez of the settings and the arrays."""
+    arrays = stored_arrays(entry)
+    with open(entry, "wb") as file:
+        np.savez(file, settings=np.array(json.dumps(FEATURE_SETTINGS, sort_keys=True)), **arrays)
+
+
+def fortran_mfcc(entry):
+    """The entry with its mfcc member written in Fortran order (the same bytes' count)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(entry) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    with zipfile.ZipFile(entry, "w") as archive:
+        for name, data in members.items():
+            if name == "mfcc.npy":
+                with archive.open(name, "w") as member:
+                    np.lib.format.write_array(member, np.asfortranarray(
+                        np.load(io.BytesIO(data))))
+            else:
+                archive.writestr(name, data)
+
+
+def broken_directory(entry):
+    """The entry with the last record of its zip directory zeroed (its end record kept)."""
+    data = entry.read_bytes()
+    entry.write_bytes(data[:-60] + bytes(38) + data[-22:])
+
+
+NO_DIRECTORY = "is no cache entry: it does not end with a zip directory"
 DAMAGED_ENTRIES = {  # damage(entry), what the warning must say is wrong
-    "truncated": (lambda e: e.write_bytes(e.read_bytes()[: e.stat().st_size // 2]),
-                  "BadZipFile: File is not a zip file"),
-    "empty": (lambda e: e.write_bytes(b""), "EOFError"),
-    "garbage": (lambda e: e.write_bytes(bytes(range(256)) * 40), "pickle"),
-    "single_array": (lambda e: np.save(e.open("wb"), np.zeros(3)), "not an .npz archive"),
-    "short_f0": (changed("f0", lambda a: a[:10]), "f0 is float32 [10], expected float32 [43]"),
+    "truncated": (lambda e: e.write_bytes(e.read_bytes()[: e.stat().st_size // 2]), NO_DIRECTORY),
+    "empty": (lambda e: e.write_bytes(b""), NO_DIRECTORY),
+    "garbage": (lambda e: e.write_bytes(bytes(range(256)) * 40), NO_DIRECTORY),
+    "single_array": (lambda e: np.save(e.open("wb"), np.zeros(3)), NO_DIRECTORY),
+    "directory_cut": (lambda e: e.write_bytes(e.read_bytes()[:-30]), NO_DIRECTORY),
+    "broken_directory": (broken_directory, "BadZipFile"),
+    "many_members": (lambda e: e.write_bytes(zip_of({f"{i}.npy": b"" for i in range(1000)})),
+                     "lists 1000 members; an entry has 6"),
+    "short_f0": (changed("f0", lambda a: a[:10]), "f0.npy would inflate to 168 bytes (its "
+                                                  "manifest says 168); 43 frames hold 300"),
+    "f0_lies_about_its_size": (lambda e: rewrite_entry(e, {"sizes": {"f0": 300}},
+                                                       f0=np.zeros(10, np.float32)),
+                               "f0.npy would inflate to 168 bytes (its manifest says 300); 43 "
+                               "frames hold 300"),
     "float64_loudness": (changed("loudness", lambda a: a.astype(np.float64)),
-                         "loudness is float64 [43], expected float32 [43]"),
-    "voiced_as_float": (changed("voiced", lambda a: a.astype(np.float32)),
-                        "voiced is float32 [43], expected bool [43]"),
+                         "loudness.npy would inflate to 472 bytes"),
+    "voiced_as_uint8": (changed("voiced", lambda a: a.astype(np.uint8)),
+                        "voiced is uint8 [43], expected bool [43]"),
     "mfcc_flat": (changed("mfcc", lambda a: a.reshape(-1)), "mfcc is float32 [860], expected "
                                                             "float32 [43, 20]"),
+    "mfcc_fortran_order": (fortran_mfcc,
+                           "mfcc is float32 [43, 20] in Fortran order, expected float32 [43, 20]"),
     "nan_mfcc": (changed("mfcc", nan_at((5, 3))),
                  "mfcc has 1 values that are NaN, infinite or outside [-10000, 10000]"),
     "nan_f0": (changed("f0", nan_at(7)), "f0 has 1 values that are NaN"),
     "huge_loudness": (changed("loudness", lambda a: a + 1e30), "loudness has 43 values"),
     "audio_beyond_full_scale": (changed("audio", lambda a: 3 * a), "audio has"),
-    "audio_not_whole_frames": (changed("audio", lambda a: a[:-1]), "audio is float32 [11007], "
-                                                                   "expected float32 [10752]"),
-    "audio_too_short": (changed("audio", lambda a: a[:1024]), "audio [1024] is not 1-D, or too "
-                                                              "short or long for a file"),
+    "too_few_frames": (lambda e: rewrite_entry(e, {"n_frames": 2}), "claims 2 frames; a file "
+                                                                    "has 8 to 155039"),
     "no_voiced_frame": (changed("voiced", np.zeros_like), "has no voiced frame"),
-    "missing_key": (lambda e: rewrite_entry(e, voiced=None), "lacks voiced"),
-    "old_format": (lambda e: rewrite_entry(e, settings=None), "lacks settings"),
+    "missing_key": (lambda e: rewrite_entry(e, voiced=None), "lacks voiced.npy"),
+    "extra_member": (lambda e: rewrite_entry(e, script=np.zeros(1)), "lists 7 members; an entry "
+                                                                     "has 6"),
+    "member_renamed": (lambda e: rewrite_entry(e, voiced=None, script=np.zeros(1)),
+                       "lacks voiced.npy"),
+    "no_manifest": (lambda e: e.write_bytes(zip_of({"f0.npy": b"x"})), "lacks manifest.json"),
+    "manifest_not_an_object": (lambda e: e.write_bytes(zip_of({MANIFEST: b"[1]"})),
+                               "manifest.json lacks one of digest"),
     "other_settings": (other_settings, "was made with other feature settings"),
-    "pickled_object": (changed("mfcc", lambda a: np.array([a, "x"], dtype=object)), "pickle"),
+    "pickled_object": (changed("mfcc", lambda a: np.array([a, "x"], dtype=object)),
+                       "mfcc.npy would inflate to"),
 }
+
+
+def zip_of(members: dict) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("case", list(DAMAGED_ENTRIES))
@@ -541,8 +628,7 @@ def test_damaged_cache_entry_is_recomputed_and_replaced(tmp_path, write_wav_file
     for key in FEATURE_KEYS:
         np.testing.assert_array_equal(again[key], fresh[key])
     assert sorted(cache.iterdir()) == [entry]  # replaced in place, nothing left beside it
-    monkeypatch.setattr("grown_timbres.features.load_audio",
-                        lambda *a, **k: pytest.fail("the replaced entry missed"))
+    cache_must_hit(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         hit = extract_features(path, cache)
@@ -578,10 +664,11 @@ def failing_writes(monkeypatch, error_number):
             raise error
         monkeypatch.setattr("grown_timbres.audio.tempfile.mkstemp", refuse)
     else:
-        def half_written(file, **arrays):
-            file.write(b"PK\x03\x04 half an entry")
+        def half_written(tmp, *args):
+            with open(tmp, "wb") as file:
+                file.write(b"PK\x03\x04 half an entry")
             raise error
-        monkeypatch.setattr("grown_timbres.features.np.savez", half_written)
+        monkeypatch.setattr(features_module, "write_entry", half_written)
 
 
 @pytest.mark.parametrize("n_workers", [1, 2])
@@ -616,8 +703,7 @@ def test_read_only_cache_still_serves_its_entries(tmp_path, write_wav_file, monk
     path, cache = short_tone(write_wav_file), tmp_path / "cache"
     fresh = extract_features(path, cache)
     failing_writes(monkeypatch, errno.EROFS)
-    monkeypatch.setattr("grown_timbres.features.load_audio",
-                        lambda *a, **k: pytest.fail("cache missed"))
+    cache_must_hit(monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         hit = extract_features(path, cache)
