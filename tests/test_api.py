@@ -16,7 +16,7 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
 FLOW = ["config", "device", "audio", "batching", "features", "synth", "model", "loss",
-        "checkpoints", "capture", "train", "growth", "report", "notes", "transfer", "plots", "notebook"]
+        "checkpoints", "capture", "resume", "train", "growth", "report", "notes", "transfer", "plots", "notebook"]
 
 
 def names_used(text: str) -> set:

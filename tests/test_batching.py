@@ -14,7 +14,8 @@ from grown_timbres.config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MF
 from grown_timbres.features import extract_features
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from grown_timbres.model import DDSPModel
-from grown_timbres.train import make_optimizer, resume_training, train
+from grown_timbres.resume import resume_training
+from grown_timbres.train import make_optimizer, train
 
 KEYS = ("f0", "voiced", "loudness", "mfcc")
 
@@ -213,7 +214,7 @@ def test_a_run_stopped_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     optimizer = make_optimizer(model)
     history = resume_training(tmp_path / "ck.pt", model, optimizer)
     assert len(history["loss"]) == 4
-    from grown_timbres.train import epochs_done
+    from grown_timbres.resume import epochs_done
 
     resumed = train(model, optimizer, batch, MultiScaleSpectralLoss(), 2 - epochs_done(history),
                     batch_size=2, progress=False, history=history)["loss"]

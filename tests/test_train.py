@@ -15,8 +15,9 @@ from grown_timbres.loss import (TIME_LOSS_WEIGHT, MultiScaleSpectralLoss,
 from grown_timbres.model import DDSPModel
 from grown_timbres.synth import harmonic_synth, harmonic_waves
 from grown_timbres.capture import parameters_finite
-from grown_timbres.train import (CLIP_GRAD_NORM, LEARNING_RATE, make_optimizer, resume_training,
-                                 train, training_step, with_harmonic_waves)
+from grown_timbres.resume import resume_training
+from grown_timbres.train import (CLIP_GRAD_NORM, LEARNING_RATE, make_optimizer, train,
+                                 training_step, with_harmonic_waves)
 from conftest import batch_from_features, batch_of_rows, small_inputs
 
 
