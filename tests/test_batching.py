@@ -260,3 +260,21 @@ def test_silent_stretch_of_a_file_is_not_trained_on(write_wav_file):
     assert source["file"] == "gap.wav" and source["seconds"] == n_frames / FRAME_RATE
     assert source["seconds_used"] == 2 * EXAMPLE_FRAMES / FRAME_RATE < source["seconds"]
     assert source["excerpt_start_seconds"] == 0.0  # the whole file is its excerpt
+
+
+@pytest.mark.parametrize("batch_size, message", [
+    (2.5, "batch_size must be a whole number, not 2.5"), (0, "batch_size must be at least 1"),
+    ("4", r"batch_size must be a whole number, not '4' \(str\)")])
+def test_step_batches_refuse_a_batch_size_that_is_not_a_whole_number_of_examples(batch_size,
+                                                                                 message):
+    examples = collate(small_take())["examples"]
+    with pytest.raises(ValueError, match=message):
+        StepBatches(examples, batch_size)
+    assert StepBatches(examples, 2.0).batch_size == 2
+
+
+def test_step_batches_refuse_zero_examples():
+    examples = collate(small_take())["examples"]
+    empty = {**examples, "starts": examples["starts"][:0], "lengths": examples["lengths"][:0]}
+    with pytest.raises(ValueError, match="no training examples: StepBatches needs at least one"):
+        StepBatches(empty)
