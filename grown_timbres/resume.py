@@ -37,9 +37,12 @@ def new_history() -> dict:
 
 def epochs_at(history: dict, step: int) -> float:
     """Epochs done after `step` steps of `history`: those before its last change of files
-    (epochs_before, at steps_before), then a step per 1 / steps_per_epoch of an epoch."""
-    return history.get("epochs_before", 0.0) + (
-        (step - history.get("steps_before", 0)) / history.get("steps_per_epoch", 1))
+    (epochs_before, at steps_before; a step before it gets its even share of them), then a step
+    per 1 / steps_per_epoch of an epoch."""
+    before, changed_at = history.get("epochs_before", 0.0), history.get("steps_before", 0)
+    if step < changed_at:
+        return before * step / changed_at
+    return before + (step - changed_at) / history.get("steps_per_epoch", 1)
 
 
 def epochs_done(history: dict | None) -> float:
