@@ -231,7 +231,8 @@ def resume_training(path, model, optimizer=None, scaler=None, batch=None) -> dic
                          "training cannot continue from it")
     optimizer_state, afresh = (checked_optimizer_state(path, checkpoint.get(
         "optimizer_state_dict"), optimizer) if optimizer is not None else (None, None))
-    scaler_state = checked_scaler_state(path, checkpoint.get("scaler_state_dict"))
+    scaler_state = (checked_scaler_state(path, checkpoint.get("scaler_state_dict"))
+                    if scaler is not None else None)
     cpu_rng = checked_random_state(path, "rng_state", checkpoint.get("rng_state"), "cpu")
     cuda_rng = checked_random_state(path, "cuda_rng_state", checkpoint.get("cuda_rng_state"),
                                     "cuda")
@@ -245,7 +246,7 @@ def resume_training(path, model, optimizer=None, scaler=None, batch=None) -> dic
         warnings.warn(afresh, stacklevel=2)
     elif optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)  # moves state to params
-    if scaler is not None and scaler_state is not None:
+    if scaler_state is not None:
         scaler.load_state_dict(scaler_state)
     if cpu_rng is not None:
         torch.set_rng_state(cpu_rng)
