@@ -381,14 +381,36 @@ def test_a_warm_start_from_another_model_size_is_refused_and_changes_nothing(tmp
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
 
 
-def test_the_optimized_notebook_warm_starts_with_warm_start():
-    """The settings' WARM_START_FROM_ORIGINAL reaches ddsp.warm_start, whatever ROOM says."""
+@pytest.mark.parametrize("saved", [True, False])
+def test_the_optimized_notebooks_model_cell_warm_starts_a_model_for_uploads(tmp_path, capsys,
+                                                                            saved):
+    """The notebook's own cell, run with uploads (ROOM "auto": a room) and
+    WARM_START_FROM_ORIGINAL: the original's weights load, the room starts fresh, one line says
+    so; without the original's file, a line says the weights are random."""
+    from pathlib import Path
+
     import nbformat
 
+    import ddsp_helpers
     from conftest import REPO_ROOT
 
     notebook = nbformat.read(REPO_ROOT / "notebooks" / "ddsp_optimized.ipynb", as_version=4)
     cell = next(c.source for c in notebook.cells
                 if c.cell_type == "code" and "WARM_START_FROM_ORIGINAL and" in c.source)
-    assert "ddsp.warm_start(original_checkpoint, model)" in cell
-    assert "load_checkpoint" not in cell
+    original = make_model(0, 16)
+    if saved:
+        save_checkpoint(tmp_path / "ddsp_original" / "ddsp_model.pt", original)
+    names = {"ddsp": ddsp_helpers, "Path": Path, "ROOT": REPO_ROOT, "OUTPUTS": tmp_path,
+             "audio_paths": [tmp_path / "uploads" / "take.wav"], "ROOM": "auto",
+             "HIDDEN_SIZE": 16, "device": "cpu", "WARM_START_FROM_ORIGINAL": True}
+    exec(cell, names)
+    printed = capsys.readouterr().out.splitlines()
+    assert names["model"].reverb
+    if saved:
+        assert printed[0] == (f"warm start from {tmp_path / 'ddsp_original' / 'ddsp_model.pt'}"
+                              ": its decoder and synthesizer weights loaded; the room starts "
+                              "fresh (that model has none)")
+        for key, value in original.state_dict().items():
+            assert torch.equal(names["model"].state_dict()[key], value), key
+    else:
+        assert printed[0].startswith("no ") and printed[0].endswith("random weights")
