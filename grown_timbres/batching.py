@@ -138,8 +138,9 @@ def collate(features: list, errors: dict | None = None) -> dict:
             warnings.warn(f"{f['path']}: {errors[f['path']]}", stacklevel=2)
     if not usable:
         raise AudioInputError(", ".join(f["path"] for f in features) or "<none>",
-                              "no usable audio file (" + "; ".join(
-                                  f"{Path(p).name}: {r}" for p, r in errors.items()) + ")")
+                              "no usable audio file (" + ("; ".join(
+                                  f"{Path(p).name}: {r}" for p, r in errors.items())
+                                  or "no files given") + ")")
     features = [f for f, _ in usable]
     parts = {key: [] for key in PADDING}
     starts, lengths, sources, offset = [], [], [], 0

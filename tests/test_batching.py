@@ -278,3 +278,10 @@ def test_step_batches_refuse_zero_examples():
     empty = {**examples, "starts": examples["starts"][:0], "lengths": examples["lengths"][:0]}
     with pytest.raises(ValueError, match="no training examples: StepBatches needs at least one"):
         StepBatches(empty)
+
+
+def test_collate_of_no_files_says_so():
+    from grown_timbres.audio import AudioInputError
+
+    with pytest.raises(AudioInputError, match=r"no usable audio file \(no files given\)"):
+        collate([])
