@@ -150,15 +150,26 @@ def checked_optimizer_state(path, saved, optimizer):
         if len(group["params"]) != len(own["params"]):
             raise ValueError(f"{part}: parameter group {index} holds {len(group['params'])} "
                              f"parameters, the optimizer's {len(own['params'])}")
+        absent = [name for name, value in own.items() if name not in group
+                  and (_number(value) or isinstance(value, tuple))]  # lr, betas, eps, ...
+        if absent:
+            raise ValueError(f"{part}: parameter group {index} has no {', '.join(absent)} "
+                             "(another optimizer's state?)")
         for name, value in group.items():
             values = value if isinstance(value, (list, tuple)) and name != "params" else [value]
             if name != "params" and any(_number(v) and not math.isfinite(v) for v in values):
                 raise ValueError(f"{part}: parameter group {index}: {name} is {value!r}")
         params.update(zip(group["params"], own["params"]))
+    names = ({"step", "exp_avg", "exp_avg_sq"} | (
+        {"max_exp_avg_sq"} if optimizer.defaults.get("amsgrad") else set())
+        if isinstance(optimizer, torch.optim.Adam) else None)  # what Adam's step reads
     non_finite = []
     for key, entry in saved["state"].items():
         if key not in params or not isinstance(entry, dict):
             raise ValueError(f"{part}: state {key!r} belongs to no parameter of its groups")
+        if names is not None and set(entry) != names:
+            raise ValueError(f"{part}: state {key} holds {sorted(entry)}, Adam keeps "
+                             f"{sorted(names)} (another optimizer's state?)")
         for name, value in entry.items():
             if value is None:  # SGD without momentum keeps no buffer
                 continue

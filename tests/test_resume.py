@@ -160,6 +160,11 @@ BAD_PARTS = {  # change, the message's words after the file name
     "step": (lambda c: c["optimizer_state_dict"]["state"][0].update(step=torch.tensor(-1.0)),
              "optimizer_state_dict: state 0: step is"),
     "learning rate": (_set_group_lr, "optimizer_state_dict: parameter group 0: lr is nan"),
+    "no betas": (lambda c: c["optimizer_state_dict"]["param_groups"][0].pop("betas"),
+                 "optimizer_state_dict: parameter group 0 has no betas"),
+    "another optimizer": (lambda c: c["optimizer_state_dict"]["state"][0].pop("exp_avg_sq"),
+                          r"optimizer_state_dict: state 0 holds \['exp_avg', 'step'\], Adam "
+                          r"keeps \['exp_avg', 'exp_avg_sq', 'step'\]"),
     "random size": (lambda c: c.update(rng_state=torch.zeros(7, dtype=torch.uint8)),
                     "rng_state is not a cpu generator's state"),
     "random dtype": (lambda c: c.update(rng_state=c["rng_state"].float()),
