@@ -74,8 +74,9 @@ def continue_on(history: dict, n_examples: int, files: list, where: str = "the h
     what = [f"{label} {', '.join(sorted(group)[:3])}{' ...' if len(group) > 3 else ''}"
             for label, group in (("new", names - saved_names), ("gone", saved_names - names))
             if group] or ["the same names, other lengths" if saved_files else "other files"]
+    of_examples = f" of {saved_examples} examples" if saved_examples else ""
     warnings.warn(f"{where}: trained on other files than these ({'; '.join(what)}): its "
-                  f"{before:g} epochs of {saved_examples} examples count as "
+                  f"{before:g} epochs{of_examples} count as "
                   f"{history['epochs_before']:.3g} epochs of the {n_examples} examples now "
                   "(epochs done = epochs before x examples before / examples now)",
                   stacklevel=3)
@@ -127,6 +128,11 @@ def checked_history(path, history) -> dict:
     before = history.get("epochs_before", 0.0)
     if not (_number(before) and math.isfinite(before) and before >= 0):
         refuse("epochs_before", f"is {before!r}, not a finite number of epochs")
+    files = history.get("files", [])
+    if not isinstance(files, list) or not all(
+            isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) and _number(f[1])
+            for f in files):
+        refuse("files", "is not a list of [file name, seconds]")
     return history
 
 

@@ -179,6 +179,8 @@ BAD_PARTS = {  # change, the message's words after the file name
                "history: timed_epochs are not rising"),
     "steps per epoch": (lambda c: c["history"].update(steps_per_epoch=0),
                         "history: steps_per_epoch is 0"),
+    "files": (lambda c: c["history"].update(files=["a.wav"]),
+              r"history: files is not a list of \[file name, seconds\]"),
 }
 
 
