@@ -17,9 +17,11 @@ One concern per file, listed as the data flows; each file imports only files abo
     synth        harmonic oscillators and filtered noise
     model        the decoder (DDSPModel) and render, the one way to play it
     loss         multi-scale spectral loss + time-domain L1, as named terms
-    checkpoints  weights and configuration, saved and loaded safely
+    checkpoints  weights and configuration, saved with checksums and loaded safely; warm starts
     capture      the training state saved and restored; a step recorded as a CUDA graph
-    train        optimizer, examples per step, the training step and loop, resuming
+    resume       the training history and its epochs (also across changed files); training
+                 checkpoints checked part by part, then restored
+    train        optimizer, examples per step, the training step and loop
     growth       stages as data (Stage) and grow_timbre
     report       metrics, run records, the comparison table
     records      run records read back: files found under the project only, fields checked

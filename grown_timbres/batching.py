@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .audio import AudioInputError
-from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB
+from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, checked_number
 
 EXAMPLE_SECONDS = 4.0  # magenta's training examples: 4 s, one every second
 EXAMPLE_HOP_SECONDS = 1.0
@@ -138,8 +138,9 @@ def collate(features: list, errors: dict | None = None) -> dict:
             warnings.warn(f"{f['path']}: {errors[f['path']]}", stacklevel=2)
     if not usable:
         raise AudioInputError(", ".join(f["path"] for f in features) or "<none>",
-                              "no usable audio file (" + "; ".join(
-                                  f"{Path(p).name}: {r}" for p, r in errors.items()) + ")")
+                              "no usable audio file (" + ("; ".join(
+                                  f"{Path(p).name}: {r}" for p, r in errors.items())
+                                  or "no files given") + ")")
     features = [f for f, _ in usable]
     parts = {key: [] for key in PADDING}
     starts, lengths, sources, offset = [], [], [], 0
@@ -197,9 +198,11 @@ class StepBatches:
     def __init__(self, examples: dict, batch_size: int | None = None):
         self.examples = examples
         self.n_examples = len(examples["starts"])
+        if self.n_examples == 0:
+            raise ValueError("no training examples: StepBatches needs at least one")
+        if batch_size is not None:
+            batch_size = checked_number("batch_size", batch_size, whole=True, at_least=1)
         self.batch_size = min(batch_size or self.n_examples, self.n_examples)
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self.steps_per_epoch = math.ceil(self.n_examples / self.batch_size)
         self.n_frames = int(examples["lengths"].max())
         self.rows = torch.arange(self.batch_size)  # the examples `batch` holds

@@ -1,9 +1,12 @@
-"""Checkpoints: the model's plain weights and configuration, written atomically and loaded
-safely (weights_only), whether or not the model was compiled."""
+"""Checkpoints: the model's plain weights and configuration, written atomically with a checksum
+of every part and loaded safely (weights_only, checksums verified), whether or not the model
+was compiled; a warm start from another model's checkpoint that shares all but the room."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,6 +16,8 @@ from .config import MAX_CHECKPOINT_BYTES, injected_fault
 from .model import DDSPModel, check_model_config, unwrap_model
 
 COMPILED_PREFIX = "_orig_mod."
+CHECKSUMS = "checksums"  # {part: sha256 hex} of every other top-level entry of the file
+ROOM_PREFIX = "room_"  # DDSPModel's room parameters: room_noise, room_level, room_decay
 
 
 def clean_state_dict(state_dict: dict) -> dict:
@@ -20,14 +25,48 @@ def clean_state_dict(state_dict: dict) -> dict:
     return {key.replace(COMPILED_PREFIX, ""): value for key, value in state_dict.items()}
 
 
+def _digest(value, hasher) -> None:
+    """Feed `value` (tensors, numbers, strings, lists, dicts as a checkpoint holds them) to
+    `hasher` in an order that survives torch.save and torch.load: dict keys sorted, each
+    tensor as its dtype, shape and bytes."""
+    if isinstance(value, torch.Tensor):
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        hasher.update(f"tensor {flat.dtype} {tuple(value.shape)};".encode())
+        hasher.update(flat.view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, dict):
+        hasher.update(f"dict {len(value)};".encode())
+        for key in sorted(value, key=repr):
+            hasher.update(repr(key).encode())
+            _digest(value[key], hasher)
+    elif isinstance(value, (list, tuple)):
+        hasher.update(f"list {len(value)};".encode())
+        for item in value:
+            _digest(item, hasher)
+    else:
+        hasher.update(f"{type(value).__name__} {value!r};".encode())
+
+
+def part_checksums(payload: dict) -> dict:
+    """{part: sha256 hex digest} of every top-level entry but the checksums themselves."""
+    sums = {}
+    for part, value in payload.items():
+        if part != CHECKSUMS:
+            hasher = hashlib.sha256()
+            _digest(value, hasher)
+            sums[part] = hasher.hexdigest()
+    return sums
+
+
 def save_checkpoint(path, model, **extras) -> Path:
-    """Write {"model_state_dict", "config", **extras} atomically. Keys are those of the plain
-    module, whether or not `model` was compiled. Extras must be weights_only-loadable
+    """Write {"model_state_dict", "config", **extras, "checksums"} atomically. Keys are those of
+    the plain module, whether or not `model` was compiled; `checksums` holds a sha256 of every
+    other part (part_checksums), verified on load. Extras must be weights_only-loadable
     (tensors, numbers, strings, lists, dicts). A failed write raises OSError "<path>: not
     written (<reason>)" and leaves no partial file (audio.atomic_write)."""
     core = unwrap_model(model)
     state = {k: v.detach().cpu() for k, v in clean_state_dict(core.state_dict()).items()}
     payload = {"model_state_dict": state, "config": dict(core.config), **extras}
+    payload[CHECKSUMS] = part_checksums(payload)
 
     def write(tmp):
         # Through a Python file: torch's own writer would report a full disk only as
@@ -41,15 +80,11 @@ def save_checkpoint(path, model, **extras) -> Path:
     return atomic_write(path, write)
 
 
-def load_checkpoint(path, model=None, map_location="cpu"):
-    """Load a checkpoint safely (weights_only=True) -> (model, checkpoint dict).
-
-    Without `model` one is built from the saved config; with one (compiled or not) its config
-    must match, else ValueError lists what differs (a config without `reverb` is a model
-    without a room). `_orig_mod.` keys are accepted. Everything
-    is checked before the model is built or touched (file size against MAX_CHECKPOINT_BYTES,
-    config fields against MODEL_LIMITS, every weight's name and shape): a refused checkpoint
-    leaves `model` as it was. Raises ValueError naming the file and what is wrong."""
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """A checkpoint's contents, checked before anything is built from them: its size against
+    MAX_CHECKPOINT_BYTES, weights_only loading, a model_state_dict, and every part against its
+    checksum (ValueError naming the file and the part that differs). A file written before
+    checkpoints had checksums loads with one warning saying it cannot be verified."""
     path = Path(path)
     size = path.stat().st_size  # FileNotFoundError as such: the caller may look elsewhere
     if size > MAX_CHECKPOINT_BYTES:
@@ -61,6 +96,29 @@ def load_checkpoint(path, model=None, map_location="cpu"):
         raise ValueError(f"{path}: not a loadable checkpoint ({err})") from None
     if not isinstance(checkpoint, dict) or "model_state_dict" not in checkpoint:
         raise ValueError(f"{path}: not a DDSP checkpoint (no model_state_dict)")
+    saved = checkpoint.pop(CHECKSUMS, None)
+    if saved is None:
+        warnings.warn(f"{path}: written before checkpoints had checksums, so its contents "
+                      "cannot be verified", stacklevel=3)
+        return checkpoint
+    if not isinstance(saved, dict) or not all(isinstance(v, str) for v in saved.values()):
+        raise ValueError(f"{path}: its checksums are not a dict of hex digests")
+    actual = part_checksums(checkpoint)
+    for part in sorted(set(saved) | set(actual), key=str):
+        if part not in actual:
+            raise ValueError(f"{path}: {part} is missing (the file lists its checksum)")
+        if saved.get(part) != actual[part]:
+            raise ValueError(f"{path}: {part} does not match its checksum: the file was "
+                             "damaged or changed after it was written")
+    return checkpoint
+
+
+def checked_weights(path, checkpoint: dict, model=None, room_may_differ: bool = False):
+    """(model, weights): `model` (built from the saved config when None) and the checkpoint's
+    weights, `_orig_mod.` prefixes dropped, once the config and every weight's name and shape
+    fit the model; nothing is loaded yet. `room_may_differ`: a model and a checkpoint of which
+    only one has a room are accepted, and the room's weights left out of the check and of the
+    weights returned. Raises ValueError naming the file and what is wrong."""
     try:
         saved_config = check_model_config(checkpoint.get("config", {}))
     except ValueError as err:
@@ -69,30 +127,66 @@ def load_checkpoint(path, model=None, map_location="cpu"):
     if model is None:
         model = DDSPModel(**saved_config)
     core = unwrap_model(model)
+    skip_room = room_may_differ and saved_config["reverb"] != core.config["reverb"]
     differences = [f"{key}: checkpoint {saved_config.get(key)!r}, model {value!r}"
                    for key, value in core.config.items()
-                   if key in saved_config and saved_config[key] != value]
+                   if key in saved_config and saved_config[key] != value
+                   and not (skip_room and key == "reverb")]
     if differences:
         raise ValueError(f"{path}: checkpoint was saved with another model configuration ("
                          + "; ".join(differences) + ")")
-    core.load_state_dict(_checked_state(path, checkpoint["model_state_dict"], core))
-    return model, checkpoint
-
-
-def _checked_state(path, state, core) -> dict:
-    """The saved weights, `_orig_mod.` prefixes dropped, once every name and shape matches
-    `core`: load_state_dict would copy the good ones before raising on the rest."""
+    state = checkpoint["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: model_state_dict is not a dict of tensors")
     state = clean_state_dict(state)
     expected = core.state_dict()
+    if skip_room:
+        state = {k: v for k, v in state.items() if not k.startswith(ROOM_PREFIX)}
+        expected = {k: v for k, v in expected.items() if not k.startswith(ROOM_PREFIX)}
     problems = [f"missing {key}" for key in expected if key not in state]
     problems += [f"unexpected {key}" for key in state if key not in expected]
     problems += [f"{key}: shape {tuple(state[key].shape)}, model {tuple(value.shape)}"
                  for key, value in expected.items()
                  if key in state and state[key].shape != value.shape]
-    if problems:
+    if problems:  # load_state_dict would copy the good ones before raising on the rest
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more"
                                            if len(problems) > 5 else "")
         raise ValueError(f"{path}: the weights do not fit the model ({shown})")
-    return state
+    return model, state
+
+
+def load_checkpoint(path, model=None, map_location="cpu"):
+    """Load a checkpoint safely (weights_only=True) -> (model, checkpoint dict).
+
+    Without `model` one is built from the saved config; with one (compiled or not) its config
+    must match, else ValueError lists what differs (a config without `reverb` is a model
+    without a room). `_orig_mod.` keys are accepted. Everything is checked before the model is
+    built or touched (read_checkpoint: size, checksums; checked_weights: config fields against
+    MODEL_LIMITS, every weight's name and shape): a refused checkpoint leaves `model` as it
+    was. Raises ValueError naming the file and what is wrong."""
+    path = Path(path)
+    checkpoint = read_checkpoint(path, map_location)
+    model, state = checked_weights(path, checkpoint, model)
+    unwrap_model(model).load_state_dict(state)
+    return model, checkpoint
+
+
+def warm_start(path, model) -> str:
+    """Start `model` from another run's checkpoint -> a one-line message saying what was
+    loaded. The configurations must match but for the room (`reverb`): every weight the two
+    share is loaded, and a room that only `model` has keeps its fresh start (the original
+    notebook's model never has one, while uploads train with one), one that only the
+    checkpoint has is left out. Checked as load_checkpoint checks: a refused file leaves
+    `model` as it was."""
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    _, state = checked_weights(path, checkpoint, model, room_may_differ=True)
+    core = unwrap_model(model)
+    saved_room = bool((checkpoint.get("config") or {}).get("reverb", False))  # checked above
+    core.load_state_dict(state, strict=saved_room == core.reverb)
+    if core.reverb and not saved_room:
+        return (f"warm start from {path}: its decoder and synthesizer weights loaded; the "
+                "room starts fresh (that model has none)")
+    if saved_room and not core.reverb:
+        return f"warm start from {path}: all weights loaded but its room (this model has none)"
+    return f"warm start from {path}: all weights loaded"

@@ -1,5 +1,7 @@
 """The settings every stage shares: one sample rate and one hop, so features, synthesizer,
-model and loss always agree on what a frame is; and the test hook that injects faults."""
+model and loss always agree on what a frame is; the limits; the check of a number a caller
+gives (checked_number); and the test hook that injects faults."""
+import math
 import os
 
 SAMPLE_RATE = 22050
@@ -72,3 +74,25 @@ def injected_fault(name: str) -> str:
                               the weights and the optimizer's moments turn NaN;
       DDSP_FAULT_DISK_FULL=1  every checkpoint write fails as on a full disk (checkpoints.py)."""
     return os.environ.get(f"DDSP_FAULT_{name}", "")
+
+
+def checked_number(name: str, value, *, whole: bool = False, at_least: float | None = None,
+                   above: float | None = None):
+    """`value` once it is a real number (not text, not True/False), finite, whole where
+    `whole` (2.0 is 2, 2.5 is refused), at least `at_least` and above `above`: an int when
+    `whole`, else a float. Else ValueError naming `name` and the value, so that a bad argument
+    is refused where it enters, not deep inside torch."""
+    import numbers
+
+    kind = "a whole number" if whole else "a number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be {kind}, not {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, not {value}")
+    if whole and value != int(value):
+        raise ValueError(f"{name} must be a whole number, not {value}")
+    if at_least is not None and value < at_least:
+        raise ValueError(f"{name} must be at least {at_least}, not {value}")
+    if above is not None and value <= above:
+        raise ValueError(f"{name} must be more than {above}, not {value}")
+    return int(value) if whole else float(value)

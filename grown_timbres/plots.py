@@ -9,6 +9,7 @@ import numpy as np
 
 from .config import FRAME_RATE, HOP_LENGTH, SAMPLE_RATE
 from .growth import stage_controls, stages_from_table
+from .resume import epochs_at
 
 NOISE_AUDIBLE_DB = 1.0  # below this, the noise stage is said to be barely audible
 
@@ -40,14 +41,15 @@ def plot_features(features: dict, title: str = ""):
 
 def plot_loss(history: dict, title: str = "training loss"):
     """The total loss and each of its terms, one point a step, against epoch (a train()
-    history: a step is 1 / steps_per_epoch of an epoch)."""
+    history: a step is 1 / steps_per_epoch of an epoch; across a change of files, as
+    resume.epochs_at counts them)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 3.5))
     curves = {"total": history["loss"], **history["terms"]}
-    steps_per_epoch = history.get("steps_per_epoch", 1)
+    epochs = [epochs_at(history, step) for step in range(1, len(history["loss"]) + 1)]
     for label, curve in curves.items():
-        ax.plot(np.arange(1, len(curve) + 1) / steps_per_epoch, curve, label=label)
+        ax.plot(epochs, curve, label=label)
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
     ax.set_yscale("log")

@@ -21,11 +21,12 @@ import torch.nn as nn
 from .batching import StepBatches
 from .capture import (CapturedStep, TrainingState, default_capture_off, diverge,
                       optimizer_steps, parameters_finite)
-from .checkpoints import load_checkpoint, save_checkpoint
-from .config import HOP_LENGTH, SAMPLE_RATE, injected_fault
+from .checkpoints import save_checkpoint
+from .config import HOP_LENGTH, SAMPLE_RATE, checked_number, injected_fault
 from .device import free_memory_bytes, synchronize
 from .loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss, training_loss
 from .model import unwrap_model
+from .resume import continue_on, epochs_at, files_trained, new_history
 from .synth import harmonic_waves
 
 LEARNING_RATE = 1e-3
@@ -47,6 +48,7 @@ def make_optimizer(model: nn.Module, lr: float = LEARNING_RATE,
     """Adam over model.parameter_groups(lr); the fused kernel on CUDA (one launch for all
     parameters). `capturable`: its step count stays on the GPU, so that train(capture=True) can
     record the step as a CUDA graph."""
+    lr = checked_number("lr", lr, above=0)
     device = next(model.parameters()).device
     if capturable and device.type != "cuda":
         raise ValueError(f"a capturable optimizer needs a CUDA model, not {device.type}")
@@ -58,6 +60,7 @@ def examples_per_step(model, n_frames: int, device) -> int:
     """How many training examples of n_frames one step of `model` holds on `device`: as many as
     fit device.free_memory_bytes at STEP_BYTES_PER_WAVE_VALUE per harmonic-wave value, at
     least 1, at most MAX_EXAMPLES_PER_STEP of the device's type."""
+    n_frames = checked_number("n_frames", n_frames, whole=True, at_least=1)
     per_example = (STEP_BYTES_PER_WAVE_VALUE * n_frames * HOP_LENGTH *
                    unwrap_model(model).n_harmonics)
     most = MAX_EXAMPLES_PER_STEP.get(torch.device(device).type, MAX_EXAMPLES_PER_STEP["cpu"])
@@ -79,6 +82,7 @@ def training_step(model, optimizer, batch: dict, spectral_loss: MultiScaleSpectr
     With a GradScaler the gradients are unscaled before clipping, so the clip sees true norms.
     Autocast keeps no cache of cast weights: each weight is cast once per step anyway, and a
     cache would hold tensors from outside a captured graph."""
+    clip_grad_norm = checked_number("clip_grad_norm", clip_grad_norm, above=0)
     optimizer.zero_grad(set_to_none=True)
     device_type = batch["f0"].device.type
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
@@ -113,12 +117,6 @@ def step_runner(model, optimizer, batch: dict, spectral_loss, scaler=None, amp_d
     return CapturedStep(step, TrainingState(unwrap_model(model), optimizer, scaler)), names
 
 
-def new_history() -> dict:
-    """An empty training history (see train)."""
-    return {"loss": [], "terms": {}, "timed_epochs": [], "elapsed_seconds": [],
-            "skipped_steps": 0, "status": "not started"}
-
-
 @contextlib.contextmanager
 def interrupt_between_steps():
     """The first interrupt (Ctrl-C; a notebook's stop button sends SIGINT) only asks training
@@ -142,11 +140,6 @@ def interrupt_between_steps():
         signal.signal(signal.SIGINT, previous)
 
 
-def epochs_done(history: dict | None) -> float:
-    """Epochs a history holds: its steps over its steps per epoch (0 without a history)."""
-    return len(history["loss"]) / history.get("steps_per_epoch", 1) if history else 0.0
-
-
 def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=None,
           amp_dtype=None, sync_every: int | None = None, progress: bool = True,
           desc: str = "training", history: dict | None = None, checkpoint_path=None,
@@ -154,7 +147,8 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
           precompute_waves: bool = False) -> dict:
     """Train for `n_epochs` passes over the batch's training examples (batching.StepBatches:
     `batch_size` examples a step, by default as many as fit the device, examples_per_step;
-    a fraction of an epoch is allowed) with a tqdm bar, and return the history: the total
+    a fraction of an epoch is allowed, as whole steps never past it; 0 or less trains nothing,
+    as when a resumed run has done them all) with a tqdm bar, and return the history: the total
     loss and each term of it (loss.training_loss) per step, elapsed_seconds at each
     synchronised step (timed_epochs: its step count), steps_per_epoch, examples_per_step,
     skipped_steps (GradScaler overflow skips), status, what the last checkpoint save did
@@ -181,11 +175,20 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
     - with `checkpoint_path`, a resumable checkpoint (weights, optimizer, scaler, random state,
       history) is written atomically every `checkpoint_every` steps and when training stops;
       one that cannot be written (a full disk) is a warning, and training goes on.
-    Pass an earlier history (resume_training) to continue its curves and step count; the
-    examples' order continues too (each epoch's is seeded by its number)."""
+    Pass an earlier history (resume.resume_training) to continue its curves and step count; the
+    examples' order continues too (each epoch's is seeded by its number). A history of other
+    files counts its epochs by resume.py's rule, with a warning (resume.continue_on). A number
+    that is not one (text, NaN, inf, a batch_size of 2.5) is refused before anything runs."""
     from tqdm.auto import tqdm
 
+    n_epochs = checked_number("n_epochs", n_epochs)
+    batch_size, sync_every = (None if value is None else checked_number(
+        name, value, whole=True, at_least=1) for name, value in (("batch_size", batch_size),
+                                                                 ("sync_every", sync_every)))
+    checkpoint_every = checked_number("checkpoint_every", checkpoint_every, whole=True, at_least=1)
     examples = batch["examples"]
+    if len(examples["starts"]) == 0:
+        raise ValueError("the batch has no training examples: nothing to train on")
     device = examples["f0"].device
     if capture and device.type != "cuda":
         raise ValueError(f"capture records a CUDA graph: it needs a CUDA batch, not {device.type}")
@@ -194,8 +197,11 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
     history = history or new_history()
     feed = StepBatches(examples, batch_size or examples_per_step(
         model, int(examples["lengths"].max()), device))
+    continue_on(history, feed.n_examples, files_trained(batch))  # before steps_per_epoch moves
     steps_per_epoch = feed.steps_per_epoch
-    n_steps = max(round(n_epochs * steps_per_epoch), 0)
+    # whole steps, never past n_epochs (a resumed run's remainder may end inside a step)
+    n_steps = max(math.floor(n_epochs * steps_per_epoch + 1e-9), 0)
+    files_changed_at = history.get("steps_before", 0)  # the step where the files last changed
     history.update(steps_per_epoch=steps_per_epoch, examples_per_step=feed.batch_size,
                    examples=feed.n_examples)
     step_batch = feed.batch
@@ -210,11 +216,11 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
             spectral_loss = MultiScaleSpectralLoss(spectral_loss.fft_sizes)
 
     def position(step: int) -> str:
-        return (f"epoch {step}" if steps_per_epoch == 1 else
-                f"step {step} (epoch {step / steps_per_epoch:.2f})")
+        return (f"epoch {step}" if steps_per_epoch == 1 and not files_changed_at else
+                f"step {step} (epoch {epochs_at(history, step):.2f})")
 
     first_step = len(history["loss"])
-    feed.load(first_step)
+    feed.load(first_step - files_changed_at)  # each epoch's order, counted from the last change
     time_offset = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
     runner, names = step_runner(model, optimizer, step_batch, spectral_loss, scaler, amp_dtype)
     if capture:
@@ -304,7 +310,8 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
                     break
                 if device.type == "cuda" and not runner.captured:
                     torch.compiler.cudagraph_mark_step_begin()  # for compile's own CUDA graphs
-                feed.load(first_step + step)  # in place: a captured graph reads the new rows
+                # in place: a captured graph reads the new rows
+                feed.load(first_step + step - files_changed_at)
                 terms = runner()
                 if first_step + step + 1 == nan_step:  # test hook (config.injected_fault)
                     terms = diverge(terms, core, optimizer)
@@ -313,8 +320,8 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
                     if not drain():
                         break
                     bar.set_postfix(loss=f"{history['loss'][-1]:.4f}", **(
-                        {"epoch": f"{len(history['loss']) / steps_per_epoch:.1f}"}
-                        if steps_per_epoch > 1 else {}))
+                        {"epoch": f"{epochs_at(history, len(history['loss'])):.1f}"}
+                        if steps_per_epoch > 1 or files_changed_at else {}))
                     if ((first_step + step + 1) % checkpoint_every < sync_every
                             and step + 1 < n_steps):  # the last one is the final save
                         save(final=False)
@@ -324,27 +331,4 @@ def train(model, optimizer, batch: dict, spectral_loss, n_epochs: float, scaler=
             pending.clear()
             back_to_snapshot("interrupted in the middle of a step")
         save(final=True)  # still inside: a first interrupt here waits for the file
-    return history
-
-
-def resume_training(path, model, optimizer=None, scaler=None) -> dict:
-    """Load a checkpoint written by train into model (and optimizer, scaler): returns its
-    history, to pass to train so that epochs and curves continue where they stopped."""
-    _, checkpoint = load_checkpoint(path, model)
-    saved = checkpoint.get("optimizer_state_dict")
-    if optimizer is not None and saved:
-        if len(saved["param_groups"]) == len(optimizer.param_groups):
-            optimizer.load_state_dict(saved)  # moves state to params
-        else:  # a room model's checkpoint from before its noise taps had a rate of their own
-            warnings.warn(f"{path}: its optimizer state has {len(saved['param_groups'])} parameter "
-                          f"groups, this optimizer {len(optimizer.param_groups)}: Adam starts afresh")
-    if scaler is not None and checkpoint.get("scaler_state_dict"):
-        scaler.load_state_dict(checkpoint["scaler_state_dict"])
-    if checkpoint.get("rng_state") is not None:
-        torch.set_rng_state(checkpoint["rng_state"])
-    if checkpoint.get("cuda_rng_state") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state(checkpoint["cuda_rng_state"])
-    history = checkpoint.get("history") or new_history()
-    if "spectral_loss" in history:  # written before the loss had named terms
-        history["terms"] = {"spectral": history.pop("spectral_loss")}
     return history

@@ -14,7 +14,8 @@ from grown_timbres.config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MF
 from grown_timbres.features import extract_features
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from grown_timbres.model import DDSPModel
-from grown_timbres.train import make_optimizer, resume_training, train
+from grown_timbres.resume import resume_training
+from grown_timbres.train import make_optimizer, train
 
 KEYS = ("f0", "voiced", "loudness", "mfcc")
 
@@ -213,7 +214,7 @@ def test_a_run_stopped_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     optimizer = make_optimizer(model)
     history = resume_training(tmp_path / "ck.pt", model, optimizer)
     assert len(history["loss"]) == 4
-    from grown_timbres.train import epochs_done
+    from grown_timbres.resume import epochs_done
 
     resumed = train(model, optimizer, batch, MultiScaleSpectralLoss(), 2 - epochs_done(history),
                     batch_size=2, progress=False, history=history)["loss"]
@@ -259,3 +260,28 @@ def test_silent_stretch_of_a_file_is_not_trained_on(write_wav_file):
     assert source["file"] == "gap.wav" and source["seconds"] == n_frames / FRAME_RATE
     assert source["seconds_used"] == 2 * EXAMPLE_FRAMES / FRAME_RATE < source["seconds"]
     assert source["excerpt_start_seconds"] == 0.0  # the whole file is its excerpt
+
+
+@pytest.mark.parametrize("batch_size, message", [
+    (2.5, "batch_size must be a whole number, not 2.5"), (0, "batch_size must be at least 1"),
+    ("4", r"batch_size must be a whole number, not '4' \(str\)")])
+def test_step_batches_refuse_a_batch_size_that_is_not_a_whole_number_of_examples(batch_size,
+                                                                                 message):
+    examples = collate(small_take())["examples"]
+    with pytest.raises(ValueError, match=message):
+        StepBatches(examples, batch_size)
+    assert StepBatches(examples, 2.0).batch_size == 2
+
+
+def test_step_batches_refuse_zero_examples():
+    examples = collate(small_take())["examples"]
+    empty = {**examples, "starts": examples["starts"][:0], "lengths": examples["lengths"][:0]}
+    with pytest.raises(ValueError, match="no training examples: StepBatches needs at least one"):
+        StepBatches(empty)
+
+
+def test_collate_of_no_files_says_so():
+    from grown_timbres.audio import AudioInputError
+
+    with pytest.raises(AudioInputError, match=r"no usable audio file \(no files given\)"):
+        collate([])

@@ -174,7 +174,7 @@ def test_a_captured_step_reads_each_steps_examples(monkeypatch):
 
 
 def test_step_batches_are_not_captured_by_default_until_checked_on_a_gpu():
-    """Until scripts/gpu_check.py has passed on a GPU, capture=True captures a step that is
+    """Until scripts/gpu_check.py passes on a GPU, capture=True captures a step that is
     the whole epoch (the bundled tones) but leaves step batches (a long take) eager, saying
     why; "always" captures both (the check itself needs that)."""
     assert not capture.STEP_BATCH_CAPTURE_CHECKED

@@ -1,11 +1,12 @@
 """grown_timbres/checkpoints.py: exact round trip, compiled models, `_orig_mod.` keys,
-configuration mismatches, extras, atomic writes, unloadable files; a refused load leaves the
-target model untouched."""
+configuration mismatches, extras, atomic writes, unloadable files, checksums; a refused load
+leaves the target model untouched; a warm start shares all but the room."""
 import numpy as np
 import pytest
 import torch
 
-from grown_timbres.checkpoints import COMPILED_PREFIX, load_checkpoint, save_checkpoint
+from grown_timbres.checkpoints import (CHECKSUMS, COMPILED_PREFIX, load_checkpoint,
+                                       save_checkpoint, warm_start)
 from grown_timbres.config import N_MFCC
 from grown_timbres.model import DDSPModel, unwrap_model
 
@@ -271,3 +272,145 @@ def test_a_model_with_a_room_round_trips_and_one_saved_before_rooms_still_loads(
     assert_same_state(dry, old)
     with pytest.raises(ValueError, match="reverb: checkpoint False, model True"):
         load_checkpoint(tmp_path / "old.pt", DDSPModel(hidden_size=16, reverb=True))
+
+
+# ----------------------------------------------------------------------------- checksums
+def test_a_checkpoint_carries_a_checksum_of_every_part_and_loads_without_a_word(tmp_path):
+    import warnings
+
+    save_checkpoint(tmp_path / "ck.pt", make_model(0, 16), history={"loss": [1.0]})
+    assert set(torch.load(tmp_path / "ck.pt", weights_only=True)[CHECKSUMS]) == {
+        "model_state_dict", "config", "history"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, checkpoint = load_checkpoint(tmp_path / "ck.pt", make_model(1, 16))
+    assert CHECKSUMS not in checkpoint
+
+
+@pytest.mark.parametrize("part, change", [
+    ("model_state_dict", lambda c: c["model_state_dict"]["out_proj.bias"].mul_(-1)),
+    ("config", lambda c: c["config"].update(z_dim=8)),
+    ("history", lambda c: c.update(history={"loss": [2.0]})),
+    ("extra", lambda c: c.update(extra=1)),  # a part added: it has no checksum
+])
+def test_a_part_changed_after_writing_is_refused_and_the_model_kept(tmp_path, part, change):
+    save_checkpoint(tmp_path / "ck.pt", make_model(0, 16), history={"loss": [1.0]})
+    payload = torch.load(tmp_path / "ck.pt", weights_only=True)
+    change(payload)
+    torch.save(payload, tmp_path / "ck.pt")
+    target = make_model(1, 16)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match=rf"ck\.pt: {part} does not match its checksum: the "
+                                         r"file was damaged or changed after it was written"):
+        load_checkpoint(tmp_path / "ck.pt", target)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+def test_a_part_missing_from_a_checksummed_file_is_named(tmp_path):
+    save_checkpoint(tmp_path / "ck.pt", make_model(0, 16), history={"loss": [1.0]})
+    payload = torch.load(tmp_path / "ck.pt", weights_only=True)
+    del payload["history"]
+    torch.save(payload, tmp_path / "ck.pt")
+    with pytest.raises(ValueError, match=r"ck\.pt: history is missing \(the file lists its "
+                                         r"checksum\)"):
+        load_checkpoint(tmp_path / "ck.pt")
+
+
+def test_a_checkpoint_from_before_checksums_loads_with_one_line():
+    from conftest import FIXTURES
+
+    path = FIXTURES / "training_checkpoint_before_checksums.pt"
+    with pytest.warns(UserWarning) as caught:
+        model, _ = load_checkpoint(path)
+    assert [str(w.message) for w in caught] == [
+        f"{path}: written before checkpoints had checksums, so its contents cannot be verified"]
+    assert model.config["hidden_size"] == 8
+
+
+# ----------------------------------------------------------------------------- warm start
+def room_weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if k.startswith("room_")}
+
+
+def test_a_warm_start_into_a_model_with_a_room_loads_the_rest_and_starts_the_room_fresh(
+        tmp_path):
+    """The original notebook's model has no room; uploads train with one (ROOM="auto")."""
+    original = make_model(0, 16)
+    save_checkpoint(tmp_path / "ddsp_model.pt", original)
+    torch.manual_seed(1)
+    roomy = DDSPModel(hidden_size=16, reverb=True)
+    fresh_room = room_weights(roomy)
+    message = warm_start(tmp_path / "ddsp_model.pt", roomy)
+    assert message == (f"warm start from {tmp_path / 'ddsp_model.pt'}: its decoder and "
+                       "synthesizer weights loaded; the room starts fresh (that model has none)")
+    for key, value in original.state_dict().items():
+        assert torch.equal(roomy.state_dict()[key], value), key
+    assert all(torch.equal(roomy.state_dict()[k], v) for k, v in fresh_room.items())
+
+
+def test_a_warm_start_from_a_model_with_a_room_leaves_its_room_out(tmp_path):
+    torch.manual_seed(0)
+    roomy = DDSPModel(hidden_size=16, reverb=True)
+    save_checkpoint(tmp_path / "room.pt", roomy)
+    dry = make_model(1, 16)
+    assert warm_start(tmp_path / "room.pt", dry).endswith(
+        "all weights loaded but its room (this model has none)")
+    for key, value in dry.state_dict().items():
+        assert torch.equal(roomy.state_dict()[key], value), key
+
+
+def test_a_warm_start_between_equal_models_loads_everything(tmp_path):
+    torch.manual_seed(0)
+    saved = DDSPModel(hidden_size=16, reverb=True)
+    with torch.no_grad():
+        saved.room_level.fill_(0.3)
+    save_checkpoint(tmp_path / "room.pt", saved)
+    target = DDSPModel(hidden_size=16, reverb=True)
+    assert warm_start(tmp_path / "room.pt", target).endswith(": all weights loaded")
+    assert_same_state(saved, target)
+
+
+def test_a_warm_start_from_another_model_size_is_refused_and_changes_nothing(tmp_path):
+    save_checkpoint(tmp_path / "ddsp_model.pt", make_model(0, 16))
+    torch.manual_seed(1)
+    target = DDSPModel(hidden_size=32, reverb=True)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    with pytest.raises(ValueError, match=r"ddsp_model\.pt: checkpoint was saved with another "
+                                         r"model configuration \(hidden_size: checkpoint 16"):
+        warm_start(tmp_path / "ddsp_model.pt", target)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
+
+
+@pytest.mark.parametrize("saved", [True, False])
+def test_the_optimized_notebooks_model_cell_warm_starts_a_model_for_uploads(tmp_path, capsys,
+                                                                            saved):
+    """The notebook's own cell, run with uploads (ROOM "auto": a room) and
+    WARM_START_FROM_ORIGINAL: the original's weights load, the room starts fresh, one line says
+    so; without the original's file, a line says the weights are random."""
+    from pathlib import Path
+
+    import nbformat
+
+    import ddsp_helpers
+    from conftest import REPO_ROOT
+
+    notebook = nbformat.read(REPO_ROOT / "notebooks" / "ddsp_optimized.ipynb", as_version=4)
+    cell = next(c.source for c in notebook.cells
+                if c.cell_type == "code" and "WARM_START_FROM_ORIGINAL and" in c.source)
+    original = make_model(0, 16)
+    if saved:
+        save_checkpoint(tmp_path / "ddsp_original" / "ddsp_model.pt", original)
+    names = {"ddsp": ddsp_helpers, "Path": Path, "ROOT": REPO_ROOT, "OUTPUTS": tmp_path,
+             "audio_paths": [tmp_path / "uploads" / "take.wav"], "ROOM": "auto",
+             "HIDDEN_SIZE": 16, "device": "cpu", "WARM_START_FROM_ORIGINAL": True}
+    exec(cell, names)
+    printed = capsys.readouterr().out.splitlines()
+    assert names["model"].reverb
+    if saved:
+        assert printed[0] == (f"warm start from {tmp_path / 'ddsp_original' / 'ddsp_model.pt'}"
+                              ": its decoder and synthesizer weights loaded; the room starts "
+                              "fresh (that model has none)")
+        for key, value in original.state_dict().items():
+            assert torch.equal(names["model"].state_dict()[key], value), key
+    else:
+        assert printed[0].startswith("no ") and printed[0].endswith("random weights")

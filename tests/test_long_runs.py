@@ -22,7 +22,8 @@ from grown_timbres.plots import plot_loss, plot_loss_comparison
 from grown_timbres.report import (comparison_markdown, epoch_seconds, make_run_record,
                                   save_run_record)
 from grown_timbres.capture import parameters_finite
-from grown_timbres.train import make_optimizer, resume_training, train
+from grown_timbres.resume import resume_training
+from grown_timbres.train import make_optimizer, train
 from conftest import REPO_ROOT, batch_of_rows
 
 FRAMES = 24

@@ -112,3 +112,12 @@ def test_the_loss_is_plotted_against_epochs_also_when_an_epoch_is_several_steps(
     record = {"loss_curve": history["loss"], "epoch_seconds": [1.0] * 6, "steps_per_epoch": 3}
     line = plot_loss_comparison({"run": record}).axes[0].lines[0]
     assert line.get_xdata()[-1] == pytest.approx(2.0)
+
+
+def test_the_loss_of_a_run_resumed_on_other_files_is_plotted_against_its_counted_epochs():
+    """4 steps that count as 2 epochs of the files now (resume.py's rule), then 4 steps at 2
+    steps an epoch: the x axis rises evenly to 2, then by half an epoch a step to 4."""
+    history = {"loss": [8.0, 7, 6, 5, 4, 3, 2, 1], "terms": {}, "steps_per_epoch": 2,
+               "epochs_before": 2.0, "steps_before": 4}
+    line = plot_loss(history).axes[0].lines[0]
+    np.testing.assert_allclose(line.get_xdata(), [0.5, 1, 1.5, 2, 2.5, 3, 3.5, 4])

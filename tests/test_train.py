@@ -15,8 +15,9 @@ from grown_timbres.loss import (TIME_LOSS_WEIGHT, MultiScaleSpectralLoss,
 from grown_timbres.model import DDSPModel
 from grown_timbres.synth import harmonic_synth, harmonic_waves
 from grown_timbres.capture import parameters_finite
-from grown_timbres.train import (CLIP_GRAD_NORM, LEARNING_RATE, make_optimizer, resume_training,
-                                 train, training_step, with_harmonic_waves)
+from grown_timbres.resume import resume_training
+from grown_timbres.train import (CLIP_GRAD_NORM, LEARNING_RATE, make_optimizer, train,
+                                 training_step, with_harmonic_waves)
 from conftest import batch_from_features, batch_of_rows, small_inputs
 
 
@@ -523,3 +524,76 @@ def test_examples_per_step_fill_the_memory_budget_up_to_the_cap(monkeypatch):
     for budget, expected in [(0, 1), (3.5 * per_example, 3), (1000 * per_example, 16)]:
         monkeypatch.setattr(train_module, "free_memory_bytes", lambda device: int(budget))
         assert train_module.examples_per_step(model, EXAMPLE_FRAMES, "cpu") == expected
+
+
+# ----------------------------------------------------------------------------- API edges
+@pytest.mark.parametrize("arguments, message", [
+    ({"n_epochs": math.nan}, "n_epochs must be a finite number, not nan"),
+    ({"n_epochs": math.inf}, "n_epochs must be a finite number, not inf"),
+    ({"n_epochs": "10"}, r"n_epochs must be a number, not '10' \(str\)"),
+    ({"n_epochs": None}, r"n_epochs must be a number, not None \(NoneType\)"),
+    ({"n_epochs": True}, r"n_epochs must be a number, not True \(bool\)"),
+    ({"batch_size": 2.5}, "batch_size must be a whole number, not 2.5"),
+    ({"batch_size": 0}, "batch_size must be at least 1, not 0"),
+    ({"batch_size": "2"}, r"batch_size must be a whole number, not '2' \(str\)"),
+    ({"sync_every": -1}, "sync_every must be at least 1, not -1"),
+    ({"checkpoint_every": math.nan}, "checkpoint_every must be a finite number, not nan"),
+])
+def test_train_refuses_a_bad_number_before_anything_runs(arguments, message):
+    model, optimizer = fresh()
+    before = weights(model)
+    arguments = {"n_epochs": 2, **arguments}
+    with pytest.raises(ValueError, match=message):
+        train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(),
+              arguments.pop("n_epochs"), progress=False, **arguments)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert not optimizer.state
+
+
+def test_train_takes_whole_numbers_given_as_floats_and_numpy_numbers():
+    model, optimizer = fresh()
+    history = train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), np.float32(2),
+                    batch_size=2.0, sync_every=np.int64(1), progress=False)
+    assert len(history["loss"]) == 2 and history["examples_per_step"] == 2
+
+
+def test_train_refuses_a_batch_without_training_examples():
+    batch = tone_batch()
+    batch["examples"] = {**batch["examples"], "starts": batch["examples"]["starts"][:0],
+                         "lengths": batch["examples"]["lengths"][:0]}
+    model, optimizer = fresh()
+    with pytest.raises(ValueError, match="the batch has no training examples"):
+        train(model, optimizer, batch, MultiScaleSpectralLoss(), 1, progress=False)
+
+
+def test_a_run_of_zero_or_fewer_epochs_trains_nothing():
+    """As when a resumed run has done all its epochs: N_EPOCHS - epochs_done may be < 0."""
+    model, optimizer = fresh()
+    for n_epochs in (0, -3.5):
+        history = train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), n_epochs,
+                        progress=False)
+        assert history["loss"] == [] and history["status"] == "finished"
+
+
+@pytest.mark.parametrize("lr, message", [(math.nan, "lr must be a finite number, not nan"),
+                                         (0, "lr must be more than 0, not 0"),
+                                         ("1e-3", r"lr must be a number, not '1e-3' \(str\)")])
+def test_make_optimizer_refuses_a_bad_learning_rate(lr, message):
+    with pytest.raises(ValueError, match=message):
+        make_optimizer(DDSPModel(hidden_size=8), lr=lr)
+
+
+@pytest.mark.parametrize("n_frames, message", [(0, "n_frames must be at least 1, not 0"),
+                                               (2.5, "n_frames must be a whole number")])
+def test_examples_per_step_refuses_a_bad_example_length(n_frames, message):
+    from grown_timbres.train import examples_per_step
+
+    with pytest.raises(ValueError, match=message):
+        examples_per_step(DDSPModel(hidden_size=8), n_frames, "cpu")
+
+
+def test_training_step_refuses_a_clip_norm_that_is_not_a_positive_number():
+    model, optimizer = fresh()
+    with pytest.raises(ValueError, match="clip_grad_norm must be a finite number, not nan"):
+        training_step(model, optimizer, tone_batch(), MultiScaleSpectralLoss(),
+                      clip_grad_norm=math.nan)

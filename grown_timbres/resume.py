@@ -1,0 +1,272 @@
+"""Resuming training: the training history and how its epochs are counted, also across a
+change of the files trained on, and a checkpoint written by train.train checked part by part
+(weights, optimizer, GradScaler, random state, history) before anything is restored, so that a
+refused file leaves model, optimizer, scaler and random state as they were.
+
+The rule for a changed set of files: an epoch is a pass over the examples trained on now, so
+the epochs done before the change are counted in examples,
+
+    epochs done = epochs before x examples before / examples now,
+
+and steps after the change are counted at the new steps per epoch. Example: 8 epochs of 1
+example, resumed on 12 examples, count as 0.67 epochs of the 12, and `N - epochs_done` more
+trains to N epochs and never past them.
+
+    checkpoint (train.train's) -> resume_training -> history {loss, terms, timed_epochs,
+        elapsed_seconds, skipped_steps, status, steps_per_epoch, examples, files,
+        epochs_before, steps_before}
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from pathlib import Path
+
+import torch
+
+from .checkpoints import checked_weights, read_checkpoint
+from .model import unwrap_model
+
+
+def new_history() -> dict:
+    """An empty training history (see train.train)."""
+    return {"loss": [], "terms": {}, "timed_epochs": [], "elapsed_seconds": [],
+            "skipped_steps": 0, "status": "not started"}
+
+
+def epochs_at(history: dict, step: int) -> float:
+    """Epochs done after `step` steps of `history`: those before its last change of files
+    (epochs_before, at steps_before; a step before it gets its even share of them), then a step
+    per 1 / steps_per_epoch of an epoch."""
+    before, changed_at = history.get("epochs_before", 0.0), history.get("steps_before", 0)
+    if step < changed_at:
+        return before * step / changed_at
+    return before + (step - changed_at) / history.get("steps_per_epoch", 1)
+
+
+def epochs_done(history: dict | None) -> float:
+    """Epochs a history holds (0 without a history), counted as epochs_at counts them."""
+    return epochs_at(history, len(history["loss"])) if history else 0.0
+
+
+def files_trained(batch: dict) -> list:
+    """What identifies the files of a batch (batching.collate): [name, seconds] per file."""
+    return [[source["file"], source["seconds"]] for source in batch.get("sources", [])]
+
+
+def continue_on(history: dict, n_examples: int, files: list, where: str = "the history") -> None:
+    """Make `history` count on over `n_examples` examples of `files` (files_trained): where
+    they differ from those it was trained on, the epochs done so far are converted by the rule
+    at the top of this file, with one warning; unchanged, nothing moves."""
+    saved_files, saved_examples = history.get("files"), history.get("examples")
+    changed = ((saved_files is not None and saved_files != files)
+               or (saved_examples is not None and saved_examples != n_examples))
+    history["files"] = files
+    if not changed:
+        return
+    before = epochs_done(history)
+    history["epochs_before"] = before * (saved_examples or n_examples) / n_examples
+    history["steps_before"] = len(history["loss"])
+    history["examples"] = n_examples
+    saved_names = {name for name, _ in saved_files or []}
+    names = {name for name, _ in files}
+    what = [f"{label} {', '.join(sorted(group)[:3])}{' ...' if len(group) > 3 else ''}"
+            for label, group in (("new", names - saved_names), ("gone", saved_names - names))
+            if group] or ["the same names, other lengths" if saved_files else "other files"]
+    of_examples = f" of {saved_examples} examples" if saved_examples else ""
+    warnings.warn(f"{where}: trained on other files than these ({'; '.join(what)}): its "
+                  f"{before:g} epochs{of_examples} count as "
+                  f"{history['epochs_before']:.3g} epochs of the {n_examples} examples now "
+                  "(epochs done = epochs before x examples before / examples now)",
+                  stacklevel=3)
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def checked_history(path, history) -> dict:
+    """The checkpoint's history once every curve is a list of numbers of one length (losses
+    finite), the timings rise, and the counts are whole numbers in range; else ValueError
+    naming the file and the field. A history from before the loss had named terms is
+    converted; unknown fields are kept."""
+    if history is None:
+        return new_history()
+    if not isinstance(history, dict):
+        raise ValueError(f"{path}: history is a {type(history).__name__}, not a dict")
+    history = {**new_history(), **history}
+    if "spectral_loss" in history:  # written before the loss had named terms
+        history["terms"] = {"spectral": history.pop("spectral_loss")}
+
+    def refuse(field, problem):
+        raise ValueError(f"{path}: history: {field} {problem}")
+
+    loss = history["loss"]
+    if not isinstance(loss, list) or not all(_number(v) and math.isfinite(v) for v in loss):
+        refuse("loss", "is not a list of finite numbers (train records only finite losses)")
+    if not isinstance(history["terms"], dict):
+        refuse("terms", "is not a dict of curves")
+    for name, curve in history["terms"].items():
+        if not isinstance(curve, list) or len(curve) != len(loss) or not all(map(_number, curve)):
+            refuse(f"terms[{name!r}]", f"is not a list of {len(loss)} numbers, one per step")
+    timed, seconds = history["timed_epochs"], history["elapsed_seconds"]
+    if (not isinstance(timed, list) or not isinstance(seconds, list) or len(timed) != len(seconds)
+            or not all(isinstance(s, int) and 0 < s <= len(loss) for s in timed)
+            or timed != sorted(timed)):
+        refuse("timed_epochs", f"are not rising step counts up to {len(loss)}, one per "
+                               "elapsed_seconds")
+    if not all(_number(s) and math.isfinite(s) and s >= 0 for s in seconds):
+        refuse("elapsed_seconds", "are not finite numbers of seconds")
+    for field, low in (("steps_per_epoch", 1), ("examples", 1), ("examples_per_step", 1),
+                       ("skipped_steps", 0), ("steps_before", 0)):
+        value = history.get(field, low)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            refuse(field, f"is {value!r}, not a whole number of at least {low}")
+    if history.get("steps_before", 0) > len(loss):
+        refuse("steps_before", f"is past the {len(loss)} steps recorded")
+    before = history.get("epochs_before", 0.0)
+    if not (_number(before) and math.isfinite(before) and before >= 0):
+        refuse("epochs_before", f"is {before!r}, not a finite number of epochs")
+    files = history.get("files", [])
+    if not isinstance(files, list) or not all(
+            isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) and _number(f[1])
+            for f in files):
+        refuse("files", "is not a list of [file name, seconds]")
+    return history
+
+
+def checked_optimizer_state(path, saved, optimizer):
+    """The optimizer state to load -> (state, why not) where state is None when the optimizer
+    must start afresh (another grouping of the parameters, or moments that are NaN or inf, as
+    a NaN stop of an earlier version left them): `why not` then says so. A state that does not
+    fit the optimizer's parameters is a ValueError naming the file and the part."""
+    part = f"{path}: optimizer_state_dict"
+    if not saved:
+        return None, None
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if (not isinstance(groups, list) or not isinstance(saved.get("state"), dict)
+            or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups)):
+        raise ValueError(f"{part} is not an optimizer's state (state, param_groups)")
+    if len(groups) != len(optimizer.param_groups):
+        return None, (f"{path}: its optimizer state has {len(groups)} parameter groups, this "
+                      f"optimizer {len(optimizer.param_groups)}: Adam starts afresh")
+    params = {}
+    for index, (group, own) in enumerate(zip(groups, optimizer.param_groups)):
+        if len(group["params"]) != len(own["params"]):
+            raise ValueError(f"{part}: parameter group {index} holds {len(group['params'])} "
+                             f"parameters, the optimizer's {len(own['params'])}")
+        absent = [name for name, value in own.items() if name not in group
+                  and (_number(value) or isinstance(value, tuple))]  # lr, betas, eps, ...
+        if absent:
+            raise ValueError(f"{part}: parameter group {index} has no {', '.join(absent)} "
+                             "(another optimizer's state?)")
+        for name, value in group.items():
+            values = value if isinstance(value, (list, tuple)) and name != "params" else [value]
+            if name != "params" and any(_number(v) and not math.isfinite(v) for v in values):
+                raise ValueError(f"{part}: parameter group {index}: {name} is {value!r}")
+        params.update(zip(group["params"], own["params"]))
+    names = ({"step", "exp_avg", "exp_avg_sq"} | (
+        {"max_exp_avg_sq"} if optimizer.defaults.get("amsgrad") else set())
+        if isinstance(optimizer, torch.optim.Adam) else None)  # what Adam's step reads
+    non_finite = []
+    for key, entry in saved["state"].items():
+        if key not in params or not isinstance(entry, dict):
+            raise ValueError(f"{part}: state {key!r} belongs to no parameter of its groups")
+        if names is not None and set(entry) != names:
+            raise ValueError(f"{part}: state {key} holds {sorted(entry)}, Adam keeps "
+                             f"{sorted(names)} (another optimizer's state?)")
+        for name, value in entry.items():
+            if value is None:  # SGD without momentum keeps no buffer
+                continue
+            tensor = value if isinstance(value, torch.Tensor) else torch.tensor(
+                float(value) if _number(value) else math.nan)
+            if name == "step":
+                if tensor.numel() != 1 or not (tensor.float() >= 0).all():
+                    raise ValueError(f"{part}: state {key}: step is {value!r}")
+            elif tuple(tensor.shape) != tuple(params[key].shape):
+                raise ValueError(f"{part}: state {key}: {name} has shape "
+                                 f"{tuple(tensor.shape)}, its parameter {tuple(params[key].shape)}")
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                non_finite.append(f"{key}.{name}")
+    if non_finite:
+        return None, (f"{path}: Adam's moments hold NaN or inf values ({non_finite[0]}"
+                      f"{' and more' if len(non_finite) > 1 else ''}; an earlier version wrote "
+                      "them at a NaN stop): the weights and history resume, Adam starts afresh")
+    return saved, None
+
+
+SCALER_FIELDS = {"scale": (0, math.inf), "growth_factor": (1, math.inf),
+                 "backoff_factor": (0, 1), "growth_interval": (0, math.inf),
+                 "_growth_tracker": (-1, math.inf)}  # each value above low, below high
+
+
+def checked_scaler_state(path, saved):
+    """A GradScaler's state once its fields are finite numbers in range (None: nothing to load,
+    as from a disabled scaler)."""
+    if not saved:
+        return None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: scaler_state_dict is not a dict")
+    for field, (low, high) in SCALER_FIELDS.items():
+        value = saved.get(field)
+        if not (_number(value) and math.isfinite(value) and low < value < high):
+            raise ValueError(f"{path}: scaler_state_dict: {field} is {value!r}, not a finite "
+                             f"number above {low}" + (f" and below {high}" if high < 1e9 else ""))
+    return saved
+
+
+def checked_random_state(path, part: str, saved, device: str):
+    """A random generator's state once a scratch generator of `device` accepts it (torch's own
+    check; the global generator is not touched), or None when there is none to restore."""
+    if saved is None or (device == "cuda" and not torch.cuda.is_available()):
+        return None
+    if not isinstance(saved, torch.Tensor) or saved.dtype != torch.uint8:
+        raise ValueError(f"{path}: {part} is not a generator's state (a uint8 tensor)")
+    try:
+        torch.Generator(device=device).set_state(saved)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(f"{path}: {part} is not a {device} generator's state ({err})") from None
+    return saved
+
+
+def resume_training(path, model, optimizer=None, scaler=None, batch=None) -> dict:
+    """Load a checkpoint written by train.train into model (and optimizer, scaler, the random
+    generators) -> its history, to pass to train so that epochs and curves continue where they
+    stopped. Every part is checked first (read_checkpoint: size, checksums;
+    checked_weights, finite weights, checked_optimizer_state, checked_scaler_state,
+    checked_random_state, checked_history): a refused checkpoint is a ValueError naming the
+    file and the part, and nothing has changed. With `batch` (batching.collate's), a history of
+    other files counts its epochs by the rule at the top of this file, with a warning."""
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    _, weights = checked_weights(path, checkpoint, model)
+    bad = [name for name, value in weights.items()
+           if value.is_floating_point() and not torch.isfinite(value).all()]
+    if bad:
+        raise ValueError(f"{path}: model_state_dict: {bad[0]} holds NaN or inf values; "
+                         "training cannot continue from it")
+    optimizer_state, afresh = (checked_optimizer_state(path, checkpoint.get(
+        "optimizer_state_dict"), optimizer) if optimizer is not None else (None, None))
+    scaler_state = (checked_scaler_state(path, checkpoint.get("scaler_state_dict"))
+                    if scaler is not None else None)
+    cpu_rng = checked_random_state(path, "rng_state", checkpoint.get("rng_state"), "cpu")
+    cuda_rng = checked_random_state(path, "cuda_rng_state", checkpoint.get("cuda_rng_state"),
+                                    "cuda")
+    history = checked_history(path, checkpoint.get("history"))
+    if batch is not None:
+        continue_on(history, len(batch["examples"]["starts"]), files_trained(batch), str(path))
+    # Everything is checked: from here on nothing is refused.
+    unwrap_model(model).load_state_dict(weights)
+    if afresh:
+        optimizer.state.clear()
+        warnings.warn(afresh, stacklevel=2)
+    elif optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)  # moves state to params
+    if scaler_state is not None:
+        scaler.load_state_dict(scaler_state)
+    if cpu_rng is not None:
+        torch.set_rng_state(cpu_rng)
+    if cuda_rng is not None:
+        torch.cuda.set_rng_state(cuda_rng)
+    return history
