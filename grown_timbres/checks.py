@@ -16,6 +16,7 @@ import numpy as np
 from .audio import SILENCE_PEAK, read_wav
 from .config import HOP_LENGTH, REVERB_SECONDS, SAMPLE_RATE
 from .growth import Stage
+from .markup import markdown_text
 from .notes import Note
 from .transfer import RELEASE_SECONDS
 
@@ -93,7 +94,7 @@ def growth_table_problems(table: str, stages, stems) -> list[str]:
     order) and one row per grown file (`stems`), every stage's level and centroid finite."""
     lines = [line for line in table.strip().splitlines() if line.startswith("|")]
     cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
-    names = [stage.name for stage in stages]
+    names = [markdown_text(stage.name) for stage in stages]  # as growth_table escapes them
     if not cells or cells[0][1:-1] != names:
         return [f"the growth table's stages are {cells[0][1:-1] if cells else []}, not {names}"]
     problems = []

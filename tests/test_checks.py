@@ -119,3 +119,13 @@ def test_a_growth_table_needs_a_column_per_stage_and_a_row_per_file(good_run):
     problems = problems_of(wavs, metrics, broken, STAGES, room=True)
     assert "growth of b, stage 'one': 'nan dB, nan Hz' is not a finite level and centroid" \
         in problems, problems
+
+
+def test_stage_names_with_markdown_characters_are_read_as_growth_table_escapes_them():
+    """The default stages' names hold parentheses and a plus ("full timbre (harmonics +
+    noise)"), which growth_table escapes: the check reads them back as the names they are."""
+    growth = tone(sum(stage.duration for stage in GROWTH_STAGES))
+    table = growth_table({"a": growth, "b": growth}, {"a": Note, "b": Note}, GROWTH_STAGES)
+    assert "\\(" in table
+    summary = check_run_outputs({}, good_metrics(), table, GROWTH_STAGES)
+    assert f"2 files x {len(GROWTH_STAGES)} stages" in summary

@@ -56,6 +56,9 @@ def test_the_stop_button_ends_the_worker_pool_and_keeps_the_cached_features(
         load_multiple_files(paths, progress=False, cache_dir=cache, n_workers=2)
     assert str(stopped.value) == (f"feature extraction stopped; the features of 1 of 3 files are "
                                   f"kept in the cache {cache} and are not computed again")
+    deadline = time.monotonic() + 5.0  # the promise: stopped within 5 s of the press
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert multiprocessing.active_children() == []
     assert len(list(cache.glob("*.npz"))) == 1
     monkeypatch.undo()  # the kept entry is a hit; the others are computed
