@@ -98,7 +98,7 @@ def growth_table_problems(table: str, stages, stems) -> list[str]:
     if not cells or cells[0][1:-1] != names:
         return [f"the growth table's stages are {cells[0][1:-1] if cells else []}, not {names}"]
     problems = []
-    if sorted(row[0] for row in cells[2:]) != sorted(stems):
+    if sorted(row[0] for row in cells[2:]) != sorted(markdown_text(stem) for stem in stems):
         problems.append(f"the growth table's rows are {[row[0] for row in cells[2:]]}, "
                         f"not one per file {list(stems)}")
     for row in cells[2:]:

@@ -121,11 +121,14 @@ def test_a_growth_table_needs_a_column_per_stage_and_a_row_per_file(good_run):
         in problems, problems
 
 
-def test_stage_names_with_markdown_characters_are_read_as_growth_table_escapes_them():
+def test_stage_and_file_names_with_markdown_characters_are_read_as_growth_table_escapes_them():
     """The default stages' names hold parentheses and a plus ("full timbre (harmonics +
-    noise)"), which growth_table escapes: the check reads them back as the names they are."""
+    noise)") and the bundled tones' names an underscore, which growth_table escapes: the check
+    reads them back as the names they are."""
     growth = tone(sum(stage.duration for stage in GROWTH_STAGES))
-    table = growth_table({"a": growth, "b": growth}, {"a": Note, "b": Note}, GROWTH_STAGES)
-    assert "\\(" in table
-    summary = check_run_outputs({}, good_metrics(), table, GROWTH_STAGES)
+    metrics = {"01_C4": good_metrics()["a"], "02_Cs4": good_metrics()["b"]}
+    table = growth_table({stem: growth for stem in metrics}, {stem: Note for stem in metrics},
+                         GROWTH_STAGES)
+    assert "\\(" in table and "01\\_C4" in table
+    summary = check_run_outputs({}, metrics, table, GROWTH_STAGES)
     assert f"2 files x {len(GROWTH_STAGES)} stages" in summary
