@@ -12,7 +12,7 @@ Parts, in this order, so that the first minutes answer the most:
     room       the same with a model with the room, and its step time
     profile    torch.profiler over a few captured steps of the bundled tones (kernels by CUDA
                time) and a few eager ones (ops: the share of copies, casts, im2col)
-    parity     not in the default plan (about 80 s: the default already fills its budget), run
+    parity     not in the default plan (80-120 s, estimated: the default fills its budget), run
                with --only parity: where the optimized notebook's metric parts from its training
                loss (BENCHMARKS.md, "Quality: parity not met"). The 12 tones trained
                BATCHED_PARITY_MIN_EPOCHS (400) epochs from seed 0 in five variants (float32
@@ -69,7 +69,7 @@ DEFAULT_PARTS = tuple(p for p in PARTS if p not in OPTIONAL_PARTS)
 # on an H200 (BENCHMARKS.md, 2026-12-04): tests 23 s, notebooks 167 s (the first pYIN calls
 # compile numba's kernels inside them), benchmark 52-59 s at 45 epochs, long take 18 s, room
 # 20 s, profile 10-14 s: 300 s in all, so the benchmark now times 20 epochs a row. Parity is
-# not measured yet: five variants of 400 epochs, two of them compiled, estimated 70-90 s.
+# not measured yet: five variants of 400 epochs, two of them compiled, estimated 80-120 s.
 PART_LIMIT_S = {"tests": 40, "notebooks": 180, "benchmark": 70, "long_take": 30, "room": 30,
                 "profile": 25, "parity": 200}
 PART_LEAST_S = {"tests": 25, "notebooks": 150, "benchmark": 50, "long_take": 20, "room": 22,
