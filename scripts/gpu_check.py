@@ -12,14 +12,27 @@ Parts, in this order, so that the first minutes answer the most:
     room       the same with a model with the room, and its step time
     profile    torch.profiler over a few captured steps of the bundled tones (kernels by CUDA
                time) and a few eager ones (ops: the share of copies, casts, im2col)
+    parity     not in the default plan (80-120 s, estimated: the default fills its budget), run
+               with --only parity: where the optimized notebook's metric parts from its training
+               loss (BENCHMARKS.md, "Quality: parity not met"). The 12 tones trained
+               BATCHED_PARITY_MIN_EPOCHS (400) epochs from seed 0 in five variants (float32
+               eager, the reference; float16 captured; TF32 captured; the notebook's recipe
+               through train(); the same through the benchmark's loop), each measured through
+               the training forward, the eager forward in float32 and float16, and the
+               notebooks' metric; each variant's metric against the reference's, within 5%
+
+The notebooks part gates parity too: the optimized notebook's metric (its run record's
+spectral distance) on the file the original notebook trained (01_C4) against the original's,
+within benchmark.PARITY_TOLERANCE (5%); its figure is parity_change.
 
 Each part runs in a process of its own with a time limit (a CUDA error or a hang in one leaves
 the others running), prints its time, figures, pass or fail and the error, and the summary is
 rewritten after each part: <out>/gpu_check.json and <out>/gpu_check.md; the executed notebooks
-land in <out> too. The whole check keeps to --budget-s (default 290 s on an H100 or H200).
+land in <out> too. The whole check keeps to --budget-s (default 300 s on an H100 or H200).
 
     python scripts/prepare_gpu_check.py      # here, first: wheels and feature cache
     python3 scripts/gpu_check.py --out "$OUT" [--only long_take,room]   # on the GPU machine
+    python3 scripts/gpu_check.py --out "$OUT" --only parity             # the parity probe
     python scripts/gpu_check.py --dry-run --out outputs/gpu-check-dry   # CPU: the same plan at
                                                                         # toy sizes (CI)
 
@@ -47,16 +60,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-PARTS = ("tests", "notebooks", "benchmark", "long_take", "room", "profile")
+PARTS = ("tests", "notebooks", "benchmark", "long_take", "room", "profile", "parity")
+# Run only when asked for by --only: the default plan already fills BUDGET_S on an H200.
+OPTIONAL_PARTS = ("parity",)
+DEFAULT_PARTS = tuple(p for p in PARTS if p not in OPTIONAL_PARTS)
 # Seconds each part may take on the GPU (its limit), and the least worth starting it with: a
 # part gets its limit, less what the parts after it are sure to need, within the budget. Measured
 # on an H200 (BENCHMARKS.md, 2026-12-04): tests 23 s, notebooks 167 s (the first pYIN calls
 # compile numba's kernels inside them), benchmark 52-59 s at 45 epochs, long take 18 s, room
-# 20 s, profile 10-14 s: 300 s in all, so the benchmark now times 20 epochs a row.
+# 20 s, profile 10-14 s: 300 s in all, so the benchmark now times 20 epochs a row. Parity is
+# not measured yet: five variants of 400 epochs, two of them compiled, estimated 80-120 s.
 PART_LIMIT_S = {"tests": 40, "notebooks": 180, "benchmark": 70, "long_take": 30, "room": 30,
-                "profile": 25}
+                "profile": 25, "parity": 200}
 PART_LEAST_S = {"tests": 25, "notebooks": 150, "benchmark": 50, "long_take": 20, "room": 22,
-                "profile": 12}
+                "profile": 12, "parity": 90}
 DRY_LIMIT_S = 60  # each part's limit in a dry run (CI: all of them within 90 s)
 BUDGET_S = 300  # the whole check on the GPU; the wheels' install comes before it
 ORIGINAL_NOTEBOOK_LEAST_S = 50  # kept for the original notebook while the optimized one runs
@@ -80,6 +97,28 @@ NOTEBOOK_MAX_BYTES = 12 * 2**20  # an executed notebook comes back whole up to t
 KEEP_OUTPUT_CHARS = 20_000  # beyond it, outputs larger than this (players, figures) are cut
 FEATURE_CACHE = ROOT / "outputs" / "feature_cache"
 NOTEBOOKS = ("ddsp_optimized", "ddsp_original")
+PARITY_VARIANT_LEAST_S = 25  # a parity variant is not started with less time left
+PARITY_REFERENCE = "fp32_eager"
+# The parity part's variants, in the order they run: what each is, and how it trains. Every one
+# trains the bundled tones from seed 0 with precomputed harmonic waves and the cached-target loss.
+PARITY_VARIANTS = {
+    "fp32_eager": {"what": "float32 (no TF32), eager, no compile, no capture: the reference, "
+                   "a CPU's arithmetic", "amp": False, "tf32": False, "compile": False,
+                   "capture": False, "loop": False},
+    "fp16_captured": {"what": "float16 autocast + GradScaler, TF32, captured, no compile",
+                      "amp": True, "tf32": True, "compile": False, "capture": True,
+                      "loop": False},
+    "tf32_captured": {"what": "float32 with TF32 matmuls, captured, no compile", "amp": False,
+                      "tf32": True, "compile": False, "capture": True, "loop": False},
+    "notebook": {"what": "the optimized notebook's recipe through train(): float16, TF32, "
+                 "compile, capture, a checkpoint every 100 steps; then the first tone grown "
+                 "and measured again", "amp": True, "tf32": True, "compile": True,
+                 "capture": True, "loop": False, "grow": True},
+    "benchmark_loop": {"what": "the same recipe through the 2026-11-27 benchmark's loop "
+                       "(step_runner on the whole batch: no StepBatches, snapshots or "
+                       "checkpoints)", "amp": True, "tf32": True, "compile": True,
+                       "capture": True, "loop": True},
+}
 
 
 # ----------------------------------------------------------------------------- the parent
@@ -176,14 +215,17 @@ def write_summary(out: Path, report: dict) -> None:
 # The figures a part's line in the summary table shows first.
 HEADLINE = {
     "tests": ["passed", "failure", "error", "skipped"],
-    "notebooks": ["optimized_steady_s_all_files_1000_epochs", "optimized_warmup_s",
-                  "optimized_steady_s_per_file_1000_epochs",
+    "notebooks": ["optimized_steady_s_all_files_1000_epochs", "parity_change",
+                  "optimized_warmup_s", "optimized_steady_s_per_file_1000_epochs",
                   "original_steady_s_per_file_1000_epochs", "speedup_per_file_steady"],
     "benchmark": ["optimized_s_per_epoch", "optimized_speedup_per_file"],
     "long_take": ["capture", "captured_vs_eager_rel", "captured_examples_per_s",
                   "captured_s_per_step", "eager_examples_per_s", "capture_speedup"],
     "profile": ["capture", "captured_gpu_ms_per_step", "captured_copies_share",
-                "eager_copies_share", "eager_casts_share", "eager_im2col-like_share"]}
+                "eager_copies_share", "eager_casts_share", "eager_im2col-like_share"],
+    "parity": [f"{name}_vs_{PARITY_REFERENCE}" for name in PARITY_VARIANTS
+               if name != PARITY_REFERENCE] + [f"{PARITY_REFERENCE}_metric_vs_loss",
+                                               "notebook_metric_vs_loss"]}
 HEADLINE["room"] = HEADLINE["long_take"]
 
 
@@ -221,7 +263,9 @@ def summary_markdown(report: dict) -> str:
 
 
 def main_parent(args) -> int:
-    chosen = [p.strip() for p in (args.only or ",".join(PARTS)).split(",") if p.strip()]
+    # a dry run plans every part, the optional ones too, so that none rots while no GPU is lent
+    default = PARTS if args.dry_run else DEFAULT_PARTS
+    chosen = [p.strip() for p in (args.only or ",".join(default)).split(",") if p.strip()]
     unknown = [p for p in chosen if p not in PARTS]
     if unknown:
         raise SystemExit(f"gpu_check: unknown parts {unknown}; choose from {', '.join(PARTS)}")
@@ -237,8 +281,8 @@ def main_parent(args) -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_check-") as work:
         for index, part in enumerate(chosen):
             later = sum(PART_LEAST_S[p] for p in chosen[index + 1:])
-            limit = DRY_LIMIT_S if args.dry_run else PART_LIMIT_S[part]
-            seconds = min(limit, deadline - time.time() - later)
+            seconds = (DRY_LIMIT_S if args.dry_run  # toy sizes: each part on its own limit
+                       else min(PART_LIMIT_S[part], deadline - time.time() - later))
             print(f"\n=== {part}: up to {seconds:.0f} s", flush=True)
             if seconds < PART_LEAST_S[part] and not args.dry_run:
                 result = {"status": "not run", "error": f"only {seconds:.0f} s of the "
@@ -371,6 +415,36 @@ def run_record(name: str, since: float) -> dict | None:
         "metrics": record.get("metrics")}
 
 
+def notebook_parity(optimized: dict, original: dict, tolerance: float) -> tuple[dict, str | None]:
+    """The optimized notebook's metric against the original's on the files the original trained
+    (the keys of its metrics; 01_C4 by default), from both run records' metrics[stem]["model"]
+    ["spectral_distance"] (means over those files) -> (figures: parity_files,
+    parity_distance_optimized, parity_distance_original, parity_change = optimized / original
+    - 1, parity_ok; the problem, or None within `tolerance` either way: benchmark.py's rule)."""
+    stems = list(original.get("metrics") or {})
+    if not stems:
+        return {}, "parity: the original notebook's run record has no metrics"
+    figures = {"parity_files": stems}
+    missing = [s for s in stems if s not in (optimized.get("metrics") or {})]
+    if missing:
+        return figures, (f"parity: the optimized notebook's run record has no metric for "
+                         f"{', '.join(missing)}, the original's file(s)")
+
+    def distance(record: dict) -> float:
+        return statistics.fmean(float(record["metrics"][s]["model"]["spectral_distance"])
+                                for s in stems)
+
+    ours, theirs = distance(optimized), distance(original)
+    change = ours / theirs - 1 if theirs > 0 else float("inf")
+    ok = bool(abs(change) <= tolerance)  # False for NaN too
+    figures.update(parity_distance_optimized=ours, parity_distance_original=theirs,
+                   parity_change=change, parity_ok=ok)
+    return figures, None if ok else (
+        f"parity_change {change:+.1%}: the optimized notebook's spectral distance on "
+        f"{', '.join(stems)} is {ours:.3f} against the original's {theirs:.3f}, beyond the "
+        f"{tolerance:.0%} parity tolerance (run --only parity to see where it parts)")
+
+
 def part_notebooks(ctx: Context) -> dict:
     """Both notebooks headless, full size (dry run: DDSP_SMOKE=1, their cells up to the
     device cell, which shows that the kernel, the carried packages and the setup work)."""
@@ -417,6 +491,12 @@ def part_notebooks(ctx: Context) -> dict:
         ctx.save_partial("notebooks", {"status": "fail", "figures": figures,
                                        "error": "; ".join(errors) or None})
     optimized, original = (figures.get(n, {}) for n in NOTEBOOKS)
+    if "metrics" in optimized and "metrics" in original:  # both runs wrote their records
+        from benchmark import PARITY_TOLERANCE
+
+        parity, problem = notebook_parity(optimized, original, PARITY_TOLERANCE)
+        figures.update(parity)
+        errors += [problem] if problem else []
     if optimized.get("steady_s_per_file_per_1000_epochs") and \
             original.get("steady_s_per_file_per_1000_epochs"):
         figures["optimized_steady_s_all_files_1000_epochs"] = \
@@ -428,7 +508,10 @@ def part_notebooks(ctx: Context) -> dict:
               "notes": [f"executed notebooks: {ctx.out}/<name>.executed.ipynb (whole up to "
                         f"{NOTEBOOK_MAX_BYTES >> 20} MiB)", "times from the notebooks' own run "
                         "records (outputs/runs/): steady pace per epoch and warm-up (compile, "
-                        "capture, first epochs) apart"]}
+                        "capture, first epochs) apart", "parity: the optimized notebook's "
+                        "spectral distance (its run record's metric) on the original's file(s) "
+                        "against the original's, parity_change = optimized / original - 1, "
+                        "passing within 5% either way (benchmark.PARITY_TOLERANCE)"]}
     if ctx.dry_run and not errors:
         result.update(refused("dry run: the notebooks' first cells only (DDSP_SMOKE=1); "
                               "full-size runs are for the GPU"))
@@ -666,6 +749,238 @@ def part_profile(ctx: Context) -> dict:
     return {**result, **refused(f"capture refused: {problem}")} if problem else result
 
 
+def train_parity_variant(ctx: Context, settings: dict, batch: dict, model_size: dict,
+                         epochs: int) -> tuple:
+    """One parity variant trained from seed 0 on `batch` -> (model, history: status, capture,
+    skipped_steps, loss and terms per step, its parameters' (storage address, copy) before
+    training). Raises ValueError where it needs CUDA (a capturable optimizer's own refusal on
+    a CPU)."""
+    import torch
+
+    from grown_timbres.loss import OptimizedMultiScaleSpectralLoss
+    from grown_timbres.model import DDSPModel
+    from grown_timbres.train import make_optimizer, train
+
+    torch.manual_seed(0)
+    torch.compiler.reset()  # each compiled variant compiles afresh, as the notebook does
+    torch.set_float32_matmul_precision("high" if settings["tf32"] else "highest")
+    model = DDSPModel(**model_size).to(ctx.device)
+    if settings["compile"]:
+        model.compile()
+    optimizer = make_optimizer(model, capturable=settings["capture"])
+    amp = torch.float16 if settings["amp"] and ctx.cuda else None
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+    loss = OptimizedMultiScaleSpectralLoss()
+    before = [(p.data_ptr(), p.detach().clone()) for p in model.parameters()]
+    if settings["loop"]:
+        history = benchmark_loop(ctx, settings, model, optimizer, loss, scaler, amp, batch,
+                                 epochs)
+    else:
+        checkpoint = ctx.work / "parity_checkpoint.pt" if settings.get("grow") else None
+        history = train(model, optimizer, batch, loss, epochs, scaler=scaler, amp_dtype=amp,
+                        capture=settings["capture"], progress=False, precompute_waves=True,
+                        checkpoint_path=checkpoint)
+    return model, history, before
+
+
+def benchmark_loop(ctx: Context, settings: dict, model, optimizer, loss, scaler, amp,
+                   batch: dict, epochs: int) -> dict:
+    """benchmarks/benchmark.py's timed_run as of 2026-11-27 (the notebook recipe's row that met
+    parity): step_runner on the whole batch, its waves and target spectra precomputed, no
+    StepBatches, snapshots or checkpoints -> a history as train() gives it."""
+    import torch
+
+    from grown_timbres.train import step_runner, with_harmonic_waves
+
+    step_batch = with_harmonic_waves(batch, model)
+    loss.precompute_target(step_batch["audio"], ctx.device, step_batch["lengths"])
+    runner, names = step_runner(model, optimizer, step_batch, loss, scaler, amp)
+    capture = runner.capture() if settings["capture"] else "off"
+    losses = torch.stack([runner() for _ in range(epochs)]).float().cpu()
+    return {"status": "finished", "capture": capture or "captured", "skipped_steps": None,
+            "loss": losses[:, 0].tolist(),
+            "terms": {n: losses[:, i + 1].tolist() for i, n in enumerate(names)}}
+
+
+def parity_measures(ctx: Context, settings: dict, model, batch: dict) -> dict:
+    """A trained variant's spectral loss (the plain multi-scale loss, float32) on its training
+    examples through the training forward (model(...), compiled where it is, under the step's
+    autocast), the eager forward in float32 and in float16 (CUDA), and the notebooks' metric:
+    report.resynthesis_metrics' spectral_distance (render, eval mode, whole files; its pYIN
+    left out) per file -> figures."""
+    import torch
+
+    from grown_timbres.batching import StepBatches, file_features
+    from grown_timbres.loss import MultiScaleSpectralLoss
+    from grown_timbres.report import resynthesize
+    from grown_timbres.train import with_harmonic_waves
+
+    plain = MultiScaleSpectralLoss()
+    step_batch = with_harmonic_waves(StepBatches(batch["examples"]).batch, model)
+    inputs = [step_batch[k] for k in ("f0", "loudness", "mfcc", "harmonic_waves")]
+
+    def spectral(pred) -> float:
+        return float(plain(pred.float(), step_batch["audio"], step_batch["lengths"]))
+
+    def metric() -> list:
+        return [float(plain(torch.from_numpy(out)[None],
+                            torch.from_numpy(file_features(batch, i)["audio"])[None]))
+                for i, out in enumerate(resynthesize(model, batch))]
+
+    amp = settings["amp"] and ctx.cuda
+    figures = {}
+    with torch.no_grad():
+        with torch.autocast(ctx.device.type, dtype=torch.float16 if amp else torch.float32,
+                            enabled=amp, cache_enabled=False):
+            figures["train_forward"] = spectral(model(*inputs)[0])
+        figures["eager_fp32"] = spectral(model.forward(*inputs)[0])
+        if ctx.cuda:
+            with torch.autocast("cuda", torch.float16, cache_enabled=False):
+                figures["eager_fp16"] = spectral(model.forward(*inputs)[0])
+    per_file = metric()
+    first = Path(batch["file_paths"][0]).stem
+    figures.update(metric_mean=statistics.fmean(per_file), metric_first=per_file[0],
+                   first_file=first, metric_per_file=per_file)
+    if settings.get("grow"):  # the notebook grows every tone before it evaluates
+        from grown_timbres.growth import grow_timbre, held_note
+
+        grow_timbre(model, held_note(model, file_features(batch, 0)))
+        figures["metric_first_after_growth"] = metric()[0]
+    return figures
+
+
+def parity_variant(ctx: Context, settings: dict, batch: dict, model_size: dict,
+                   epochs: int) -> dict:
+    """Train one variant, then measure it -> its figures (status "measured"), or "refused"
+    with the reason where it needs CUDA."""
+    started = time.perf_counter()
+    try:
+        model, history, before = train_parity_variant(ctx, settings, batch, model_size, epochs)
+    except ValueError as err:
+        if ctx.cuda:
+            raise
+        return {"status": "refused", "reason": str(err)}
+    after = list(model.parameters())
+    figures = {"status": "measured", "training": history["status"],
+               "capture": history.get("capture", "off"),
+               "skipped_steps": history["skipped_steps"], "last_loss": history["loss"][-1],
+               "spectral_term": history["terms"]["spectral"][-1],
+               # measured before evaluation and growth, which must change no weight
+               "storages_kept": all(p.data_ptr() == address
+                                    for p, (address, _) in zip(after, before)),
+               "max_weight_move": max(float((p.detach() - weights).abs().max())
+                                      for p, (_, weights) in zip(after, before))}
+    figures.update(parity_measures(ctx, settings, model, batch))
+    figures.update(train_vs_eager=figures["train_forward"] / figures["eager_fp32"] - 1,
+                   metric_vs_loss=figures["metric_mean"] / figures["spectral_term"] - 1,
+                   metric_vs_eager=figures["metric_mean"] / figures["eager_fp32"] - 1,
+                   seconds=time.perf_counter() - started)
+    return figures
+
+
+def against_reference(variants: dict, tolerance: float) -> tuple[dict, list]:
+    """Each measured variant's metric (mean over the files) against PARITY_REFERENCE's ->
+    (figures {<name>_vs_<reference>: metric / reference's - 1}, problems: the variants beyond
+    `tolerance` either way, and those that failed)."""
+    reference = variants.get(PARITY_REFERENCE, {})
+    figures, problems = {}, []
+    for name, figs in variants.items():
+        if figs["status"] == "failed":
+            problems.append(f"{name}: {figs['reason']}")
+        if name == PARITY_REFERENCE or figs["status"] != "measured" or \
+                reference.get("status") != "measured":
+            continue
+        change = figs["metric_mean"] / reference["metric_mean"] - 1
+        figures[f"{name}_vs_{PARITY_REFERENCE}"] = change
+        if not abs(change) <= tolerance:
+            problems.append(f"{name}_vs_{PARITY_REFERENCE} {change:+.1%}: metric "
+                            f"{figs['metric_mean']:.3f} against {reference['metric_mean']:.3f}, "
+                            f"beyond {tolerance:.0%}")
+    return figures, problems
+
+
+PARITY_COLUMNS = ("status", "capture", "skipped_steps", "last_loss", "spectral_term",
+                  "train_forward", "eager_fp32", "eager_fp16", "metric_mean", "metric_first",
+                  "metric_first_after_growth", "metric_vs_loss", "metric_vs_eager",
+                  "train_vs_eager",
+                  "storages_kept", "max_weight_move", "seconds")
+PARITY_NOTES = [
+    "each variant: the bundled tones (figures' files: 12 on the GPU), seed 0, figures' epochs "
+    "(benchmark.BATCHED_PARITY_MIN_EPOCHS, 400, on the GPU); spectral figures are "
+    "the plain multi-scale loss in float32 on the training examples (train_forward: model(...) "
+    "as the step calls it, compiled where compiled, under its autocast; eager_fp32, eager_fp16: "
+    "model.forward); metric: the notebooks' spectral_distance (render in eval mode over whole "
+    "files), mean over files and on the first (01_C4)",
+    "reading it: the reference's metric_vs_loss near 0 is the CPU's behaviour (a model's metric "
+    "equals its training loss); metric_vs_eager far from 0 (the same weights, eager float32, "
+    "through training's forward and through the render): the gap is in evaluation, not "
+    "training",
+    "train_forward far from eager_fp32: the compiled or autocast forward computes another "
+    "function of the same weights (then eager_fp16 says whether float16 alone does it)",
+    "storages_kept false, or max_weight_move near 0: the weights evaluated are not those the "
+    "captured step updated (a storage replaced under the graph)",
+    "<name>_vs_fp32_eager beyond 5%: that variant's training reached a worse model; fp16_captured "
+    "and tf32_captured fine but notebook not: compile; notebook off but benchmark_loop fine: "
+    "train()'s own path (StepBatches, snapshots, checkpoints); metric_first_after_growth apart "
+    "from metric_first: growth changes the model",
+]
+
+
+def part_parity(ctx: Context) -> dict:
+    """Where the optimized notebook's metric parts from its training loss: PARITY_VARIANTS
+    trained and measured one after the other (dry run or CPU: 2 tones, DRY_MODEL, 2 epochs;
+    the CUDA-only variants refused with their reason)."""
+    import benchmark
+    from grown_timbres.batching import batch_to_device, collate
+
+    dry = ctx.dry_run or not ctx.cuda
+    epochs = 2 if dry else benchmark.BATCHED_PARITY_MIN_EPOCHS
+    batch = batch_to_device(collate(tone_features(2 if dry else 12)), ctx.device)
+    model_size = DRY_MODEL if dry else {}
+    variants, figures = {}, {"epochs": epochs, "files": len(batch["file_paths"])}
+    for name, settings in PARITY_VARIANTS.items():
+        if ctx.left() < PARITY_VARIANT_LEAST_S:
+            variants[name] = {"status": "not run", "reason": f"{ctx.left():.0f} s left"}
+            continue
+        try:
+            variants[name] = parity_variant(ctx, settings, batch, model_size, epochs)
+        except Exception as err:  # one variant's CUDA or compile error: the others still run
+            traceback.print_exc()
+            variants[name] = {"status": "failed",
+                              "reason": f"{type(err).__name__}: {str(err)[:300]}"}
+        measured = variants[name]
+        print(f"{name}: " + (figure_text(measured, len(PARITY_COLUMNS), PARITY_COLUMNS)
+                             if measured["status"] == "measured" else
+                             f"{measured['status']}: {measured['reason']}"), flush=True)
+        for key in ("metric_mean", "metric_vs_loss"):
+            if key in measured:
+                figures[f"{name}_{key}"] = measured[key]
+        figures["variants"] = variants
+        ctx.save_partial("parity", {"status": "fail", "figures": figures,
+                                    "error": "ran out of time", "notes": PARITY_NOTES})
+    compared, problems = against_reference(variants, benchmark.PARITY_TOLERANCE)
+    figures.update(compared)
+    refusals = [f"{n}: {v['reason']}" for n, v in variants.items()
+                if v["status"] in ("refused", "not run")]
+    result = {"status": "fail" if problems else "refused" if refusals else "pass",
+              "figures": figures, "error": "; ".join(problems + refusals) or None,
+              "notes": [f"{n}: {s['what']}" for n, s in PARITY_VARIANTS.items()] + PARITY_NOTES,
+              "markdown": parity_table(variants)}
+    return result
+
+
+def parity_table(variants: dict) -> str:
+    lines = ["| variant | " + " | ".join(PARITY_COLUMNS) + " |",
+             "|---|" + "---|" * len(PARITY_COLUMNS)]
+    for name, figs in variants.items():
+        cells = [f"{figs[c]:.4g}" if isinstance(figs.get(c), float) else
+                 str(figs.get(c, "-")) for c in PARITY_COLUMNS]
+        if figs["status"] != "measured":
+            cells[1:] = [figs["reason"].replace("|", "/")] + ["-"] * (len(cells) - 2)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- entry
 def main_part(args) -> int:
     ctx = Context(args)
@@ -686,7 +1001,8 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md "
                         "and the executed notebooks")
-    parser.add_argument("--only", help="comma list of parts to run: " + ", ".join(PARTS))
+    parser.add_argument("--only", help="comma list of parts to run: " + ", ".join(PARTS) +
+                        f" (default: all but {', '.join(OPTIONAL_PARTS)})")
     parser.add_argument("--dry-run", action="store_true",
                         help="the same plan at toy sizes on a CPU (CI); CUDA parts refused")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S,
