@@ -76,16 +76,22 @@ def injected_fault(name: str) -> str:
     return os.environ.get(f"DDSP_FAULT_{name}", "")
 
 
+def is_real_number(value) -> bool:
+    """A real number (int, float, numpy's too) that is not True or False: bool is an int to
+    Python, but a switch given where a number belongs is a mistake."""
+    import numbers
+
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def checked_number(name: str, value, *, whole: bool = False, at_least: float | None = None,
                    above: float | None = None):
     """`value` once it is a real number (not text, not True/False), finite, whole where
     `whole` (2.0 is 2, 2.5 is refused), at least `at_least` and above `above`: an int when
     `whole`, else a float. Else ValueError naming `name` and the value, so that a bad argument
     is refused where it enters, not deep inside torch."""
-    import numbers
-
     kind = "a whole number" if whole else "a number"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not is_real_number(value):
         raise ValueError(f"{name} must be {kind}, not {value!r} ({type(value).__name__})")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, not {value}")

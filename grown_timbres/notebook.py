@@ -11,7 +11,7 @@ import numpy as np
 from .audio import AudioInputError, atomic_write, decode_recording, finite_audio, wav_bytes
 from .batching import EXAMPLE_SECONDS, MIN_VOICED_FRACTION
 from .config import (MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
-                     MIN_RECORD_SECONDS, SAMPLE_RATE)
+                     MIN_RECORD_SECONDS, SAMPLE_RATE, is_real_number)
 from .markup import html_text, markdown_text
 from .plots import plot_loss_comparison, plot_spectrogram_comparison
 from .report import RUN_LABELS, common_stems, comparison_markdown
@@ -149,11 +149,9 @@ def record_microphone(seconds: float, folder) -> Path | None:
 def recording_seconds(seconds) -> float:
     """How long to record, as a float: any real number (numpy's too) but a bool, finite, within
     MIN_RECORD_SECONDS..MAX_RECORD_SECONDS; else ValueError saying so."""
-    import numbers
-
     limits = (f"from MIN_RECORD_SECONDS={MIN_RECORD_SECONDS:g} to MAX_RECORD_SECONDS="
               f"{MAX_RECORD_SECONDS:g} s")
-    if isinstance(seconds, (bool, np.bool_)) or not isinstance(seconds, numbers.Real):
+    if not is_real_number(seconds):  # numpy's bool is no real number either
         raise ValueError(f"cannot record {seconds!r} s: the length is a number of seconds, not "
                          f"{type(seconds).__name__}, {limits}")
     if not MIN_RECORD_SECONDS <= float(seconds) <= MAX_RECORD_SECONDS:  # NaN compares False

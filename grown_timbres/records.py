@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import MAX_AUDIO_CHANNELS, MAX_RUN_RECORD_BYTES, SAMPLE_RATE
+from .config import MAX_AUDIO_CHANNELS, MAX_RUN_RECORD_BYTES, SAMPLE_RATE, is_real_number
 from .audio import finite_audio, load_audio
 from .batching import EXCERPT_SECONDS
 from .report import steady_and_warmup
@@ -48,14 +48,10 @@ KIND_NAMES = {"text": "text", "number": "a number", "count": "a whole number, 0 
               "object": "an object"}
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-CHECKS = {"text": lambda v: isinstance(v, str), "number": _number,
-          "count": lambda v: _number(v) and float(v).is_integer() and v >= 0,
-          "positive": lambda v: _number(v) and v > 0,
-          "number or null": lambda v: v is None or _number(v),
+CHECKS = {"text": lambda v: isinstance(v, str), "number": is_real_number,
+          "count": lambda v: is_real_number(v) and float(v).is_integer() and v >= 0,
+          "positive": lambda v: is_real_number(v) and v > 0,
+          "number or null": lambda v: v is None or is_real_number(v),
           "list": lambda v: isinstance(v, list), "map": lambda v: isinstance(v, dict),
           "object": lambda v: isinstance(v, dict)}
 

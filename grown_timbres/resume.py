@@ -19,13 +19,13 @@ trains to N epochs and never past them.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from pathlib import Path
 
 import torch
 
 from .checkpoints import checked_weights, read_checkpoint
+from .config import is_real_number
 from .model import unwrap_model
 
 
@@ -82,10 +82,6 @@ def continue_on(history: dict, n_examples: int, files: list, where: str = "the h
                   stacklevel=3)
 
 
-def _number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def checked_history(path, history) -> dict:
     """The checkpoint's history once every curve is a list of numbers of one length (losses
     finite), the timings rise, and the counts are whole numbers in range; else ValueError
@@ -103,12 +99,13 @@ def checked_history(path, history) -> dict:
         raise ValueError(f"{path}: history: {field} {problem}")
 
     loss = history["loss"]
-    if not isinstance(loss, list) or not all(_number(v) and math.isfinite(v) for v in loss):
+    if not isinstance(loss, list) or not all(is_real_number(v) and math.isfinite(v) for v in loss):
         refuse("loss", "is not a list of finite numbers (train records only finite losses)")
     if not isinstance(history["terms"], dict):
         refuse("terms", "is not a dict of curves")
     for name, curve in history["terms"].items():
-        if not isinstance(curve, list) or len(curve) != len(loss) or not all(map(_number, curve)):
+        if (not isinstance(curve, list) or len(curve) != len(loss)
+                or not all(map(is_real_number, curve))):
             refuse(f"terms[{name!r}]", f"is not a list of {len(loss)} numbers, one per step")
     timed, seconds = history["timed_epochs"], history["elapsed_seconds"]
     if (not isinstance(timed, list) or not isinstance(seconds, list) or len(timed) != len(seconds)
@@ -116,7 +113,7 @@ def checked_history(path, history) -> dict:
             or timed != sorted(timed)):
         refuse("timed_epochs", f"are not rising step counts up to {len(loss)}, one per "
                                "elapsed_seconds")
-    if not all(_number(s) and math.isfinite(s) and s >= 0 for s in seconds):
+    if not all(is_real_number(s) and math.isfinite(s) and s >= 0 for s in seconds):
         refuse("elapsed_seconds", "are not finite numbers of seconds")
     for field, low in (("steps_per_epoch", 1), ("examples", 1), ("examples_per_step", 1),
                        ("skipped_steps", 0), ("steps_before", 0)):
@@ -126,11 +123,11 @@ def checked_history(path, history) -> dict:
     if history.get("steps_before", 0) > len(loss):
         refuse("steps_before", f"is past the {len(loss)} steps recorded")
     before = history.get("epochs_before", 0.0)
-    if not (_number(before) and math.isfinite(before) and before >= 0):
+    if not (is_real_number(before) and math.isfinite(before) and before >= 0):
         refuse("epochs_before", f"is {before!r}, not a finite number of epochs")
     files = history.get("files", [])
     if not isinstance(files, list) or not all(
-            isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) and _number(f[1])
+            isinstance(f, list) and len(f) == 2 and isinstance(f[0], str) and is_real_number(f[1])
             for f in files):
         refuse("files", "is not a list of [file name, seconds]")
     return history
@@ -157,13 +154,13 @@ def checked_optimizer_state(path, saved, optimizer):
             raise ValueError(f"{part}: parameter group {index} holds {len(group['params'])} "
                              f"parameters, the optimizer's {len(own['params'])}")
         absent = [name for name, value in own.items() if name not in group
-                  and (_number(value) or isinstance(value, tuple))]  # lr, betas, eps, ...
+                  and (is_real_number(value) or isinstance(value, tuple))]  # lr, betas, eps, ...
         if absent:
             raise ValueError(f"{part}: parameter group {index} has no {', '.join(absent)} "
                              "(another optimizer's state?)")
         for name, value in group.items():
             values = value if isinstance(value, (list, tuple)) and name != "params" else [value]
-            if name != "params" and any(_number(v) and not math.isfinite(v) for v in values):
+            if name != "params" and any(is_real_number(v) and not math.isfinite(v) for v in values):
                 raise ValueError(f"{part}: parameter group {index}: {name} is {value!r}")
         params.update(zip(group["params"], own["params"]))
     names = ({"step", "exp_avg", "exp_avg_sq"} | (
@@ -180,7 +177,7 @@ def checked_optimizer_state(path, saved, optimizer):
             if value is None:  # SGD without momentum keeps no buffer
                 continue
             tensor = value if isinstance(value, torch.Tensor) else torch.tensor(
-                float(value) if _number(value) else math.nan)
+                float(value) if is_real_number(value) else math.nan)
             if name == "step":
                 if tensor.numel() != 1 or not (tensor.float() >= 0).all():
                     raise ValueError(f"{part}: state {key}: step is {value!r}")
@@ -210,7 +207,7 @@ def checked_scaler_state(path, saved):
         raise ValueError(f"{path}: scaler_state_dict is not a dict")
     for field, (low, high) in SCALER_FIELDS.items():
         value = saved.get(field)
-        if not (_number(value) and math.isfinite(value) and low < value < high):
+        if not (is_real_number(value) and math.isfinite(value) and low < value < high):
             raise ValueError(f"{path}: scaler_state_dict: {field} is {value!r}, not a finite "
                              f"number above {low}" + (f" and below {high}" if high < 1e9 else ""))
     return saved
