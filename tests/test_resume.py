@@ -80,6 +80,17 @@ def assert_unchanged(before, after):
     assert before[1:3] == after[1:3] and torch.equal(before[3], after[3])
 
 
+def assert_refused_leaving_all_unchanged(path, message):
+    """resume_training of `path` into a fresh model raises ValueError matching `message`, and
+    model, optimizer, GradScaler and random state are as they were."""
+    model, optimizer = fresh(seed=3)
+    scaler = torch.amp.GradScaler("cpu")
+    before = state_of(model, optimizer, scaler)
+    with pytest.raises(ValueError, match=message):
+        resume_training(path, model, optimizer, scaler)
+    assert_unchanged(before, state_of(model, optimizer, scaler))
+
+
 # ------------------------------------------------------------------ checkpoints from before
 def test_an_old_checkpoint_resumes_with_one_line_saying_it_cannot_be_verified():
     model, optimizer = fresh(seed=5)
@@ -116,12 +127,8 @@ def test_a_changed_part_is_refused_by_its_checksum(tmp_path, two_epochs, part, d
     payload = torch.load(tmp_path / "ck.pt", weights_only=True)
     damage(payload)  # the checksums stay as written: the file changed after it was written
     torch.save(payload, tmp_path / "ck.pt")
-    model, optimizer = fresh(seed=3)
-    scaler = torch.amp.GradScaler("cpu")
-    before = state_of(model, optimizer, scaler)
-    with pytest.raises(ValueError, match=rf"ck\.pt: {part} does not match its checksum"):
-        resume_training(tmp_path / "ck.pt", model, optimizer, scaler)
-    assert_unchanged(before, state_of(model, optimizer, scaler))
+    assert_refused_leaving_all_unchanged(tmp_path / "ck.pt",
+                                         rf"ck\.pt: {part} does not match its checksum")
 
 
 def test_a_flipped_bit_in_the_file_is_refused(tmp_path, two_epochs):
@@ -191,12 +198,7 @@ def test_a_wrong_part_is_refused_before_anything_changes(tmp_path, two_epochs, n
     change, message = BAD_PARTS[name]
     (tmp_path / "ck.pt").write_bytes(two_epochs)
     rewrite(tmp_path / "ck.pt", change)
-    model, optimizer = fresh(seed=3)
-    scaler = torch.amp.GradScaler("cpu")
-    before = state_of(model, optimizer, scaler)
-    with pytest.raises(ValueError, match=rf"ck\.pt: {message}"):
-        resume_training(tmp_path / "ck.pt", model, optimizer, scaler)
-    assert_unchanged(before, state_of(model, optimizer, scaler))
+    assert_refused_leaving_all_unchanged(tmp_path / "ck.pt", rf"ck\.pt: {message}")
 
 
 def test_nan_adam_moments_from_an_earlier_version_start_adam_afresh(tmp_path):
