@@ -12,10 +12,11 @@ Parts, in this order, so that the first minutes answer the most:
     room       the same with a model with the room, and its step time
     profile    torch.profiler over a few captured steps of the bundled tones (kernels by CUDA
                time) and a few eager ones (ops: the share of copies, casts, im2col)
-    parity     not in the default plan (80-120 s, estimated: the default fills its budget), run
+    parity     not in the default plan (78 s measured: the default fills its budget), run
                with --only parity: where the optimized notebook's metric parts from its training
-               loss (BENCHMARKS.md, "Quality: parity not met"). The 12 tones trained
-               BATCHED_PARITY_MIN_EPOCHS (400) epochs from seed 0 in five variants (float32
+               loss (BENCHMARKS.md, "Quality: parity"). The 12 tones trained
+               --parity-epochs (default BATCHED_PARITY_MIN_EPOCHS, 400) epochs from seed 0 in
+               the --parity-variants (default all five) (float32
                eager, the reference; float16 captured; TF32 captured; the notebook's recipe
                through train(); the same through the benchmark's loop), each measured through
                the training forward, the eager forward in float32 and float16, and the
@@ -69,7 +70,7 @@ DEFAULT_PARTS = tuple(p for p in PARTS if p not in OPTIONAL_PARTS)
 # on an H200 (BENCHMARKS.md, 2026-12-04): tests 23 s, notebooks 167 s (the first pYIN calls
 # compile numba's kernels inside them), benchmark 52-59 s at 45 epochs, long take 18 s, room
 # 20 s, profile 10-14 s: 300 s in all, so the benchmark now times 20 epochs a row. Parity is
-# not measured yet: five variants of 400 epochs, two of them compiled, estimated 80-120 s.
+# 78 s: five variants of 400 epochs, two of them compiled (1000 epochs, three variants: 69 s).
 PART_LIMIT_S = {"tests": 40, "notebooks": 180, "benchmark": 70, "long_take": 30, "room": 30,
                 "profile": 25, "parity": 200}
 PART_LEAST_S = {"tests": 25, "notebooks": 150, "benchmark": 50, "long_take": 20, "room": 22,
@@ -125,7 +126,9 @@ PARITY_VARIANTS = {
 def part_command(part: str, args, work: Path, seconds: float) -> list[str]:
     return [sys.executable, str(Path(__file__).resolve()), "--part", part, "--work", str(work),
             "--out", str(args.out), "--deadline", str(time.time() + seconds),
-            *(["--dry-run"] if args.dry_run else [])]
+            *(["--dry-run"] if args.dry_run else []),
+            *(["--parity-epochs", str(args.parity_epochs)] if args.parity_epochs else []),
+            *(["--parity-variants", args.parity_variants] if args.parity_variants else [])]
 
 
 def run_part(part: str, args, work: Path, seconds: float) -> dict:
@@ -315,6 +318,7 @@ class Context:
         self.cuda = torch.cuda.is_available()
         self.device = torch.device("cuda" if self.cuda else "cpu")
         self.deadline, self.work, self.out = args.deadline, Path(args.work), Path(args.out)
+        self.parity_epochs, self.parity_variants = args.parity_epochs, args.parity_variants
 
     def left(self) -> float:
         return self.deadline - time.time()
@@ -864,6 +868,7 @@ def parity_variant(ctx: Context, settings: dict, batch: dict, model_size: dict,
     figures = {"status": "measured", "training": history["status"],
                "capture": history.get("capture", "off"),
                "skipped_steps": history["skipped_steps"], "last_loss": history["loss"][-1],
+               "best_loss": min(history["loss"]),
                "spectral_term": history["terms"]["spectral"][-1],
                # measured before evaluation and growth, which must change no weight
                "storages_kept": all(p.data_ptr() == address
@@ -899,7 +904,8 @@ def against_reference(variants: dict, tolerance: float) -> tuple[dict, list]:
     return figures, problems
 
 
-PARITY_COLUMNS = ("status", "capture", "skipped_steps", "last_loss", "spectral_term",
+PARITY_COLUMNS = ("status", "capture", "skipped_steps", "last_loss", "best_loss",
+                  "spectral_term",
                   "train_forward", "eager_fp32", "eager_fp16", "metric_mean", "metric_first",
                   "metric_first_after_growth", "metric_vs_loss", "metric_vs_eager",
                   "train_vs_eager",
@@ -926,6 +932,18 @@ PARITY_NOTES = [
 ]
 
 
+def chosen_parity_variants(text: str | None) -> list[str]:
+    """--parity-variants' comma list (None: all of PARITY_VARIANTS) -> the names; ValueError
+    for an unknown name, or a list without the reference."""
+    chosen = [v.strip() for v in (text or ",".join(PARITY_VARIANTS)).split(",") if v.strip()]
+    unknown = sorted(set(chosen) - set(PARITY_VARIANTS))
+    if unknown or PARITY_REFERENCE not in chosen:
+        raise ValueError(f"--parity-variants: {', '.join(unknown) or 'no ' + PARITY_REFERENCE}"
+                         f" (choose from {', '.join(PARITY_VARIANTS)}; {PARITY_REFERENCE} "
+                         "must run, as the reference)")
+    return chosen
+
+
 def part_parity(ctx: Context) -> dict:
     """Where the optimized notebook's metric parts from its training loss: PARITY_VARIANTS
     trained and measured one after the other (dry run or CPU: 2 tones, DRY_MODEL, 2 epochs;
@@ -934,11 +952,14 @@ def part_parity(ctx: Context) -> dict:
     from grown_timbres.batching import batch_to_device, collate
 
     dry = ctx.dry_run or not ctx.cuda
-    epochs = 2 if dry else benchmark.BATCHED_PARITY_MIN_EPOCHS
+    epochs = 2 if dry else ctx.parity_epochs or benchmark.BATCHED_PARITY_MIN_EPOCHS
+    chosen = chosen_parity_variants(ctx.parity_variants)
     batch = batch_to_device(collate(tone_features(2 if dry else 12)), ctx.device)
     model_size = DRY_MODEL if dry else {}
     variants, figures = {}, {"epochs": epochs, "files": len(batch["file_paths"])}
     for name, settings in PARITY_VARIANTS.items():
+        if name not in chosen:
+            continue
         if ctx.left() < PARITY_VARIANT_LEAST_S:
             variants[name] = {"status": "not run", "reason": f"{ctx.left():.0f} s left"}
             continue
@@ -1007,6 +1028,10 @@ def parse_args(argv=None):
                         help="the same plan at toy sizes on a CPU (CI); CUDA parts refused")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S,
                         help="seconds for the whole check")
+    parser.add_argument("--parity-epochs", type=int, help="epochs each parity variant trains "
+                        "(default: benchmark.BATCHED_PARITY_MIN_EPOCHS, 400; the notebook: 1000)")
+    parser.add_argument("--parity-variants", help="comma list of the parity variants to run "
+                        f"(default: all; {PARITY_REFERENCE} always)")
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # a child's part
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)

@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import nbformat
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import gpu_check  # noqa: E402
@@ -106,3 +107,12 @@ def test_the_parity_probe_is_left_out_of_the_default_plan_but_has_its_limits():
     assert "parity" in gpu_check.PARTS and "parity" not in gpu_check.DEFAULT_PARTS
     assert set(gpu_check.PARTS) <= set(gpu_check.PART_LIMIT_S) & set(gpu_check.PART_LEAST_S)
     assert set(gpu_check.PARTS) <= set(gpu_check.HEADLINE)
+
+
+def test_parity_variants_are_chosen_by_name_and_always_keep_the_reference():
+    assert gpu_check.chosen_parity_variants(None) == list(gpu_check.PARITY_VARIANTS)
+    assert gpu_check.chosen_parity_variants("fp32_eager, notebook") == ["fp32_eager", "notebook"]
+    with pytest.raises(ValueError, match="--parity-variants: notebok"):
+        gpu_check.chosen_parity_variants("fp32_eager,notebok")
+    with pytest.raises(ValueError, match="no fp32_eager"):
+        gpu_check.chosen_parity_variants("notebook")
