@@ -224,6 +224,28 @@ def _monophonic(intervals, overlap: str) -> list:
             for start, end, pick in chosen]
 
 
+def _open_midi(path: Path):
+    """The mido.MidiFile at `path`, or ValueError naming it: missing, over MAX_MIDI_BYTES,
+    not MIDI, or timed in SMPTE frames."""
+    try:
+        import mido
+    except ImportError:
+        raise ImportError("reading MIDI files needs mido: pip install mido") from None
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    if path.stat().st_size > MAX_MIDI_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than MAX_MIDI_BYTES="
+                         f"{MAX_MIDI_BYTES}")
+    try:
+        midi = mido.MidiFile(str(path))
+    except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError ...
+        raise ValueError(f"{path}: not a readable MIDI file ({type(err).__name__}: {err})"
+                         ) from None
+    if not 0 < midi.ticks_per_beat < 0x8000:
+        raise ValueError(f"{path}: SMPTE time division is not supported (only ticks per beat)")
+    return midi
+
+
 def read_midi(path, track: int | None = None, channel: int | None = None, merge: bool = False,
               overlap: str = "highest") -> list:
     """A MIDI file's melody as Notes (with rests), tempo changes honoured.
@@ -237,23 +259,8 @@ def read_midi(path, track: int | None = None, channel: int | None = None, merge:
     the file when it is missing, not MIDI, has a tempo of 0 or no notes (in the chosen
     track/channel), or passes a limit: MAX_MIDI_BYTES, MAX_NOTES, or one note or rest longer
     than MAX_RENDER_SECONDS."""
-    try:
-        import mido
-    except ImportError:
-        raise ImportError("reading MIDI files needs mido: pip install mido") from None
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: file not found")
-    if path.stat().st_size > MAX_MIDI_BYTES:
-        raise ValueError(f"{path}: {path.stat().st_size} bytes, more than MAX_MIDI_BYTES="
-                         f"{MAX_MIDI_BYTES}")
-    try:
-        midi = mido.MidiFile(str(path))
-    except Exception as err:  # mido raises OSError, EOFError, ValueError, KeyError ...
-        raise ValueError(f"{path}: not a readable MIDI file ({type(err).__name__}: {err})"
-                         ) from None
-    if not 0 < midi.ticks_per_beat < 0x8000:
-        raise ValueError(f"{path}: SMPTE time division is not supported (only ticks per beat)")
+    midi = _open_midi(path)
     _check_events(path, midi.tracks)
     shared_tempo = _tempo_map(midi.tracks) if midi.type != 2 else None
     intervals_by_part = {}  # (track, channel) -> [(start s, end s, pitch)]
