@@ -17,7 +17,8 @@ file, e.g. `from grown_timbres import synth`.
     growth       GROWTH_STAGES, growth_stages, stages_from_table, held_note, grow_timbre
     report       resynthesize, evaluate_batch, metrics_table, growth_table, make_run_record,
                  save_run_record
-    notes        parse_note_list, read_midi
+    notes        parse_note_list
+    midi         read_midi
     transfer     notes_to_controls, recording_to_controls, training_ranges, timbre_mfcc,
                  render_melody
     plots        plot_features, plot_loss, plot_growth, plot_stage_controls, plot_transfer
@@ -39,7 +40,8 @@ from grown_timbres.growth import (GROWTH_STAGES, grow_timbre, growth_stages, hel
                                   stages_from_table)
 from grown_timbres.report import (evaluate_batch, growth_table, make_run_record, metrics_table,
                                   resynthesize, save_run_record)
-from grown_timbres.notes import parse_note_list, read_midi
+from grown_timbres.midi import read_midi
+from grown_timbres.notes import parse_note_list
 from grown_timbres.transfer import (notes_to_controls, recording_to_controls, render_melody,
                                     timbre_mfcc, training_ranges)
 from grown_timbres.plots import (plot_features, plot_growth, plot_loss, plot_stage_controls,

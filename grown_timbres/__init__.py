@@ -25,7 +25,8 @@ One concern per file, listed as the data flows; each file imports only files abo
     growth       stages as data (Stage) and grow_timbre
     report       metrics, run records, the comparison table
     records      run records read back: files found under the project only, fields checked
-    notes        note lists and MIDI files as Notes
+    notes        melodies as Notes, from note lists
+    midi         MIDI files as Notes
     transfer     melodies and recordings as controls, render_melody
     plots        figures for the notebooks
     notebook     installs, uploads, the microphone in Colab, players, the side-by-side section
