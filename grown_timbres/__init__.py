@@ -14,8 +14,13 @@ One concern per file, listed as the data flows; each file imports only files abo
     worker_pool  work spread over processes, which the stop button stops at once
     feature_cache  cache entries: the digest naming them, written, read without trusting them
     features     f0, loudness, MFCC, their cache, many files at once
-    synth        harmonic oscillators and filtered noise
-    model        the decoder (DDSPModel) and render, the one way to play it
+    synth        harmonic oscillators, filtered noise, the room's convolution
+    model_config  ModelConfig: the model's sizes, rates and optional parts, checked; old ones read
+    part         SynthPart: what a synthesizer part declares (controls, gain, lr scale, tail)
+    harmonic_part  the harmonic oscillators as a part
+    noise_part   the filtered noise as a part
+    room_part    the learned room as a part
+    model        the decoder (DDSPModel) over its list of parts, and render, the one way to play it
     loss         multi-scale spectral loss + time-domain L1, as named terms
     checkpoints  weights and configuration, saved with checksums and loaded safely; warm starts
     capture      the training state saved and restored; a step recorded as a CUDA graph

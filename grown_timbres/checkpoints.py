@@ -1,6 +1,8 @@
 """Checkpoints: the model's plain weights and configuration, written atomically with a checksum
 of every part and loaded safely (weights_only, checksums verified), whether or not the model
-was compiled; a warm start from another model's checkpoint that shares all but the room."""
+was compiled; a warm start from another model's checkpoint that shares all but its optional
+parts (the room). The configuration is the model's ModelConfig (as_dict; from_dict reads older
+ones, `reverb` for the room included)."""
 from __future__ import annotations
 
 import errno
@@ -13,11 +15,11 @@ import torch
 
 from .audio import atomic_write
 from .config import MAX_CHECKPOINT_BYTES, injected_fault
-from .model import DDSPModel, check_model_config, unwrap_model
+from .model import DDSPModel, unwrap_model
+from .model_config import OLD_NAMES, ModelConfig
 
 COMPILED_PREFIX = "_orig_mod."
 CHECKSUMS = "checksums"  # {part: sha256 hex} of every other top-level entry of the file
-ROOM_PREFIX = "room_"  # DDSPModel's room parameters: room_noise, room_level, room_decay
 
 
 def clean_state_dict(state_dict: dict) -> dict:
@@ -65,7 +67,7 @@ def save_checkpoint(path, model, **extras) -> Path:
     written (<reason>)" and leaves no partial file (audio.atomic_write)."""
     core = unwrap_model(model)
     state = {k: v.detach().cpu() for k, v in clean_state_dict(core.state_dict()).items()}
-    payload = {"model_state_dict": state, "config": dict(core.config), **extras}
+    payload = {"model_state_dict": state, "config": core.config.as_dict(), **extras}
     payload[CHECKSUMS] = part_checksums(payload)
 
     def write(tmp):
@@ -113,25 +115,25 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     return checkpoint
 
 
-def checked_weights(path, checkpoint: dict, model=None, room_may_differ: bool = False):
+def checked_weights(path, checkpoint: dict, model=None, parts_may_differ: bool = False):
     """(model, weights): `model` (built from the saved config when None) and the checkpoint's
     weights, `_orig_mod.` prefixes dropped, once the config and every weight's name and shape
-    fit the model; nothing is loaded yet. `room_may_differ`: a model and a checkpoint of which
-    only one has a room are accepted, and the room's weights left out of the check and of the
-    weights returned. Raises ValueError naming the file and what is wrong."""
+    fit the model; nothing is loaded yet. `parts_may_differ`: a model and a checkpoint that
+    differ in their optional parts (SynthPart.switch: the room) are accepted, and those parts'
+    weights left out of the check and of the weights returned. Raises ValueError naming the
+    file and what is wrong."""
     try:
-        saved_config = check_model_config(checkpoint.get("config", {}))
+        saved_config = ModelConfig.from_dict(checkpoint.get("config", {}))
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
-    saved_config.setdefault("reverb", False)  # saved before the room (issue 14): it had none
     if model is None:
-        model = DDSPModel(**saved_config)
+        model = DDSPModel(saved_config)
     core = unwrap_model(model)
-    skip_room = room_may_differ and saved_config["reverb"] != core.config["reverb"]
-    differences = [f"{key}: checkpoint {saved_config.get(key)!r}, model {value!r}"
-                   for key, value in core.config.items()
-                   if key in saved_config and saved_config[key] != value
-                   and not (skip_room and key == "reverb")]
+    given = _given_fields(checkpoint.get("config", {}))
+    optional = _optional_part_weights(core.config, saved_config) if parts_may_differ else {}
+    differences = [f"{key}: checkpoint {saved_config[key]!r}, model {value!r}"
+                   for key, value in core.config.as_dict().items()
+                   if key in given and saved_config[key] != value and key not in optional]
     if differences:
         raise ValueError(f"{path}: checkpoint was saved with another model configuration ("
                          + "; ".join(differences) + ")")
@@ -140,9 +142,9 @@ def checked_weights(path, checkpoint: dict, model=None, room_may_differ: bool = 
         raise ValueError(f"{path}: model_state_dict is not a dict of tensors")
     state = clean_state_dict(state)
     expected = core.state_dict()
-    if skip_room:
-        state = {k: v for k, v in state.items() if not k.startswith(ROOM_PREFIX)}
-        expected = {k: v for k, v in expected.items() if not k.startswith(ROOM_PREFIX)}
+    skipped = {name for names in optional.values() for name in names}
+    state = {k: v for k, v in state.items() if k not in skipped}
+    expected = {k: v for k, v in expected.items() if k not in skipped}
     problems = [f"missing {key}" for key in expected if key not in state]
     problems += [f"unexpected {key}" for key in state if key not in expected]
     problems += [f"{key}: shape {tuple(state[key].shape)}, model {tuple(value.shape)}"
@@ -155,15 +157,35 @@ def checked_weights(path, checkpoint: dict, model=None, room_may_differ: bool = 
     return model, state
 
 
+def _given_fields(saved: dict) -> set:
+    """The fields a saved configuration sets (today's names), which a model's must equal: those
+    it names, and every optional part's switch (one it lacks is off: a checkpoint from before
+    the room has no `reverb` and no room). A size it lacks is not compared (a checkpoint of the
+    seed's format has no configuration: its weights' shapes are checked instead)."""
+    switches = {part.switch for part in DDSPModel.PARTS if part.switch is not None}
+    return {OLD_NAMES.get(name, name) for name in saved} | switches
+
+
+def _optional_part_weights(ours: ModelConfig, saved: ModelConfig) -> dict:
+    """{switch field: weight names} of the optional parts (DDSPModel.PARTS with a switch) that
+    one of the two configurations has and the other lacks."""
+    differing = {}
+    for part_type in DDSPModel.PARTS:
+        switch = part_type.switch
+        if switch is not None and getattr(ours, switch) != getattr(saved, switch):
+            differing[switch] = list(part_type.weight_names)
+    return differing
+
+
 def load_checkpoint(path, model=None, map_location="cpu"):
     """Load a checkpoint safely (weights_only=True) -> (model, checkpoint dict).
 
     Without `model` one is built from the saved config; with one (compiled or not) its config
-    must match, else ValueError lists what differs (a config without `reverb` is a model
-    without a room). `_orig_mod.` keys are accepted. Everything is checked before the model is
-    built or touched (read_checkpoint: size, checksums; checked_weights: config fields against
-    MODEL_LIMITS, every weight's name and shape): a refused checkpoint leaves `model` as it
-    was. Raises ValueError naming the file and what is wrong."""
+    must match, else ValueError lists what differs (a config without `room`, or its old name
+    `reverb`, is a model without a room). `_orig_mod.` keys are accepted. Everything is checked
+    before the model is built or touched (read_checkpoint: size, checksums; checked_weights:
+    the config as ModelConfig checks it, every weight's name and shape): a refused checkpoint
+    leaves `model` as it was. Raises ValueError naming the file and what is wrong."""
     path = Path(path)
     checkpoint = read_checkpoint(path, map_location)
     model, state = checked_weights(path, checkpoint, model)
@@ -173,20 +195,24 @@ def load_checkpoint(path, model=None, map_location="cpu"):
 
 def warm_start(path, model) -> str:
     """Start `model` from another run's checkpoint -> a one-line message saying what was
-    loaded. The configurations must match but for the room (`reverb`): every weight the two
-    share is loaded, and a room that only `model` has keeps its fresh start (the original
-    notebook's model never has one, while uploads train with one), one that only the
-    checkpoint has is left out. Checked as load_checkpoint checks: a refused file leaves
+    loaded. The configurations must match but for the optional parts (the room): every weight
+    the two share is loaded, and a part that only `model` has keeps its fresh start (the
+    original notebook's model never has a room, while uploads train with one), one that only
+    the checkpoint has is left out. Checked as load_checkpoint checks: a refused file leaves
     `model` as it was."""
     path = Path(path)
     checkpoint = read_checkpoint(path)
-    _, state = checked_weights(path, checkpoint, model, room_may_differ=True)
+    _, state = checked_weights(path, checkpoint, model, parts_may_differ=True)
     core = unwrap_model(model)
-    saved_room = bool((checkpoint.get("config") or {}).get("reverb", False))  # checked above
-    core.load_state_dict(state, strict=saved_room == core.reverb)
-    if core.reverb and not saved_room:
-        return (f"warm start from {path}: its decoder and synthesizer weights loaded; the "
-                "room starts fresh (that model has none)")
-    if saved_room and not core.reverb:
-        return f"warm start from {path}: all weights loaded but its room (this model has none)"
-    return f"warm start from {path}: all weights loaded"
+    saved = ModelConfig.from_dict(checkpoint.get("config", {}))  # checked above
+    optional = [part for part in DDSPModel.PARTS if part.switch is not None]
+    fresh = [part.name for part in optional
+             if getattr(core.config, part.switch) and not getattr(saved, part.switch)]
+    left_out = [part.name for part in optional
+                if getattr(saved, part.switch) and not getattr(core.config, part.switch)]
+    core.load_state_dict(state, strict=not fresh and not left_out)
+    loaded = (f"its decoder and synthesizer weights loaded; the {' and '.join(fresh)} starts "
+              "fresh (that model has none)" if fresh else "all weights loaded")
+    if left_out:
+        loaded += f" but its {' and '.join(left_out)} (this model has none)"
+    return f"warm start from {path}: {loaded}"

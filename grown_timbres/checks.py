@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .audio import SILENCE_PEAK, read_wav
-from .config import HOP_LENGTH, REVERB_SECONDS, SAMPLE_RATE
+from .config import HOP_LENGTH, SAMPLE_RATE
+from .room_part import ROOM_SECONDS
 from .growth import Stage
 from .markup import markdown_text
 from .notes import Note
@@ -35,7 +36,7 @@ def expected_samples(expected, room: bool = False) -> tuple[int, int]:
     """(fewest, most) samples a wav may hold. `expected`: a length in samples; Stages (a
     growth render: the stages' seconds, exactly); Notes (a melody: its notes' seconds, up to
     MELODY_SLACK_SAMPLES more for the release); or f0 frames [T] (a melody from a recording's
-    controls: T frames of HOP_LENGTH). A melody of a model with a `room` has REVERB_SECONDS
+    controls: T frames of HOP_LENGTH). A melody of a model with a `room` has ROOM_SECONDS
     more, where the room rings out."""
     if isinstance(expected, (int, np.integer)):
         return int(expected), int(expected)
@@ -43,7 +44,7 @@ def expected_samples(expected, room: bool = False) -> tuple[int, int]:
     if items and all(isinstance(item, Stage) for item in items):
         n = round(sum(stage.duration for stage in items) * SAMPLE_RATE)
         return n, n
-    tail = round(REVERB_SECONDS * SAMPLE_RATE) if room else 0
+    tail = round(ROOM_SECONDS * SAMPLE_RATE) if room else 0
     if items and all(isinstance(item, Note) for item in items):
         n = round(sum(note.duration for note in items) * SAMPLE_RATE) + tail
         return n, n + MELODY_SLACK_SAMPLES

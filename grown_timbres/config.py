@@ -51,19 +51,6 @@ MAX_STAGES = 100
 # A run record (JSON): 1000 epochs of 38 steps (600 examples) keep ~4 MB of loss curves
 MAX_RUN_RECORD_BYTES = 64 * 2**20
 MAX_CHECKPOINT_BYTES = 2**30  # the largest model allowed below, with Adam's state, is 0.4 GB
-# DDSPModel's arguments as (lowest, highest); checked before a layer is built, a checkpoint's
-# config included. hidden_size 1024 is twice magenta's (0.1 GB of weights; 4096 would be 1.6).
-MODEL_LIMITS = {
-    "n_harmonics": (1, 128),  # the synthesizer's memory grows with it (64 by default)
-    "n_noise_bands": (2, 257),  # a 512-tap noise filter at most
-    "hidden_size": (1, 1024),
-    "n_mfcc": (1, 128),
-    "z_dim": (1, 256),
-    "sample_rate": (SAMPLE_RATE, SAMPLE_RATE),  # features and loss targets are built at these
-    "hop_length": (HOP_LENGTH, HOP_LENGTH),
-}
-MODEL_SWITCHES = ("reverb",)  # DDSPModel's on/off arguments (True or False)
-REVERB_SECONDS = 1.0  # the learned room's impulse response: 22050 taps
 
 def injected_fault(name: str) -> str:
     """Test hook, never set in normal use: the value of the environment variable

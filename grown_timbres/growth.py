@@ -2,13 +2,14 @@
 
 A stage is data (Stage): a name, how many harmonics sound (None = all), whether the noise
 sounds, for how long, and whether the model's learned room sounds (the last default stage of a
-model with one, growth_stages). The note is the file's own, as the trained decoder plays it over the
+model with one, growth_stages). Each part of the model says how much it sounds in a stage
+(SynthPart.stage_gain) and the gain that fades it. The note is the file's own, as the trained decoder plays it over the
 file's sustained frames (HeldNote), and its synthesizer controls are held still for the whole
 render, so the note is steady by construction: no recurrent state drifts over a long constant
 input. It is rendered once with continuous phase; only the stages' gains change, crossfading at
 the boundaries, so nothing clicks.
 
-    file features [T] -> HeldNote;  stages, HeldNote -> audio [sum of durations * SAMPLE_RATE]
+    file features [T] -> HeldNote;  stages, HeldNote -> audio [sum of durations * sample_rate]
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 
 from .audio import finish_render
-from .config import (HOP_LENGTH, MAX_RENDER_SECONDS, MAX_STAGE_SECONDS, MAX_STAGES,
-                     MIN_STAGE_SECONDS, SAMPLE_RATE)
+from .config import (MAX_RENDER_SECONDS, MAX_STAGE_SECONDS, MAX_STAGES, MIN_STAGE_SECONDS,
+                     SAMPLE_RATE)
+from .harmonic_part import harmonic_mask
 from .model import check_render_inputs, evaluating, render_controls, unwrap_model
 from .synth import noise_impulse_responses
 
@@ -37,7 +39,7 @@ _ALL_WORD = "all"  # "none" or "" could as well mean no harmonics: only 'all' me
 class Stage:
     """One growth stage: `name`, how many harmonics sound (`n_harmonics`, None = all), whether
     the `noise` sounds, for how long (`duration`, seconds within MIN_STAGE_SECONDS ..
-    MAX_STAGE_SECONDS), and whether the model's `room` sounds (DDSPModel(reverb=True) only).
+    MAX_STAGE_SECONDS), and whether the model's `room` sounds (DDSPModel(room=True) only).
 
     Values may come as a form gives them: n_harmonics '3' or 'all' (or None); noise and room
     on/off, yes/no, true/false, 1/0 (empty or None = off); duration '1.5'. They are checked and
@@ -104,7 +106,7 @@ ROOM_STAGE = Stage("+ room", None, True, 1.5, room=True)
 
 def growth_stages(model) -> tuple:
     """The default growth of `model`: GROWTH_STAGES, then ROOM_STAGE if it has a room."""
-    return GROWTH_STAGES + ((ROOM_STAGE,) if unwrap_model(model).reverb else ())
+    return GROWTH_STAGES + ((ROOM_STAGE,) if unwrap_model(model).config.room else ())
 
 
 def stages_from_table(rows) -> list:
@@ -174,31 +176,24 @@ def stage_weights(stages, n_frames: int, frame_seconds: float,
     return np.stack([entered[i] - entered[i + 1] for i in range(len(stages))])
 
 
-def harmonic_mask(stage: Stage, n_harmonics: int) -> np.ndarray:
-    """[H] bool: the harmonics that sound in `stage`."""
-    count = n_harmonics if stage.n_harmonics is None else stage.n_harmonics
-    return np.arange(n_harmonics) < count
-
-
-def stage_gains(stages, n_frames: int, n_harmonics: int, frame_seconds: float,
-                room: bool = False) -> dict:
-    """Frame-rate gains for DDSPModel.synthesize, by its argument names: harmonic_gain
-    [1, T, H], noise_gain [1, T, 1] and, for a model with a `room`, room_gain [1, T, 1]
-    (a model with a room plays it in full unless told). A stage with the room on for a model
-    without one: ValueError."""
+def stage_gains(stages, n_frames: int, parts, frame_seconds: float) -> dict:
+    """Frame-rate gains for DDSPModel.synthesize, by its argument names: each of `parts`
+    (DDSPModel.parts) its gain [1, T, C], how much it sounds in each stage (SynthPart.
+    stage_gain) crossfaded between stages: harmonic_gain [1, T, H], noise_gain [1, T, 1] and,
+    for a model with a room, room_gain [1, T, 1]. A stage that turns on what no part plays
+    (the room, for a model without one): ValueError."""
+    played = {part.stage_switch for part in parts}
+    for stage in stages:
+        for field in STAGE_FIELDS:
+            if field not in played and field not in ("name", "duration") and getattr(stage, field):
+                raise ValueError(f"stage {stage.name!r} turns the {field} on, but the model has "
+                                 f"none (DDSPModel({field}=False))")
     weights = stage_weights(stages, n_frames, frame_seconds)
-    harmonic_masks = np.stack([harmonic_mask(s, n_harmonics) for s in stages]).astype(np.float64)
-    switches = {"noise_gain": [s.noise for s in stages]}
-    if room:
-        switches["room_gain"] = [s.room for s in stages]
-    elif any(s.room for s in stages):
-        raise ValueError(f"stage {next(s.name for s in stages if s.room)!r} turns the room on, "
-                         "but the model has none (DDSPModel(reverb=False))")
-    harmonic = torch.from_numpy((weights.T @ harmonic_masks).astype(np.float32))
-    gains = {"harmonic_gain": harmonic[None]}
-    for name, on in switches.items():
-        gain = torch.from_numpy((weights.T @ np.array(on, np.float64)).astype(np.float32))
-        gains[name] = gain[None, :, None]
+    gains = {}
+    for part in parts:
+        switches = np.stack([part.stage_gain(stage) for stage in stages])
+        gain = torch.from_numpy((weights.T @ switches).astype(np.float32))
+        gains[part.gain] = gain[None]
     return gains
 
 
@@ -284,26 +279,26 @@ def held_controls(note: HeldNote, n_frames: int, device) -> tuple:
                            "noise_magnitudes": hold(note.noise_magnitudes)}
 
 
-def _frames_for(stages) -> tuple[int, int]:
+def _frames_for(stages, sample_rate: int, hop_length: int) -> tuple[int, int]:
     """(samples, frames) that the stages last."""
-    n_samples = int(round(sum(s.duration for s in stages) * SAMPLE_RATE))
-    return n_samples, -(-n_samples // HOP_LENGTH)
+    n_samples = int(round(sum(s.duration for s in stages) * sample_rate))
+    return n_samples, -(-n_samples // hop_length)
 
 
 def grow_timbre(model, note: HeldNote, stages=None, seed: int = 0) -> np.ndarray:
     """Render `stages` back to back from one held note (held_note): float32
-    [sum of durations * SR].
+    [sum of durations * the model's sample_rate].
 
     The note's controls and its phase run continuously and only the stage gains change,
     crossfading at boundaries, so nothing clicks; short fades at both ends; the level is the
     model's own. `stages`: anything stages_from_table takes; None: growth_stages(model)."""
     core = unwrap_model(model)
     stages = stages_from_table(growth_stages(core) if stages is None else stages)
-    n_samples, n_frames = _frames_for(stages)
+    sample_rate, hop_length = core.config.sample_rate, core.config.hop_length
+    n_samples, n_frames = _frames_for(stages, sample_rate, hop_length)
     device = next(core.parameters()).device
     f0, controls = held_controls(note, n_frames, device)
-    gains = stage_gains(stages, n_frames, note.n_harmonics, HOP_LENGTH / SAMPLE_RATE,
-                        room=core.reverb)
+    gains = stage_gains(stages, n_frames, core.parts, hop_length / sample_rate)
     audio = render_controls(model, f0, controls, seed,
                             **{name: gain.to(device) for name, gain in gains.items()})
     return finish_render(audio[0, :n_samples])

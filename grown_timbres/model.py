@@ -1,12 +1,11 @@
-"""The model: an MFCC encoder and a magenta-style RNN/FC decoder that drive the synthesizer,
-and the one way to render audio from it.
+"""The model: an MFCC encoder and a magenta-style RNN/FC decoder that drive the synthesizer's
+parts (DDSPModel.PARTS), and the one way to render audio from it.
 
-    f0 [B, T, 1] Hz, loudness [B, T, 1] dB, mfcc [B, T, N_MFCC] -> audio [B, T * HOP_LENGTH]
+    f0 [B, T, 1] Hz, loudness [B, T, 1] dB, mfcc [B, T, n_mfcc] -> audio [B, T * hop_length]
 """
 from __future__ import annotations
 
 import math
-import operator
 import warnings
 from contextlib import contextmanager
 
@@ -14,66 +13,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, MODEL_LIMITS,
-                     MODEL_SWITCHES, N_MFCC, RENDER_F0_MAX_HZ, RENDER_F0_MIN_HZ, SAMPLE_RATE)
+from .config import (LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, RENDER_F0_MAX_HZ,
+                     RENDER_F0_MIN_HZ)
 from .features import MFCC_MAX_ABS, hz_to_midi
-from .synth import (ROOM_NOISE_LR_SCALE, exp_sigmoid, filtered_noise, harmonic_synth,
-                    initial_room, normalize_harmonic_distribution, reverb,
-                    room_impulse_response, upsample_frames)
+from .harmonic_part import HarmonicPart
+from .model_config import ModelConfig
+from .noise_part import NoisePart
+from .room_part import RoomPart
 
-N_HARMONICS = 64
-N_NOISE_BANDS = 65  # noise filter: 65 magnitudes -> a 128-tap linear-phase FIR per frame
-HIDDEN_SIZE = 512
-Z_DIM = 16
-NOISE_INITIAL_BIAS = -5.0  # magenta: start with quiet noise so harmonics are learned first
-# What a render takes (check_synthesis_inputs). Controls: at most what get_controls outputs
-# (exp_sigmoid tops out at 2; a harmonic's share of the distribution at 1). Gains mute or fade
-# a part (0 to 1); louder parts are the model's to learn. Values may pass a bound by this much,
-# relatively: a median or crossfade computed in float32 rounds.
-CONTROL_MAX = {"amplitude": 2.0, "harmonic_distribution": 1.0, "noise_magnitudes": 2.0}
+# What a render takes (check_synthesis_inputs). Gains mute or fade a part (0 to 1); louder
+# parts are the model's to learn. Values may pass a bound by this much, relatively: a median or
+# crossfade computed in float32 rounds.
 GAIN_MAX = 1.0
 ROUNDING_SLACK = 1e-5
-# The learned room: its wet part at most this far above the dry sound (for noise: the energy of
-# its taps). The room BENCHMARKS.md measured learned is at +5 dB and a far seat in a large hall
-# hears some +10 to +20 dB; a level like 1e30 is +600.
-ROOM_MAX_GAIN_DB = 30.0
-
-
-def check_model_config(config) -> dict:
-    """A model configuration (some or all of DDSPModel's arguments) checked before anything is
-    built: known fields only, whole numbers within config.MODEL_LIMITS, switches
-    (config.MODEL_SWITCHES) True or False. Returns it as plain ints and bools; raises
-    ValueError naming the field, its value and the limit."""
-    if not isinstance(config, dict):
-        raise ValueError(f"a model configuration is a dict of DDSPModel's arguments, got "
-                         f"{type(config).__name__}")
-    unknown = sorted(map(str, set(config) - set(MODEL_LIMITS) - set(MODEL_SWITCHES)))
-    if unknown:
-        raise ValueError(f"unknown model configuration field(s) {unknown}; DDSPModel takes "
-                         + ", ".join([*MODEL_LIMITS, *MODEL_SWITCHES]))
-    checked = {}
-    for field, value in config.items():
-        if field in MODEL_SWITCHES:
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"model configuration {field}={value!r} is not True or False")
-            checked[field] = bool(value)
-            continue
-        low, high = MODEL_LIMITS[field]
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            checked[field] = operator.index(value)
-        except TypeError:
-            raise ValueError(f"model configuration {field}={value!r} is not a whole number"
-                             ) from None
-        if low == high and value != low:
-            raise ValueError(f"model configuration {field}={value} is not {low}: features and "
-                             f"targets are built at {SAMPLE_RATE} Hz with hop {HOP_LENGTH} "
-                             "(grown_timbres.config); the model must use the same")
-        if not low <= value <= high:
-            raise ValueError(f"model configuration {field}={value} is outside {low}..{high} "
-                             f"(MODEL_LIMITS[{field!r}] in grown_timbres.config)")
-    return checked
 
 
 def mlp(in_size: int, hidden_size: int, n_layers: int = 3) -> nn.Sequential:
@@ -86,98 +38,129 @@ def mlp(in_size: int, hidden_size: int, n_layers: int = 3) -> nn.Sequential:
 
 
 class DDSPModel(nn.Module):
-    """MFCC encoder + magenta-style RNN/FC decoder driving a harmonic-plus-noise synthesizer.
+    """MFCC encoder + magenta-style RNN/FC decoder driving the synthesizer's parts.
 
-    Inputs f0 [B, T, 1] Hz, loudness [B, T, 1] dB, mfcc [B, T, N_MFCC]. The encoder maps each
-    frame's MFCCs to a timbre code z [B, T, Z_DIM]; f0 (as MIDI / 127), loudness (as db / 80 + 1)
+    Inputs f0 [B, T, 1] Hz, loudness [B, T, 1] dB, mfcc [B, T, n_mfcc]. The encoder maps each
+    frame's MFCCs to a timbre code z [B, T, z_dim]; f0 (as MIDI / 127), loudness (as db / 80 + 1)
     and z each pass through their own MLP, a GRU runs over time, and the output MLP sees the
-    three MLP outputs beside the GRU's. Heads: overall amplitude (1), harmonic distribution (H),
-    noise filter magnitudes (M). With `reverb`, a learned room follows the synthesizer
-    (synth.reverb): an impulse response of REVERB_SECONDS, trained with everything else.
+    three MLP outputs beside the GRU's. Its heads are the parts' controls (SynthPart.heads), in
+    PARTS order; the parts then play in that order: harmonics, noise, and with `room` a learned
+    room after them (room_part).
 
-    sample_rate and hop_length are recorded in the config (and so in checkpoints) but are not
-    free: features and loss targets are built at config.SAMPLE_RATE and config.HOP_LENGTH, so
-    any other value is refused rather than trained against mismatched frames.
+    DDSPModel(config=None, **fields): a ModelConfig, or its fields (`reverb` is the old name of
+    `room`), or a config with some fields replaced. `model.config` is the ModelConfig.
     """
 
-    def __init__(self, n_harmonics: int = N_HARMONICS, n_noise_bands: int = N_NOISE_BANDS,
-                 hidden_size: int = HIDDEN_SIZE, n_mfcc: int = N_MFCC, z_dim: int = Z_DIM,
-                 sample_rate: int = SAMPLE_RATE, hop_length: int = HOP_LENGTH,
-                 reverb: bool = False):
+    PARTS = (HarmonicPart, NoisePart, RoomPart)  # play order; a new part is one more entry
+
+    def __init__(self, config: ModelConfig | None = None, **fields):
         super().__init__()
-        self.config = check_model_config(dict(
-            n_harmonics=n_harmonics, n_noise_bands=n_noise_bands, hidden_size=hidden_size,
-            n_mfcc=n_mfcc, z_dim=z_dim, sample_rate=sample_rate, hop_length=hop_length,
-            reverb=reverb))
-        self.reverb = self.config["reverb"]
-        self.n_harmonics, self.n_noise_bands = n_harmonics, n_noise_bands
-        self.mfcc_norm = nn.LayerNorm(n_mfcc)
-        self.encoder = nn.Linear(n_mfcc, z_dim)
+        if config is None:
+            config = ModelConfig.from_dict(fields)
+        elif fields:
+            config = config.replaced(**fields)
+        self.config = config
+        self.parts = [part(config) for part in self.PARTS
+                      if part.switch is None or getattr(config, part.switch)]
+        heads = {name: size for part in self.parts for name, size in part.heads().items()}
+        hidden_size = config.hidden_size
+        self.mfcc_norm = nn.LayerNorm(config.n_mfcc)
+        self.encoder = nn.Linear(config.n_mfcc, config.z_dim)
         self.f0_mlp = mlp(1, hidden_size)
         self.loudness_mlp = mlp(1, hidden_size)
-        self.z_mlp = mlp(z_dim, hidden_size)
+        self.z_mlp = mlp(config.z_dim, hidden_size)
         self.gru = nn.GRU(3 * hidden_size, hidden_size, batch_first=True)
         self.out_mlp = mlp(4 * hidden_size, hidden_size)
-        self.out_proj = nn.Linear(hidden_size, 1 + n_harmonics + n_noise_bands)
-        if self.reverb:
-            room = initial_room()
-            self.room_noise, self.room_level, self.room_decay = (
-                nn.Parameter(room[name]) for name in ("noise", "level", "decay"))
+        self.out_proj = nn.Linear(hidden_size, sum(heads.values()))
+        self.head_sizes = heads
+        for part in self.parts:  # top-level parameters: state_dict keys as the part names them
+            for name, value in part.initial_weights().items():
+                setattr(self, name, nn.Parameter(value))
+
+    @property
+    def n_harmonics(self) -> int:
+        return self.config.n_harmonics
+
+    @property
+    def reverb(self) -> bool:
+        """The old name of config.room: whether the model has the learned room."""
+        return self.config.room
+
+    def part(self, name: str):
+        """The part called `name` (SynthPart.name); KeyError naming the model's parts."""
+        for part in self.parts:
+            if part.name == name:
+                return part
+        raise KeyError(f"this model has no {name} part; its parts: "
+                       + ", ".join(part.name for part in self.parts))
+
+    def weights_of(self, part) -> dict:
+        """{name: parameter} of the weights `part` trains itself (SynthPart.initial_weights)."""
+        return {name: getattr(self, name) for name in part.weight_names}
+
+    @property
+    def tail_seconds(self) -> float:
+        """How long the model sounds on after its input stops: its parts' longest tail."""
+        return max(part.tail_seconds for part in self.parts)
 
     def parameter_groups(self, lr: float) -> list[dict]:
-        """The optimizer's parameter groups: everything at `lr`, but a room's noise taps at
-        ROOM_NOISE_LR_SCALE * lr (synth.py says why)."""
-        if not self.reverb:
-            return [{"params": list(self.parameters()), "lr": lr}]
-        rest = [p for p in self.parameters() if p is not self.room_noise]
-        return [{"params": rest, "lr": lr},
-                {"params": [self.room_noise], "lr": lr * ROOM_NOISE_LR_SCALE}]
+        """The optimizer's parameter groups, each named: "model", everything at `lr`, then one
+        group per weight a part trains at a multiple of it (SynthPart.lr_scales), named as the
+        weight (the room's noise taps: "room_noise")."""
+        scaled = {name: (getattr(self, name), scale)
+                  for part in self.parts for name, scale in part.lr_scales.items()}
+        special = [weight for weight, _ in scaled.values()]
+        rest = [p for p in self.parameters() if not any(p is weight for weight in special)]
+        return [{"name": "model", "params": rest, "lr": lr}] + [
+            {"name": name, "params": [weight], "lr": lr * scale}
+            for name, (weight, scale) in scaled.items()]
 
-    def room_taps(self) -> torch.Tensor:
-        """The learned room's impulse response [REVERB_SECONDS * SR] (tap 0 is unused)."""
-        return room_impulse_response(self.room_noise, self.room_level, self.room_decay)
+    def check_data(self, sample_rate: int, hop_length: int, source: str = "the data") -> None:
+        """Refuse data made at another sample rate or hop than the model's (ValueError naming
+        both): its frames and audio would not line up with what the model plays."""
+        ours = (self.config.sample_rate, self.config.hop_length)
+        if (sample_rate, hop_length) != ours:
+            raise ValueError(f"{source} is at {sample_rate} Hz with hop {hop_length}, the model "
+                             f"at {ours[0]} Hz with hop {ours[1]} (ModelConfig sample_rate, "
+                             "hop_length): make the data at the model's rates, or the model "
+                             "at the data's")
 
     def get_controls(self, f0, loudness, mfcc) -> dict:
-        """Synthesizer controls at frame rate: amplitude [B, T, 1], harmonic_distribution
-        [B, T, H] (sums to 1 below Nyquist), noise_magnitudes [B, T, M]."""
+        """Synthesizer controls at frame rate, each part's (SynthPart.controls): amplitude
+        [B, T, 1], harmonic_distribution [B, T, H] (sums to 1 below Nyquist), noise_magnitudes
+        [B, T, M]."""
         stacks = [self.f0_mlp(hz_to_midi(f0) / 127.0),
                   self.loudness_mlp(loudness / -LOUDNESS_FLOOR_DB + 1.0),
                   self.z_mlp(self.encoder(self.mfcc_norm(mfcc)))]
         recurrent, _ = self.gru(torch.cat(stacks, dim=-1))
         out = self.out_proj(self.out_mlp(torch.cat(stacks + [recurrent], dim=-1))).float()
-        amplitude, distribution, noise = out.split(
-            [1, self.n_harmonics, self.n_noise_bands], dim=-1)
-        return {
-            "amplitude": exp_sigmoid(amplitude),
-            "harmonic_distribution": normalize_harmonic_distribution(
-                exp_sigmoid(distribution), f0.float(), SAMPLE_RATE),
-            "noise_magnitudes": exp_sigmoid(noise + NOISE_INITIAL_BIAS),
-        }
+        heads = dict(zip(self.head_sizes, out.split(list(self.head_sizes.values()), dim=-1)))
+        return {name: control for part in self.parts
+                for name, control in part.controls(heads, f0).items()}
 
-    def synthesize(self, f0, controls: dict, harmonic_gain=None, noise_gain=None, waves=None,
-                   generator: torch.Generator | None = None, room_gain=None):
-        """Audio [B, T * hop] from controls, in float32 whatever autocast says. Optional gains
-        at frame rate mute or fade parts of the sound (the growth stages use them):
-        harmonic_gain [B or 1, T, H], noise_gain [B or 1, T, 1], room_gain [B or 1, T, 1] (the
-        room's wet part; without it the full room; refused by a model without one).
-        `waves`: see harmonic_synth;
-        `generator`: the noise's random source (default: torch's global one)."""
-        if room_gain is not None and not self.reverb:
-            raise ValueError("room_gain: this model has no room (DDSPModel(reverb=False))")
+    def synthesize(self, f0, controls: dict, waves=None, generator: torch.Generator | None = None,
+                   **gains):
+        """Audio [B, T * hop] from controls, in float32 whatever autocast says: each part
+        plays in turn. `gains`: frame-rate fades by the parts' names for them (SynthPart.gain:
+        harmonic_gain [B or 1, T, H], noise_gain [B or 1, T, 1], room_gain [B or 1, T, 1],
+        the room's wet part; a part without one plays in full); a gain no part takes is
+        refused. `waves`: see harmonic_synth; `generator`: the noise's random source (default:
+        torch's global one)."""
+        self.check_gain_names(gains)
         with torch.autocast(f0.device.type, enabled=False):
-            harmonic = controls["amplitude"] * controls["harmonic_distribution"]
-            noise = controls["noise_magnitudes"]
-            if harmonic_gain is not None:
-                harmonic = harmonic * harmonic_gain
-            if noise_gain is not None:
-                noise = noise * noise_gain
-            audio = (harmonic_synth(f0, harmonic, SAMPLE_RATE, HOP_LENGTH, waves)
-                     + filtered_noise(noise, HOP_LENGTH, generator))
-            if not self.reverb:
-                return audio
-            if room_gain is not None:
-                room_gain = upsample_frames(room_gain.float(), HOP_LENGTH)[..., 0]
-            return reverb(audio, self.room_taps(), room_gain)
+            audio = None
+            for part in self.parts:
+                audio = part.play(audio, f0, controls, gains.get(part.gain),
+                                  self.weights_of(part), waves=waves, generator=generator)
+            return audio
+
+    def check_gain_names(self, gains: dict) -> None:
+        """Refuse a gain no part of this model takes, naming the part it would fade."""
+        taken = [part.gain for part in self.parts]
+        for name in gains:
+            if name not in taken:
+                raise ValueError(f"{name}: this model has no {name.removesuffix('_gain')} "
+                                 f"(its parts' gains: {', '.join(taken)})")
 
     def forward(self, f0, loudness, mfcc, waves=None):
         """-> (audio [B, T * hop], harmonic controls {amplitude, harmonic_distribution},
@@ -247,46 +230,45 @@ def check_render_inputs(model, f0, loudness, mfcc) -> None:
                              "values; load a checkpoint saved before training went non-finite")
 
 
-def check_synthesis_inputs(f0, controls: dict, room_taps=None, **gains) -> None:
+def check_synthesis_inputs(model, f0, controls: dict, **gains) -> None:
     """Refuse synthesizer inputs that would render NaN or nonsense, naming the input, how many
     values and its first bad one, and the range it must be in: f0 [B, T, 1] within
-    RENDER_F0_MIN_HZ..RENDER_F0_MAX_HZ; each control within 0..CONTROL_MAX and each gain
-    within 0..GAIN_MAX (others finite and >= 0); room_taps [L] (DDSPModel.room_taps) whose
-    wet part is at most ROOM_MAX_GAIN_DB above the dry sound. Warns where f0 is at or above
-    Nyquist: every harmonic is silenced there and only the quiet noise sounds."""
+    RENDER_F0_MIN_HZ..RENDER_F0_MAX_HZ; each control within 0 and its part's control_max and
+    each gain within 0..GAIN_MAX (others finite and >= 0); each part's own weights as the part
+    checks them (SynthPart.check_weights: the room's loudness). Warns where f0 is at or above
+    the model's Nyquist: every harmonic is silenced there and only the quiet noise sounds."""
     _refuse("f0", f0, ~torch.isfinite(f0), "are NaN or infinite")
     _refuse("f0", f0, (f0 < RENDER_F0_MIN_HZ) | (f0 > RENDER_F0_MAX_HZ),
             f"are outside {RENDER_F0_MIN_HZ:.2f} to {RENDER_F0_MAX_HZ:.0f} Hz (every MIDI note, "
             "a semitone to spare; an unvoiced frame keeps a pitch, its loudness silences it)")
-    ranges = {**{name: (CONTROL_MAX.get(name, math.inf), "") for name in controls},
+    control_max = {name: high for part in model.parts for name, high in part.control_max.items()}
+    ranges = {**{name: (control_max.get(name, math.inf), "") for name in controls},
               **{name: (GAIN_MAX, ", a gain mutes or fades") for name in gains}}
     for name, values in {**controls, **gains}.items():
         high, why = ranges[name]
         _refuse(name, values, ~torch.isfinite(values), "are NaN or infinite")
         _refuse(name, values, (values < 0) | (values > high * (1 + ROUNDING_SLACK)),
                 f"are outside 0 to {high:g}{why}")
-    if room_taps is not None:
-        wet_db = 10 * math.log10(max(float(torch.sum(room_taps[1:].double() ** 2)), 1e-300))
-        if not wet_db <= ROOM_MAX_GAIN_DB:
-            raise ValueError(f"render input room: its wet part is {wet_db:+.0f} dB against the "
-                             f"dry sound, above ROOM_MAX_GAIN_DB=+{ROOM_MAX_GAIN_DB:g} dB: the "
-                             "model's room weights are no room's; load a trained checkpoint")
-    above = f0 >= SAMPLE_RATE / 2
+    for part in model.parts:
+        part.check_weights(model.weights_of(part))
+    nyquist = model.config.sample_rate / 2
+    above = f0 >= nyquist
     if bool(above.any()):
         count, first = _count_and_first(f0, above)
         warnings.warn(f"render input f0: {count} are at or above Nyquist "
-                      f"({SAMPLE_RATE / 2:g} Hz; {first}): no harmonic sounds there, only the "
+                      f"({nyquist:g} Hz; {first}): no harmonic sounds there, only the "
                       "noise (near-silence)", stacklevel=3)
 
 
 def render_controls(model, f0, controls: dict, seed: int = 0, **gains) -> np.ndarray:
     """What the synthesizer plays for these controls (get_controls' dict, [B, T, ...]) at
-    f0 [B, T, 1] Hz -> float32 audio [B, T * HOP_LENGTH] (numpy). The noise is seeded by
+    f0 [B, T, 1] Hz -> float32 audio [B, T * hop_length] (numpy). The noise is seeded by
     `seed` without touching torch's global random state, so a render repeats exactly.
     `gains`: passed on to DDSPModel.synthesize (harmonic_gain, noise_gain, room_gain). Every
-    render passes here, and its inputs (the model's room too) through check_synthesis_inputs."""
+    render passes here, and its inputs (the parts' weights too) through check_synthesis_inputs."""
     with evaluating(model) as core:
-        check_synthesis_inputs(f0, controls, core.room_taps() if core.reverb else None, **gains)
+        core.check_gain_names(gains)
+        check_synthesis_inputs(core, f0, controls, **gains)
         generator = torch.Generator(device=f0.device).manual_seed(seed)
         audio = core.synthesize(f0, controls, generator=generator, **gains)
     return audio.float().cpu().numpy()
@@ -294,7 +276,7 @@ def render_controls(model, f0, controls: dict, seed: int = 0, **gains) -> np.nda
 
 def render(model, f0, loudness, mfcc, seed: int = 0, **gains) -> np.ndarray:
     """What the model plays for these inputs: f0 [B, T, 1] Hz, loudness [B, T, 1] dB,
-    mfcc [B, T, N_MFCC] (on the model's device) -> float32 audio [B, T * HOP_LENGTH] (numpy),
+    mfcc [B, T, n_mfcc] (on the model's device) -> float32 audio [B, T * hop_length] (numpy),
     in eval mode (the model's mode is restored after); see render_controls. Its inputs pass
     through check_render_inputs first."""
     check_render_inputs(model, f0, loudness, mfcc)

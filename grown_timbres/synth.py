@@ -14,7 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .config import HOP_LENGTH, REVERB_SECONDS, SAMPLE_RATE
+from .config import HOP_LENGTH, SAMPLE_RATE
 
 def exp_sigmoid(x: torch.Tensor, exponent: float = 10.0, max_value: float = 2.0,
                 threshold: float = 1e-7) -> torch.Tensor:
@@ -137,14 +137,7 @@ def overlap_add(frames: torch.Tensor, hop_length: int) -> torch.Tensor:
     return out.reshape(batch, -1)[:, : (n_frames - 1) * hop_length + frame_size]
 
 
-ROOM_INITIAL_LEVEL = 1e-3  # an untrained room is near-dry: 37 dB below the direct sound
-ROOM_INITIAL_DECAY_SECONDS = 0.05  # time constant of its envelope: a small, dead room
 ROOM_MIN_DECAY_SECONDS = 1e-3
-# The room's noise taps start uniform in [-1, 1], a thousand times Adam's learning rate, while
-# a weight starts within about 1/sqrt(fan-in): at the shared rate the taps would take thousands
-# of steps to move by their own size. They learn at this multiple of it (model.parameter_groups;
-# of 1x, 10x, 30x and 100x, 30x trained the room best: BENCHMARKS.md, Learned room).
-ROOM_NOISE_LR_SCALE = 30
 
 
 def room_impulse_response(noise: torch.Tensor, level: torch.Tensor, decay: torch.Tensor,
@@ -155,21 +148,14 @@ def room_impulse_response(noise: torch.Tensor, level: torch.Tensor, decay: torch
     As acids-ircam's ddsp_pytorch, not magenta's free taps: Adam moves every parameter by
     about its learning rate per step, so 22050 free taps all move at once and swamp the dry
     sound within a few steps, while a level and a decay time in seconds (1 ms a step at
-    lr 1e-3) learn the room's size in a few hundred; the noise, at ROOM_NOISE_LR_SCALE times
-    the learning rate, learns the room's own response."""
+    lr 1e-3) learn the room's size in a few hundred; the noise, at room_part.ROOM_NOISE_LR_SCALE
+    times the learning rate, learns the room's own response."""
     t = torch.arange(noise.shape[-1], device=noise.device, dtype=torch.float32) / sample_rate
     return level * noise * torch.exp(-t / decay.clamp_min(ROOM_MIN_DECAY_SECONDS))
 
 
-def initial_room(n_taps: int = round(REVERB_SECONDS * SAMPLE_RATE)) -> dict:
-    """A room to start from: {noise [L] uniform in [-1, 1] (torch's global random state, like
-    every other initial weight), level [1], decay [1]} for room_impulse_response."""
-    return {"noise": torch.rand(n_taps) * 2 - 1, "level": torch.tensor([ROOM_INITIAL_LEVEL]),
-            "decay": torch.tensor([ROOM_INITIAL_DECAY_SECONDS])}
-
-
-def reverb(audio: torch.Tensor, taps: torch.Tensor,
-           wet_gain: torch.Tensor | None = None) -> torch.Tensor:
+def apply_room(audio: torch.Tensor, taps: torch.Tensor,
+               wet_gain: torch.Tensor | None = None) -> torch.Tensor:
     """audio [B, N] + wet_gain [B or 1, N] * (audio convolved with taps [L]) -> [B, N], float32.
 
     Tap 0 is the direct path, which the dry signal already is: it is left out of the wet part

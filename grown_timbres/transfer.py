@@ -3,7 +3,7 @@ frame-rate controls, f0 [T] Hz and loudness [T] dB, from notes (a note list or M
 another recording's f0 and loudness moved into the training range; the timbre is an MFCC vector
 [N_MFCC], one file's or the mean over all files ("the whole model").
 
-    notes or recording -> (f0 [T] Hz, loudness [T] dB) -> render_melody -> audio [T * HOP_LENGTH]
+    notes or recording -> (f0 [T] Hz, loudness [T] dB) -> render_melody -> audio [T * hop_length]
 """
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import numpy as np
 import torch
 
 from .audio import AudioInputError, finish_render
-from .config import (FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, MAX_RENDER_SECONDS,
-                     REVERB_SECONDS, SAMPLE_RATE)
+from .config import FRAME_RATE, LOUDNESS_FLOOR_DB, MAX_RENDER_SECONDS
 from .batching import file_features
 from .features import extract_features
 from .model import render, unwrap_model
@@ -246,22 +245,44 @@ def timbre_mfcc(batch: dict, index: int | None = None) -> np.ndarray:
 
 def render_melody(model, f0, loudness, mfcc, seed: int = 0,
                   max_seconds: float = MAX_RENDER_SECONDS, room: bool | None = None) -> np.ndarray:
-    """Audio of a melody: f0 [T] Hz, loudness [T] dB, mfcc [N_MFCC] (held) or [T, N_MFCC] ->
-    float32 [T * HOP_LENGTH] at the model's own level (see audio.finish_render), 10 ms fades
-    at both ends; the noise seeded by `seed` (see model.render).
+    """Audio of a melody: f0 [T] Hz, loudness [T] dB, mfcc [n_mfcc] (held) or [T, n_mfcc] at the
+    model's frame rate -> float32 [T * hop_length] at the model's own level (see
+    audio.finish_render), 10 ms fades at both ends; the noise seeded by `seed` (see
+    model.render).
 
-    `room`: with the model's learned room (True), dry (False), or as the model was trained
-    (None); True for a model without a room is refused. A model with a room plays
-    REVERB_SECONDS of silence after the melody, room or not: its room rings out there, and
-    the dry and room renders differ by the room alone.
+    `room`: with the parts that ring on after their input (the learned room: True), dry
+    (False: their gains 0), or as the model was trained (None); True for a model without one is
+    refused. A model whose parts ring on plays their longest tail (DDSPModel.tail_seconds) of
+    silence after the melody, room or not: the dry and room renders differ by the room alone.
     Melodies longer than `max_seconds` (default MAX_RENDER_SECONDS) are refused (ValueError):
     the synthesizer's memory grows with length x harmonics, about 20 MB per second; render
     long pieces in parts."""
     core = unwrap_model(model)
-    if room and not core.reverb:
-        raise ValueError("room=True: this model has no room (DDSPModel(reverb=False))")
+    ringing = [part for part in core.parts if part.tail_seconds > 0]
+    if room and not ringing:
+        raise ValueError("room=True: this model has no room (DDSPModel(room=False))")
     device = next(core.parameters()).device
+    f0, loudness, mfcc = _melody_frames(core, f0, loudness, mfcc, max_seconds)
+    n_frames = len(f0)
+    gains = {}
+    if ringing:  # the last frame held, at the floor: the decoder falls silent there
+        tail = math.ceil(core.tail_seconds * (core.config.sample_rate / core.config.hop_length))
+        f0, mfcc = np.pad(f0, (0, tail), mode="edge"), np.pad(mfcc, ((0, tail), (0, 0)), "edge")
+        loudness = np.pad(loudness, (0, tail), constant_values=LOUDNESS_FLOOR_DB)
+        n_frames += tail
+        if room is False:
+            gains = {part.gain: torch.zeros(1, n_frames, 1, device=device) for part in ringing}
+    audio = render(core, torch.from_numpy(f0).to(device).reshape(1, n_frames, 1),
+                   torch.from_numpy(loudness).to(device).reshape(1, n_frames, 1),
+                   torch.from_numpy(np.ascontiguousarray(mfcc)).to(device)[None], seed=seed,
+                   **gains)
+    return finish_render(audio[0])
 
+
+def _melody_frames(core, f0, loudness, mfcc, max_seconds: float) -> tuple:
+    """A melody's (f0 [T], loudness [T], mfcc [T, n_mfcc]) as float32 arrays, checked: the same,
+    non-zero number of frames, at most `max_seconds` at the model's rates, mfcc held or per
+    frame. ValueError naming what is wrong."""
     def frames(x):
         return np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, np.float32)
 
@@ -270,25 +291,13 @@ def render_melody(model, f0, loudness, mfcc, seed: int = 0,
     if n_frames == 0 or len(loudness) != n_frames:
         raise ValueError(f"f0 [{n_frames}] and loudness [{len(loudness)}] need the same, "
                          "non-zero number of frames")
-    seconds = n_frames * HOP_LENGTH / SAMPLE_RATE
+    seconds = n_frames * core.config.hop_length / core.config.sample_rate
     if seconds > max_seconds:
         raise ValueError(f"the melody lasts {seconds:.1f} s, more than max_seconds="
                          f"{max_seconds:g}: render it in shorter parts")
-    n_mfcc = core.config["n_mfcc"]
+    n_mfcc = core.config.n_mfcc
     if mfcc.shape == (n_mfcc,):
         mfcc = np.broadcast_to(mfcc, (n_frames, n_mfcc))
     elif mfcc.shape != (n_frames, n_mfcc):
         raise ValueError(f"mfcc must be [{n_mfcc}] or [{n_frames}, {n_mfcc}], got {mfcc.shape}")
-    gains = {}
-    if core.reverb:  # the last frame held, at the floor: the decoder falls silent there
-        tail = math.ceil(REVERB_SECONDS * FRAME_RATE)
-        f0, mfcc = np.pad(f0, (0, tail), mode="edge"), np.pad(mfcc, ((0, tail), (0, 0)), "edge")
-        loudness = np.pad(loudness, (0, tail), constant_values=LOUDNESS_FLOOR_DB)
-        n_frames += tail
-        if room is False:
-            gains["room_gain"] = torch.zeros(1, n_frames, 1, device=device)
-    audio = render(core, torch.from_numpy(f0).to(device).reshape(1, n_frames, 1),
-                   torch.from_numpy(loudness).to(device).reshape(1, n_frames, 1),
-                   torch.from_numpy(np.ascontiguousarray(mfcc)).to(device)[None], seed=seed,
-                   **gains)
-    return finish_render(audio[0])
+    return f0, loudness, mfcc

@@ -13,7 +13,7 @@ distribution can learn); in a melody each note still rings under the next ones, 
 harmonic voice cannot play and a room can.
 
 With --noise-lr-scale the room's noise taps learn at that multiple of the learning rate instead
-of the product's synth.ROOM_NOISE_LR_SCALE; --models picks which of the three models train.
+of the product's room_part.ROOM_NOISE_LR_SCALE; --models picks which of the three models train.
 
     python scripts/measure_room.py --tones 3 --epochs 500 --hidden 64
     python scripts/measure_room.py --melody-notes 6 --note-seconds 0.5 --epochs 3000 --rt60 1.0
@@ -43,7 +43,7 @@ from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectr
 from grown_timbres.model import DDSPModel  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402
 from grown_timbres.device import cpu_name  # noqa: E402
-from grown_timbres.synth import ROOM_NOISE_LR_SCALE  # noqa: E402
+from grown_timbres.room_part import ROOM_NOISE_LR_SCALE  # noqa: E402
 from grown_timbres.train import LEARNING_RATE, make_optimizer, train  # noqa: E402
 
 
@@ -92,16 +92,17 @@ def reverberant_tones(paths, room: np.ndarray, out_dir: Path) -> list[Path]:
     return written
 
 
-def fit_and_score(batch: dict, reverb: bool, hidden: int, epochs: int, seed: int,
+def fit_and_score(batch: dict, room: bool, hidden: int, epochs: int, seed: int,
                   noise_lr_scale: float) -> dict:
     torch.manual_seed(seed)
-    model = DDSPModel(hidden_size=hidden, reverb=reverb)
+    model = DDSPModel(hidden_size=hidden, room=room)
     optimizer = make_optimizer(model)
-    if reverb:  # groups: everything else, then the room's noise taps (model.parameter_groups)
-        optimizer.param_groups[1]["lr"] = LEARNING_RATE * noise_lr_scale
+    for group in optimizer.param_groups:  # named by model.parameter_groups
+        if group["name"] == "room_noise":
+            group["lr"] = LEARNING_RATE * noise_lr_scale
     started = time.perf_counter()
     history = train(model, optimizer, batch, OptimizedMultiScaleSpectralLoss(), epochs,
-                    desc=f"reverb={reverb}", precompute_waves=True)
+                    desc=f"room={room}", precompute_waves=True)
     seconds = time.perf_counter() - started
     distance = MultiScaleSpectralLoss()
     scores = []
@@ -112,7 +113,7 @@ def fit_and_score(batch: dict, reverb: bool, hidden: int, epochs: int, seed: int
                                          torch.from_numpy(target)[None])))
     result = {"spectral_distance": float(np.mean(scores)), "per_file": scores,
               "final_loss": history["loss"][-1], "train_seconds": round(seconds, 1)}
-    if reverb:
+    if room:
         result["room"] = {"level": model.room_level.item(), "decay_seconds": model.room_decay.item()}
     return result
 
@@ -162,8 +163,8 @@ def main() -> None:
                      lambda tmp: Path(tmp).write_text(json.dumps(record, indent=1)))
 
     for key in chosen:  # the record is rewritten after each model
-        name, (batch, reverb) = MODELS[key], runs[key]
-        record["results"][name] = result = fit_and_score(batch, reverb, args.hidden, args.epochs,
+        name, (batch, room) = MODELS[key], runs[key]
+        record["results"][name] = result = fit_and_score(batch, room, args.hidden, args.epochs,
                                                          args.seed, args.noise_lr_scale)
         print(f"{name}: spectral distance {result['spectral_distance']:.4f} "
               f"({result['train_seconds']} s) {result.get('room', '')}", flush=True)

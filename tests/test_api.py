@@ -16,8 +16,10 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
 FLOW = ["config", "markup", "device", "audio", "batching", "numba_cache", "worker_pool",
-        "feature_cache", "features", "synth", "model", "loss", "checkpoints", "capture", "resume",
-        "train", "growth", "report", "records", "notes", "midi", "transfer", "plots", "notebook", "checks"]
+        "feature_cache", "features", "synth", "model_config", "part", "harmonic_part",
+        "noise_part", "room_part", "model", "loss", "checkpoints", "capture", "resume",
+        "train", "growth", "report", "records", "notes", "midi", "transfer", "plots", "notebook",
+        "checks"]
 
 
 def names_used(text: str) -> set:

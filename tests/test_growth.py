@@ -17,7 +17,15 @@ from grown_timbres.growth import (CROSSFADE_SECONDS, GROWTH_STAGES, MAX_STAGE_SE
                                   held_controls, stage_controls, stage_gains, stage_weights,
                                   stages_from_table, stages_to_table)
 from grown_timbres.model import DDSPModel
+from grown_timbres.model_config import ModelConfig
 from conftest import spectrum_db
+
+
+def parts_of(**fields) -> list:
+    """The parts of a model of this configuration (DDSPModel.parts), without building it."""
+    config = ModelConfig(**fields)
+    return [part(config) for part in DDSPModel.PARTS
+            if part.switch is None or getattr(config, part.switch)]
 
 
 SR = SAMPLE_RATE
@@ -277,7 +285,7 @@ def test_stage_gains_mix_the_neighbouring_stages_masks():
     """On the fundamental -> 3 harmonics boundary, harmonic 1 is at 1 and harmonics 2-3 at
     1/2; on the last boundary all harmonics are at 1 and the noise at 1/2."""
     step = 1e-3
-    gains = stage_gains(GROWTH_STAGES, 5500, 8, step)
+    gains = stage_gains(GROWTH_STAGES, 5500, parts_of(n_harmonics=8), step)
     harmonic, noise = gains["harmonic_gain"], gains["noise_gain"]
     assert harmonic.shape == (1, 5500, 8) and noise.shape == (1, 5500, 1)
     np.testing.assert_allclose(harmonic[0, 1000].numpy(), [1, 0.5, 0.5, 0, 0, 0, 0, 0], atol=1e-6)
@@ -652,7 +660,7 @@ def test_noise_switches_that_are_taken(noise, expected):
 # ------------------------------------------------------------------ issue 14, item 2: the room
 def test_the_room_stage_comes_last_for_a_model_with_a_room_and_only_then(small_model):
     torch.manual_seed(0)
-    roomy = DDSPModel(hidden_size=16, reverb=True)
+    roomy = DDSPModel(hidden_size=16, room=True)
     assert growth_stages(small_model) == GROWTH_STAGES
     assert growth_stages(roomy) == GROWTH_STAGES + (ROOM_STAGE,)
     assert ROOM_STAGE.room and ROOM_STAGE.noise and not any(s.room for s in GROWTH_STAGES)
@@ -670,10 +678,10 @@ def test_the_stage_table_has_a_room_column_that_old_rows_may_leave_out():
     stages = stages_from_table(rows)
     assert [s.room for s in stages] == [False, True, False]
     assert stages_to_table([ROOM_STAGE])[0]["room"] is True
-    gains = stage_gains(stages, 300, 8, 0.01, room=True)
+    gains = stage_gains(stages, 300, parts_of(n_harmonics=8, room=True), 0.01)
     assert gains["room_gain"].shape == (1, 300, 1)
     assert gains["room_gain"][0, 50, 0] == 0 and gains["room_gain"][0, 150, 0] == 1
-    assert "room_gain" not in stage_gains(stages[:1], 300, 8, 0.01)
+    assert "room_gain" not in stage_gains(stages[:1], 300, parts_of(n_harmonics=8), 0.01)
 
 
 def synthetic_room(rt60=0.8, seed=0):
@@ -706,7 +714,7 @@ def test_a_room_trained_on_a_reverberant_tone_rings_after_the_note():
                 "mfcc": compute_mfcc(wet, n_frames).astype(np.float32), "audio": wet,
                 "path": "wet.wav"}
     torch.manual_seed(0)
-    model = DDSPModel(hidden_size=16, reverb=True)
+    model = DDSPModel(hidden_size=16, room=True)
     note_frames = int(note_seconds * SR / HOP_LENGTH)
     note_features = {k: v[:note_frames] for k, v in features.items() if k != "audio"}
 

@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from grown_timbres import config
 from grown_timbres.audio import AudioInputError, load_audio
 from grown_timbres.checkpoints import load_checkpoint
 from grown_timbres.config import (MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE, MAX_AUDIO_SECONDS,
                                   MAX_CHECKPOINT_BYTES, MAX_FILE_NAME_BYTES, MAX_MIDI_BYTES,
                                   MAX_NOTE_LIST_CHARS, MAX_NOTES, MAX_RENDER_SECONDS,
                                   MAX_STAGE_SECONDS, MAX_STAGES, MAX_UPLOAD_BYTES,
-                                  MIN_AUDIO_SAMPLE_RATE, MIN_STAGE_SECONDS, MODEL_LIMITS,
+                                  MIN_AUDIO_SAMPLE_RATE, MIN_STAGE_SECONDS,
                                   SAMPLE_RATE)
 from grown_timbres.growth import HeldNote, Stage, grow_timbre, stages_from_table
-from grown_timbres.model import DDSPModel, check_model_config
+from grown_timbres.model import DDSPModel
+from grown_timbres.model_config import MODEL_LIMITS, ModelConfig
 from grown_timbres.notebook import save_uploads
 from grown_timbres.notes import Note, as_notes, parse_note_list, read_midi
 from grown_timbres.transfer import notes_to_controls, render_melody
@@ -243,10 +243,9 @@ def test_each_model_configuration_field_is_limited_before_building(field, tmp_pa
         refused_quickly(lambda: load_checkpoint(path), str(path), f"{field}={bad}")
         with pytest.raises(ValueError, match=field):
             DDSPModel(**{field: bad})
-    if low != high:
-        refused_quickly(lambda: check_model_config({field: high + 1}),
-                        f"outside {low}..{high}", f"MODEL_LIMITS[{field!r}]")
-    check_model_config({field: high})
+    refused_quickly(lambda: ModelConfig(**{field: high + 1}),
+                    f"outside {low}..{high}", f"MODEL_LIMITS[{field!r}]")
+    ModelConfig(**{field: high})
 
 
 def test_checkpoint_file_bytes_are_checked_before_loading(tmp_path):
@@ -266,5 +265,5 @@ def test_the_largest_allowed_model_fits_the_checkpoint_limit():
     params = (2 * n_mfcc + n_mfcc * z + z + mlp(1) * 2 + mlp(z) + 3 * (3 * h * h + h * h + 2 * h)
               + mlp(4 * h) + h * (1 + harmonics + bands) + 1 + harmonics + bands)
     assert 3 * 4 * params < MAX_CHECKPOINT_BYTES
-    assert set(MODEL_LIMITS) | set(config.MODEL_SWITCHES) == set(DDSPModel(hidden_size=8).config)
-    assert config.MODEL_LIMITS["sample_rate"] == (SAMPLE_RATE, SAMPLE_RATE)
+    assert set(MODEL_LIMITS) | {"room"} == set(DDSPModel(hidden_size=8).config.keys())
+    assert MODEL_LIMITS["sample_rate"] == (MIN_AUDIO_SAMPLE_RATE, MAX_AUDIO_SAMPLE_RATE)

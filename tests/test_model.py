@@ -5,11 +5,18 @@ import pytest
 import torch
 
 from grown_timbres.config import HOP_LENGTH, N_MFCC, SAMPLE_RATE
-from grown_timbres.model import N_HARMONICS, N_NOISE_BANDS, DDSPModel, render
+from grown_timbres.model import DDSPModel, render
+from grown_timbres.model_config import N_HARMONICS, N_NOISE_BANDS
 from grown_timbres.synth import filtered_noise, harmonic_synth
 from conftest import small_inputs
 
 HOP = HOP_LENGTH
+
+
+def room_taps(model):
+    """The model's room impulse response [ROOM_SECONDS * sample_rate]."""
+    room = model.part("room")
+    return room.impulse_response(model.weights_of(room))
 
 
 def test_forward_shapes_and_values():
@@ -58,16 +65,27 @@ def test_untrained_noise_starts_quiet():
     assert controls["noise_magnitudes"].mean() < 0.1 * controls["amplitude"].mean()
 
 
-def test_model_refuses_another_hop_or_sample_rate():
-    """Changed on purpose (issue 10): DDSPModel(hop_length=128) used to be accepted and then
-    trained against features and targets built with hop 256. The model's rate and hop are the
-    features' (config.SAMPLE_RATE, config.HOP_LENGTH): any other value is refused."""
-    with pytest.raises(ValueError, match=f"hop {HOP}"):
-        DDSPModel(hop_length=128)
-    with pytest.raises(ValueError, match=f"{SAMPLE_RATE} Hz"):
-        DDSPModel(sample_rate=44100)
+def test_a_model_plays_at_its_own_rates_and_refuses_data_at_others():
+    """Issue 23: sample_rate and hop_length are the model's settings (issue 10 refused all but
+    the config's): a model at 16 kHz with hop 64 renders 64 samples a frame and silences
+    harmonics above its own Nyquist; data at other rates than the model's is refused, naming
+    both."""
+    torch.manual_seed(0)
+    model = DDSPModel(hidden_size=16, n_harmonics=8, sample_rate=16000, hop_length=64)
+    f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
+    assert render(model, f0, loudness, mfcc).shape == (1, 20 * 64)
+    high = torch.full_like(f0, 2000.0)  # harmonics 4.. are at or above 8000 Hz
+    distribution = model.get_controls(high, loudness, mfcc)["harmonic_distribution"]
+    assert torch.all(distribution[..., 3:] == 0) and torch.all(distribution[..., :3] > 0)
+    model.check_data(16000, 64)
+    with pytest.raises(ValueError, match=f"the batch is at {SAMPLE_RATE} Hz with hop {HOP}, the "
+                                         "model at 16000 Hz with hop 64"):
+        model.check_data(SAMPLE_RATE, HOP, "the batch")
     config = DDSPModel(hidden_size=16).config
-    assert (config["sample_rate"], config["hop_length"]) == (SAMPLE_RATE, HOP)
+    assert (config.sample_rate, config.hop_length) == (SAMPLE_RATE, HOP)
+    for field, bad in (("hop_length", 8), ("sample_rate", 1000)):
+        with pytest.raises(ValueError, match=f"{field}={bad} is outside"):
+            DDSPModel(**{field: bad})
 
 
 def test_render_is_seeded_leaves_the_global_rng_alone_and_restores_the_mode():
@@ -103,22 +121,23 @@ def test_the_room_adds_its_wet_part_and_nothing_else():
     room's taps convolved with it; a model without a room refuses room_gain; the switch is
     True or False."""
     torch.manual_seed(0)
-    model = DDSPModel(hidden_size=32, reverb=True)
+    model = DDSPModel(hidden_size=32, room=True)
     with torch.no_grad():
         model.room_level.fill_(0.05)  # an audible room: the wet part is compared, not lost
-    assert model.config["reverb"] is True and model.room_taps().shape == (SAMPLE_RATE,)
+    assert model.config.room is True and model.config["reverb"] is True  # the old name reads
+    assert room_taps(model).shape == (SAMPLE_RATE,)
     f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
     dry = render(model, f0, loudness, mfcc, room_gain=torch.zeros(1, 20, 1))
     room = render(model, f0, loudness, mfcc, room_gain=torch.ones(1, 20, 1))
-    taps = model.room_taps().detach().double().numpy()
+    taps = room_taps(model).detach().double().numpy()
     wet = np.convolve(dry[0].astype(np.float64), np.r_[0.0, taps[1:]])[: dry.shape[1]]
     np.testing.assert_allclose(room[0] - dry[0], wet, atol=1e-6)
     np.testing.assert_array_equal(render(model, f0, loudness, mfcc), room)
     with pytest.raises(ValueError, match="room_gain: this model has no room"):
         render(DDSPModel(hidden_size=8), f0, loudness, mfcc, room_gain=torch.ones(1, 20, 1))
     for bad in (1, "yes", None):
-        with pytest.raises(ValueError, match="reverb=.* is not True or False"):
-            DDSPModel(hidden_size=8, reverb=bad)
+        with pytest.raises(ValueError, match="room=.* is not True or False"):
+            DDSPModel(hidden_size=8, room=bad)
 
 
 
@@ -262,7 +281,7 @@ def test_a_room_far_louder_than_any_is_refused_and_a_learned_one_plays():
     wet part is more than ROOM_MAX_GAIN_DB above the dry sound is refused by every render (the
     decoder's and the growth's); one as loud as BENCHMARKS.md's learned room plays."""
     from grown_timbres.growth import grow_timbre, held_note
-    from grown_timbres.model import ROOM_MAX_GAIN_DB
+    from grown_timbres.room_part import ROOM_MAX_GAIN_DB
 
     torch.manual_seed(0)
     model = DDSPModel(hidden_size=16, reverb=True)
@@ -272,7 +291,7 @@ def test_a_room_far_louder_than_any_is_refused_and_a_learned_one_plays():
     note = held_note(model, features)
 
     def wet_db():
-        return 10 * np.log10(model.room_taps()[1:].detach().double().square().sum().item())
+        return 10 * np.log10(room_taps(model)[1:].detach().double().square().sum().item())
 
     with torch.no_grad():
         model.room_level.fill_(0.069)  # BENCHMARKS.md: level 0.069, decay 0.175 s

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from grown_timbres.config import HOP_LENGTH, SAMPLE_RATE
-from grown_timbres.model import N_NOISE_BANDS
-from grown_timbres.synth import (cumulative_phase, exp_sigmoid, filtered_noise, harmonic_synth,
-                                 harmonic_waves, initial_room, noise_impulse_responses,
-                                 normalize_harmonic_distribution, overlap_add, reverb,
-                                 room_impulse_response, upsample_frames)
+from grown_timbres.model_config import N_NOISE_BANDS, ModelConfig
+from grown_timbres.room_part import RoomPart
+from grown_timbres.synth import (apply_room, cumulative_phase, exp_sigmoid, filtered_noise,
+                                 harmonic_synth, harmonic_waves, noise_impulse_responses,
+                                 normalize_harmonic_distribution, overlap_add, upsample_frames)
 from conftest import spectrum_db
 
 
@@ -337,7 +337,7 @@ def test_filtered_noise_low_pass():
     assert stop_max < -30
 
 
-def test_reverb_is_numpy_convolution_plus_the_dry_signal():
+def test_the_room_is_numpy_convolution_plus_the_dry_signal():
     """Tap 0 is the dry path, left out of the wet part; a per-sample wet gain scales only
     the wet part; the output keeps the input's length."""
     g = torch.Generator().manual_seed(1)
@@ -345,21 +345,21 @@ def test_reverb_is_numpy_convolution_plus_the_dry_signal():
     wet_gain = torch.rand(1, 3000, generator=g)
     wet = np.stack([np.convolve(x, np.r_[0.0, taps.double().numpy()[1:]])[:3000]
                     for x in audio.double().numpy()])
-    out = reverb(audio, taps, wet_gain)
+    out = apply_room(audio, taps, wet_gain)
     assert out.dtype == torch.float32 and out.shape == audio.shape
     np.testing.assert_allclose(out.numpy(), audio.numpy() + wet_gain.numpy() * wet, atol=1e-4)
-    np.testing.assert_allclose(reverb(audio, taps).numpy(), audio.numpy() + wet, atol=1e-4)
-    assert torch.equal(reverb(audio, taps, torch.zeros(1, 3000)), audio)
+    np.testing.assert_allclose(apply_room(audio, taps).numpy(), audio.numpy() + wet, atol=1e-4)
+    assert torch.equal(apply_room(audio, taps, torch.zeros(1, 3000)), audio)
     changed_first_tap = torch.cat([torch.tensor([5.0]), taps[1:]])
-    assert torch.equal(reverb(audio, changed_first_tap), reverb(audio, taps))
+    assert torch.equal(apply_room(audio, changed_first_tap), apply_room(audio, taps))
 
 
 def test_an_untrained_room_is_near_dry_and_decays():
     """The room starts quiet (the wet part 37 dB under the dry) and short: taps decay with
     the initial time constant, so training, not the start, makes a room."""
     torch.manual_seed(0)
-    room = initial_room()
-    taps = room_impulse_response(room["noise"], room["level"], room["decay"])
+    room = RoomPart(ModelConfig(room=True))
+    taps = room.impulse_response(room.initial_weights())
     assert taps.shape == (SAMPLE_RATE,)
     assert 10 * math.log10(float(torch.sum(taps[1:] ** 2))) < -30
     envelope = taps.abs().reshape(-1, 441).max(1).values  # 20 ms blocks

@@ -353,7 +353,7 @@ def test_make_optimizer_is_adam_unfused_on_cpu():
 
 
 def test_a_rooms_noise_taps_learn_at_their_own_rate_and_everything_else_at_lr():
-    from grown_timbres.synth import ROOM_NOISE_LR_SCALE
+    from grown_timbres.room_part import ROOM_NOISE_LR_SCALE
     model = DDSPModel(hidden_size=32, reverb=True)
     optimizer = make_optimizer(model, lr=3e-4)
     rest, noise = optimizer.param_groups

@@ -277,20 +277,20 @@ def test_the_lowest_and_highest_notes_render_and_a_shift_past_them_is_refused(sm
 
 
 def test_a_melody_plays_dry_or_in_the_model_room_and_they_differ_by_the_room_alone(small_model):
-    """A model with a room plays REVERB_SECONDS of silence after the melody, room or not, so
+    """A model with a room plays ROOM_SECONDS of silence after the melody, room or not, so
     the room rings out; dry and room renders are the same inputs with room_gain 0 and 1
     (whose difference is the room's wet part: test_model). A room asked of a model without
     one is refused."""
     from grown_timbres.audio import finish_render
-    from grown_timbres.config import REVERB_SECONDS
+    from grown_timbres.room_part import ROOM_SECONDS
 
     torch.manual_seed(0)
-    roomy = DDSPModel(hidden_size=16, reverb=True)
+    roomy = DDSPModel(hidden_size=16, room=True)
     with torch.no_grad():
         roomy.room_level.fill_(0.05)
     f0, loudness = notes_to_controls("A3:0.3", loudness_db=-20)
     mfcc = np.zeros(N_MFCC, np.float32)
-    tail = int(np.ceil(REVERB_SECONDS * FRAME_RATE))
+    tail = int(np.ceil(ROOM_SECONDS * FRAME_RATE))
     inputs = (torch.from_numpy(np.pad(f0, (0, tail), mode="edge")).reshape(1, -1, 1),
               torch.from_numpy(np.pad(loudness, (0, tail), constant_values=LOUDNESS_FLOOR_DB)
                                ).reshape(1, -1, 1),
