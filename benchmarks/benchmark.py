@@ -54,7 +54,8 @@ from grown_timbres.features import (extract_features, feature_cache_path,  # noq
                                     load_multiple_files)
 from grown_timbres.growth import grow_timbre, held_note  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
-from grown_timbres.model import HIDDEN_SIZE, DDSPModel  # noqa: E402
+from grown_timbres.model import DDSPModel  # noqa: E402
+from grown_timbres.model_config import HIDDEN_SIZE  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402
 from grown_timbres.device import (cpu_has_fast_bfloat16, cpu_name, device_report,  # noqa: E402
                                   synchronize)

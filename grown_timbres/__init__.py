@@ -27,7 +27,8 @@ One concern per file, listed as the data flows; each file imports only files abo
     resume       the training history and its epochs (also across changed files); training
                  checkpoints checked part by part, then restored
     train        optimizer, examples per step, the training step and loop
-    growth       stages as data (Stage) and grow_timbre
+    stages       growth stages as data (Stage), the default growth, form tables read and written
+    growth       a held note grown in stages (grow_timbre); what each stage sounds
     report       metrics, run records, the comparison table
     records      run records read back: files found under the project only, fields checked
     notes        melodies as Notes, from note lists

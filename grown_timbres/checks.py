@@ -16,7 +16,7 @@ import numpy as np
 from .audio import SILENCE_PEAK, read_wav
 from .config import HOP_LENGTH, SAMPLE_RATE
 from .room_part import ROOM_SECONDS
-from .growth import Stage
+from .stages import Stage
 from .markup import markdown_text
 from .notes import Note
 from .transfer import RELEASE_SECONDS

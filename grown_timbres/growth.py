@@ -1,10 +1,7 @@
-"""Growth: a learned timbre rendered in stages, from the bare fundamental up to the full sound.
-
-A stage is data (Stage): a name, how many harmonics sound (None = all), whether the noise
-sounds, for how long, and whether the model's learned room sounds (the last default stage of a
-model with one, growth_stages). Each part of the model says how much it sounds in a stage
-(SynthPart.stage_gain) and the gain that fades it. The note is the file's own, as the trained decoder plays it over the
-file's sustained frames (HeldNote), and its synthesizer controls are held still for the whole
+"""Growth: a learned timbre rendered in stages (stages.py), from the bare fundamental up to the
+full sound. Each part of the model says how much it sounds in a stage (SynthPart.stage_gain)
+and names the gain that fades it. The note is the file's own, as the trained decoder plays it
+over the file's sustained frames (HeldNote), and its synthesizer controls are held still for the whole
 render, so the note is steady by construction: no recurrent state drifts over a long constant
 input. It is rendered once with continuous phase; only the stages' gains change, crossfading at
 the boundaries, so nothing clicks.
@@ -14,153 +11,28 @@ the boundaries, so nothing clicks.
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .audio import finish_render
-from .config import (MAX_RENDER_SECONDS, MAX_STAGE_SECONDS, MAX_STAGES, MIN_STAGE_SECONDS,
-                     SAMPLE_RATE)
+from .config import SAMPLE_RATE
 from .harmonic_part import harmonic_mask
 from .model import check_render_inputs, evaluating, render_controls, unwrap_model
+from .stages import GROWTH_STAGES, ROOM_STAGE, STAGE_FIELDS, stages_from_table
 from .synth import noise_impulse_responses
 
 CROSSFADE_SECONDS = 0.08  # between growth stages
 SUSTAIN_WINDOW_DB = 6.0  # a file's sustained frames: voiced, within this of its loudest one
 NOISE_UNIFORM_POWER = 1.0 / 3.0  # the synthesizer's noise source: uniform in [-1, 1]
-_TRUE_WORDS = {"1", "true", "yes", "y", "on", "x"}
-_FALSE_WORDS = {"0", "false", "no", "n", "off", ""}
-_ALL_WORD = "all"  # "none" or "" could as well mean no harmonics: only 'all' means all
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One growth stage: `name`, how many harmonics sound (`n_harmonics`, None = all), whether
-    the `noise` sounds, for how long (`duration`, seconds within MIN_STAGE_SECONDS ..
-    MAX_STAGE_SECONDS), and whether the model's `room` sounds (DDSPModel(room=True) only).
-
-    Values may come as a form gives them: n_harmonics '3' or 'all' (or None); noise and room
-    on/off, yes/no, true/false, 1/0 (empty or None = off); duration '1.5'. They are checked and
-    normalised here, the one place: ValueError names the stage and what is wrong."""
-
-    name: str
-    n_harmonics: int | None
-    noise: bool
-    duration: float
-    room: bool = False
-
-    def __post_init__(self):
-        where = f"stage {self.name!r}"
-        object.__setattr__(self, "n_harmonics", _harmonic_count(self.n_harmonics, where))
-        object.__setattr__(self, "noise", _switch(self.noise, where, "noise"))
-        object.__setattr__(self, "duration", _seconds(self.duration, where))
-        object.__setattr__(self, "room", _switch(self.room, where, "room"))
-
-
-def _harmonic_count(count, where: str) -> int | None:
-    if count is None or (isinstance(count, str) and count.strip().lower() == _ALL_WORD):
-        return None
-    if isinstance(count, str) and count.strip().isdecimal():
-        return int(count)
-    if isinstance(count, (int, np.integer)) and not isinstance(count, bool) and count >= 0:
-        return int(count)
-    if isinstance(count, (float, np.floating)) and float(count).is_integer() and count >= 0:
-        return int(count)
-    raise ValueError(f"{where}: n_harmonics must be a whole number >= 0 or 'all', got {count!r}")
-
-
-def _switch(value, where: str, field: str) -> bool:
-    if value is None:
-        return False
-    if isinstance(value, str) and value.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
-        return value.strip().lower() in _TRUE_WORDS
-    if isinstance(value, (bool, np.bool_, numbers.Real)) and value in (0, 1):
-        return bool(value)
-    raise ValueError(f"{where}: {field} must be on or off, got {value!r}")
-
-
-def _seconds(duration, where: str) -> float:
-    try:
-        seconds = float(duration)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: duration must be seconds, got {duration!r}") from None
-    if not (math.isfinite(seconds) and MIN_STAGE_SECONDS <= seconds <= MAX_STAGE_SECONDS):
-        raise ValueError(f"{where}: duration must be {MIN_STAGE_SECONDS:g} to "
-                         f"{MAX_STAGE_SECONDS:g} s (MIN_STAGE_SECONDS, MAX_STAGE_SECONDS), "
-                         f"got {duration!r}")
-    return seconds
-
-
-STAGE_FIELDS = tuple(field.name for field in fields(Stage))  # a form row's columns, in order
-GROWTH_STAGES = (
-    Stage("fundamental", 1, False, 1.0),
-    Stage("3 harmonics", 3, False, 1.0),
-    Stage("8 harmonics", 8, False, 1.0),
-    Stage("all harmonics", None, False, 1.0),
-    Stage("full timbre (harmonics + noise)", None, True, 1.5),
-)
-ROOM_STAGE = Stage("+ room", None, True, 1.5, room=True)
+# the controls a HeldNote names (those its measures read); any other part's are other_controls
+HELD_FIELDS = ("amplitude", "harmonic_distribution", "noise_magnitudes")
 
 
 def growth_stages(model) -> tuple:
     """The default growth of `model`: GROWTH_STAGES, then ROOM_STAGE if it has a room."""
     return GROWTH_STAGES + ((ROOM_STAGE,) if unwrap_model(model).config.room else ())
-
-
-def stages_from_table(rows) -> list:
-    """Stages from Stages, dicts {name, n_harmonics, noise, duration[, room]} or sequences in
-    that order (text is fine, see Stage; without room: off); a missing name becomes
-    'stage <n>'. Every render takes
-    its stages through here. At most MAX_STAGES stages, MAX_RENDER_SECONDS in all. Raises
-    ValueError naming the stage and what is wrong.
-    Render with grow_timbre(model, ..., stages=stages_from_table(rows)): no retraining."""
-    if isinstance(rows, (Stage, dict, str)) or not hasattr(rows, "__iter__"):
-        raise ValueError(f"stages are a list of stages (put one stage in a list), got "
-                         f"{type(rows).__name__}")
-    stages, total = [], 0.0
-    for i, row in enumerate(rows, start=1):
-        if i > MAX_STAGES:
-            raise ValueError(f"more than MAX_STAGES={MAX_STAGES} stages")
-        stage = row if isinstance(row, Stage) else Stage(*_stage_values(row, i))
-        total += stage.duration
-        if total > MAX_RENDER_SECONDS:
-            raise ValueError(f"stage {stage.name!r} (row {i}) brings the growth to {total:g} s, "
-                             f"more than MAX_RENDER_SECONDS={MAX_RENDER_SECONDS:g} s")
-        stages.append(stage)
-    if not stages:
-        raise ValueError("a growth needs at least one stage")
-    return stages
-
-
-def _stage_values(row, i: int) -> list:
-    """A dict or sequence row's values in STAGE_FIELDS order, its name defaulted."""
-    if isinstance(row, (str, bytes)) or not isinstance(row, (dict, list, tuple)):
-        raise ValueError(f"stage row {i}: a stage is a Stage, a dict or a sequence "
-                         f"{STAGE_FIELDS}, got {type(row).__name__} {row!r:.40}")
-    if not isinstance(row, dict):
-        if len(row) not in (len(STAGE_FIELDS) - 1, len(STAGE_FIELDS)):
-            raise ValueError(f"stage {str(row[0]) if row else ''!r} (row {i}) has "
-                             f"{len(row)} values, not {len(STAGE_FIELDS) - 1} or "
-                             f"{len(STAGE_FIELDS)} {STAGE_FIELDS} (room may be left out)")
-        row = dict(zip(STAGE_FIELDS, row))
-    name = str(row.get("name") or "").strip() or f"stage {i}"
-    missing = [f for f in STAGE_FIELDS[1:-1] if f not in row]  # room may be left out: off
-    unknown = sorted(map(str, set(row) - set(STAGE_FIELDS)))
-    if missing or unknown:
-        raise ValueError(f"stage {name!r} (row {i}) "
-                         + (f"lacks {missing}" if missing else "")
-                         + (" and " if missing and unknown else "")
-                         + (f"has unknown field(s) {unknown}" if unknown else "")
-                         + f"; a stage has {STAGE_FIELDS}")
-    return [name, *(row.get(field) for field in STAGE_FIELDS[1:])]
-
-
-def stages_to_table(stages=GROWTH_STAGES) -> list:
-    """Stages as form rows (n_harmonics None -> 'all'), the inverse of stages_from_table."""
-    return [{**asdict(s), "n_harmonics": "all" if s.n_harmonics is None else s.n_harmonics}
-            for s in stages_from_table(stages)]
 
 
 def stage_weights(stages, n_frames: int, frame_seconds: float,
@@ -184,10 +56,10 @@ def stage_gains(stages, n_frames: int, parts, frame_seconds: float) -> dict:
     (the room, for a model without one): ValueError."""
     played = {part.stage_switch for part in parts}
     for stage in stages:
-        for field in STAGE_FIELDS:
-            if field not in played and field not in ("name", "duration") and getattr(stage, field):
-                raise ValueError(f"stage {stage.name!r} turns the {field} on, but the model has "
-                                 f"none (DDSPModel({field}=False))")
+        for name in STAGE_FIELDS:
+            if name not in played and name not in ("name", "duration") and getattr(stage, name):
+                raise ValueError(f"stage {stage.name!r} turns the {name} on, but the model has "
+                                 f"none (DDSPModel({name}=False))")
     weights = stage_weights(stages, n_frames, frame_seconds)
     gains = {}
     for part in parts:
@@ -201,8 +73,9 @@ def stage_gains(stages, n_frames: int, parts, frame_seconds: float) -> dict:
 class HeldNote:
     """One note as the trained decoder plays a file, held still: f0 Hz (geometric mean over
     the sustained frames) and the synthesizer controls there (per-control medians): amplitude,
-    harmonic_distribution [H] (sums to 1), noise_magnitudes [M]; `frames`: how many of the
-    file's frames were sustained, `source`: the file."""
+    harmonic_distribution [H] (sums to 1), noise_magnitudes [M], and `other_controls` {name:
+    [size]}, those of any other part (held and played as these are); `frames`: how many of
+    the file's frames were sustained, `source`: the file."""
 
     f0: float
     amplitude: float
@@ -210,6 +83,7 @@ class HeldNote:
     noise_magnitudes: np.ndarray
     frames: int
     source: str = ""
+    other_controls: dict = field(default_factory=dict)
 
     @property
     def n_harmonics(self) -> int:
@@ -258,25 +132,26 @@ def held_note(model, features: dict) -> HeldNote:
         controls = core.get_controls(*inputs)
     held = {name: np.median(value[0].double().cpu().numpy()[keep], axis=0)
             for name, value in controls.items()}
-    distribution = held["harmonic_distribution"]
+    amplitude, distribution, noise = (held.pop(name) for name in HELD_FIELDS)
     return HeldNote(
         f0=float(np.exp(np.mean(np.log(np.asarray(features["f0"], np.float64)[keep])))),
-        amplitude=float(held["amplitude"][0]),
+        amplitude=float(amplitude[0]),
         harmonic_distribution=distribution / max(distribution.sum(), 1e-30),
-        noise_magnitudes=held["noise_magnitudes"], frames=int(keep.sum()),
-        source=str(features.get("path", "")))
+        noise_magnitudes=noise, frames=int(keep.sum()),
+        source=str(features.get("path", "")), other_controls=held)
 
 
 def held_controls(note: HeldNote, n_frames: int, device) -> tuple:
     """The held note as the synthesizer takes it: f0 [1, T, 1] Hz and controls {amplitude
-    [1, T, 1], harmonic_distribution [1, T, H], noise_magnitudes [1, T, M]}."""
+    [1, T, 1], harmonic_distribution [1, T, H], noise_magnitudes [1, T, M], and any other
+    part's [1, T, size]}."""
     def hold(values):
         values = torch.as_tensor(np.atleast_1d(values), dtype=torch.float32, device=device)
         return values.reshape(1, 1, -1).expand(1, n_frames, -1)
 
-    return hold(note.f0), {"amplitude": hold(note.amplitude),
-                           "harmonic_distribution": hold(note.harmonic_distribution),
-                           "noise_magnitudes": hold(note.noise_magnitudes)}
+    named = {name: getattr(note, name) for name in HELD_FIELDS}
+    return hold(note.f0), {name: hold(values)
+                           for name, values in {**named, **note.other_controls}.items()}
 
 
 def _frames_for(stages, sample_rate: int, hop_length: int) -> tuple[int, int]:

@@ -8,7 +8,7 @@ import soundfile as sf
 from grown_timbres.checks import RunCheckError, check_run_outputs, expected_samples
 from grown_timbres.config import HOP_LENGTH, SAMPLE_RATE
 from grown_timbres.room_part import ROOM_SECONDS as REVERB_SECONDS
-from grown_timbres.growth import GROWTH_STAGES, Stage
+from grown_timbres.stages import GROWTH_STAGES, Stage
 from grown_timbres.notes import parse_note_list
 from grown_timbres.report import growth_table
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from grown_timbres.audio import EDGE_FADE_SECONDS
-from grown_timbres.config import HOP_LENGTH, N_MFCC, SAMPLE_RATE
-from grown_timbres.config import MIN_STAGE_SECONDS
-from grown_timbres.growth import (CROSSFADE_SECONDS, GROWTH_STAGES, MAX_STAGE_SECONDS,
-                                  ROOM_STAGE, Stage, grow_timbre, growth_stages, held_note,
-                                  held_controls, stage_controls, stage_gains, stage_weights,
-                                  stages_from_table, stages_to_table)
+from grown_timbres.config import (HOP_LENGTH, MAX_STAGE_SECONDS, MIN_STAGE_SECONDS, N_MFCC,
+                                  SAMPLE_RATE)
+from grown_timbres.growth import (CROSSFADE_SECONDS, grow_timbre, growth_stages, held_controls,
+                                  held_note, stage_controls, stage_gains, stage_weights)
+from grown_timbres.stages import (GROWTH_STAGES, ROOM_STAGE, Stage, stages_from_table,
+                                  stages_to_table)
 from grown_timbres.model import DDSPModel
 from grown_timbres.model_config import ModelConfig
 from conftest import spectrum_db

@@ -16,7 +16,8 @@ from grown_timbres.config import (MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE, MAX
                                   MAX_STAGE_SECONDS, MAX_STAGES, MAX_UPLOAD_BYTES,
                                   MIN_AUDIO_SAMPLE_RATE, MIN_STAGE_SECONDS,
                                   SAMPLE_RATE)
-from grown_timbres.growth import HeldNote, Stage, grow_timbre, stages_from_table
+from grown_timbres.growth import HeldNote, grow_timbre
+from grown_timbres.stages import Stage, stages_from_table
 from grown_timbres.model import DDSPModel
 from grown_timbres.model_config import MODEL_LIMITS, ModelConfig
 from grown_timbres.notebook import save_uploads
