@@ -93,14 +93,12 @@ def _renamed(values: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown model configuration field(s) {unknown}; DDSPModel takes "
                          + ", ".join(sorted(known)) + " (reverb: the old name of room)")
-    renamed = {}
-    for name, value in values.items():
-        new = OLD_NAMES.get(name, name)
-        if new in renamed and renamed[new] != value:
-            raise ValueError(f"model configuration: {name}={value!r} and {new}={renamed[new]!r}"
-                             f" name one field twice ({name} is the old name of {new})")
-        renamed[new] = value
-    return renamed
+    for old, new in OLD_NAMES.items():
+        if old in values and new in values and values[old] != values[new]:
+            raise ValueError(f"model configuration: {old}={values[old]!r} and {new}="
+                             f"{values[new]!r} name one field twice ({old} is the old name of "
+                             f"{new})")
+    return {OLD_NAMES.get(name, name): value for name, value in values.items()}
 
 
 def _switch(name: str, value) -> bool:
