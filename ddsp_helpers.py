@@ -19,8 +19,8 @@ file, e.g. `from grown_timbres import synth`.
                  save_run_record
     notes        parse_note_list
     midi         read_midi
-    transfer     notes_to_controls, recording_to_controls, training_ranges, timbre_mfcc,
-                 render_melody
+    melody       notes_to_controls
+    transfer     recording_to_controls, training_ranges, timbre_mfcc, render_melody
     plots        plot_features, plot_loss, plot_growth, plot_stage_controls, plot_transfer
     notebook     install_missing, save_uploads, record_microphone, sources_table, audio_player,
                  players_table, show_comparison
@@ -42,8 +42,9 @@ from grown_timbres.report import (evaluate_batch, growth_table, make_run_record,
                                   resynthesize, save_run_record)
 from grown_timbres.midi import read_midi
 from grown_timbres.notes import parse_note_list
-from grown_timbres.transfer import (notes_to_controls, recording_to_controls, render_melody,
-                                    timbre_mfcc, training_ranges)
+from grown_timbres.melody import notes_to_controls
+from grown_timbres.transfer import (recording_to_controls, render_melody, timbre_mfcc,
+                                    training_ranges)
 from grown_timbres.plots import (plot_features, plot_growth, plot_loss, plot_stage_controls,
                                  plot_transfer)
 from grown_timbres.notebook import (audio_player, install_missing, players_table,

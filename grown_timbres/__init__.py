@@ -33,7 +33,8 @@ One concern per file, listed as the data flows; each file imports only files abo
     records      run records read back: files found under the project only, fields checked
     notes        melodies as Notes, from note lists
     midi         MIDI files as Notes
-    transfer     melodies and recordings as controls, render_melody
+    melody       Notes as controls (attack, release, legato glides, vibrato)
+    transfer     recordings as controls, the timbre, render_melody
     plots        figures for the notebooks
     notebook     installs, uploads, the microphone in Colab, players, the side-by-side section
     checks       what a run made, checked: wavs, metrics, the growth table (smoke runs)

@@ -19,7 +19,7 @@ from .room_part import ROOM_SECONDS
 from .stages import Stage
 from .markup import markdown_text
 from .notes import Note
-from .transfer import RELEASE_SECONDS
+from .melody import RELEASE_SECONDS
 
 # A melody ends with its last note's release, on a whole frame, and a room's tail is whole frames
 # too: it may run this much past its notes (and tail), never short of them (notes_to_controls).

@@ -18,8 +18,8 @@ PACKAGE = REPO_ROOT / "grown_timbres"
 FLOW = ["config", "markup", "device", "audio", "batching", "numba_cache", "worker_pool",
         "feature_cache", "features", "synth", "model_config", "part", "harmonic_part",
         "noise_part", "room_part", "model", "loss", "checkpoints", "capture", "resume",
-        "train", "stages", "growth", "report", "records", "notes", "midi", "transfer", "plots",
-        "notebook", "checks"]
+        "train", "stages", "growth", "report", "records", "notes", "midi", "melody", "transfer",
+        "plots", "notebook", "checks"]
 
 
 def names_used(text: str) -> set:

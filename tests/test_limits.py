@@ -22,7 +22,8 @@ from grown_timbres.model import DDSPModel
 from grown_timbres.model_config import MODEL_LIMITS, ModelConfig
 from grown_timbres.notebook import save_uploads
 from grown_timbres.notes import Note, as_notes, parse_note_list, read_midi
-from grown_timbres.transfer import notes_to_controls, render_melody
+from grown_timbres.melody import notes_to_controls
+from grown_timbres.transfer import render_melody
 from test_notes import write_midi
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from grown_timbres.notes import Note, as_notes, parse_note_list
-from grown_timbres.transfer import notes_to_controls
+from grown_timbres.melody import notes_to_controls
 
 
 # ----------------------------------------------------------------------------- note lists

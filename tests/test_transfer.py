@@ -10,8 +10,9 @@ from grown_timbres.batching import collate
 from grown_timbres.features import estimate_f0, hz_to_midi
 from grown_timbres.model import DDSPModel, render
 from grown_timbres.notes import Note, parse_note_list
-from grown_timbres.transfer import (notes_to_controls, recording_to_controls, render_melody,
-                                    timbre_mfcc, training_ranges)
+from grown_timbres.melody import notes_to_controls
+from grown_timbres.transfer import (recording_to_controls, render_melody, timbre_mfcc,
+                                    training_ranges)
 from conftest import cents, midi_to_hz
 
 
