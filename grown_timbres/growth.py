@@ -1,10 +1,10 @@
 """Growth: a learned timbre rendered in stages (stages.py), from the bare fundamental up to the
 full sound. Each part of the model says how much it sounds in a stage (SynthPart.stage_gain)
 and names the gain that fades it. The note is the file's own, as the trained decoder plays it
-over the file's sustained frames (HeldNote), and its synthesizer controls are held still for the whole
-render, so the note is steady by construction: no recurrent state drifts over a long constant
-input. It is rendered once with continuous phase; only the stages' gains change, crossfading at
-the boundaries, so nothing clicks.
+over the file's sustained frames (HeldNote), and its synthesizer controls are held still for
+the whole render, so the note is steady by construction: no recurrent state drifts over a long
+constant input. It is rendered once with continuous phase; only the stages' gains change,
+crossfading at the boundaries, so nothing clicks.
 
     file features [T] -> HeldNote;  stages, HeldNote -> audio [sum of durations * sample_rate]
 """
@@ -121,6 +121,7 @@ def held_note(model, features: dict) -> HeldNote:
     taken over the sustained frames (sustained_frames)."""
     keep = sustained_frames(features)
     with evaluating(model) as core:
+        core.check_data(features, f"the features of {features.get('path') or 'the file'}")
         device = next(core.parameters()).device
 
         def frames(name):

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import (LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, RENDER_F0_MAX_HZ,
-                     RENDER_F0_MIN_HZ)
+from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, RENDER_F0_MAX_HZ,
+                     RENDER_F0_MIN_HZ, SAMPLE_RATE)
 from .features import MFCC_MAX_ABS, hz_to_midi
 from .harmonic_part import HarmonicPart
 from .model_config import ModelConfig
@@ -115,12 +115,18 @@ class DDSPModel(nn.Module):
             {"name": name, "params": [weight], "lr": lr * scale}
             for name, (weight, scale) in scaled.items()]
 
-    def check_data(self, sample_rate: int, hop_length: int, source: str = "the data") -> None:
+    def check_data(self, data, source: str = "the data") -> None:
         """Refuse data made at another sample rate or hop than the model's (ValueError naming
-        both): its frames and audio would not line up with what the model plays."""
+        both): its frames and audio would not line up with what the model plays. `data`: one
+        file's features or a training batch, which carry their sample_rate and hop_length; a
+        dict without them was made at config.SAMPLE_RATE and config.HOP_LENGTH, as every dict
+        was before issue 23."""
+        sample_rate, hop_length = (
+            (data.get("sample_rate", SAMPLE_RATE), data.get("hop_length", HOP_LENGTH))
+            if isinstance(data, dict) else (data.sample_rate, data.hop_length))
         ours = (self.config.sample_rate, self.config.hop_length)
         if (sample_rate, hop_length) != ours:
-            raise ValueError(f"{source} is at {sample_rate} Hz with hop {hop_length}, the model "
+            raise ValueError(f"{source}: made at {sample_rate} Hz with hop {hop_length}, the model "
                              f"at {ours[0]} Hz with hop {ours[1]} (ModelConfig sample_rate, "
                              "hop_length): make the data at the model's rates, or the model "
                              "at the data's")

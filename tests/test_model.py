@@ -77,10 +77,16 @@ def test_a_model_plays_at_its_own_rates_and_refuses_data_at_others():
     high = torch.full_like(f0, 2000.0)  # harmonics 4.. are at or above 8000 Hz
     distribution = model.get_controls(high, loudness, mfcc)["harmonic_distribution"]
     assert torch.all(distribution[..., 3:] == 0) and torch.all(distribution[..., :3] > 0)
-    model.check_data(16000, 64)
-    with pytest.raises(ValueError, match=f"the batch is at {SAMPLE_RATE} Hz with hop {HOP}, the "
+    model.check_data({"sample_rate": 16000, "hop_length": 64})
+    with pytest.raises(ValueError, match=f"the batch: made at {SAMPLE_RATE} Hz with hop {HOP}, the "
                                          "model at 16000 Hz with hop 64"):
-        model.check_data(SAMPLE_RATE, HOP, "the batch")
+        model.check_data({"f0": f0}, "the batch")  # a dict of before issue 23: config's rates
+    from grown_timbres.growth import held_note
+
+    features = {"f0": f0[0, :, 0].numpy(), "voiced": np.ones(20, bool), "path": "take.wav",
+                "loudness": loudness[0, :, 0].numpy(), "mfcc": mfcc[0].numpy()}
+    with pytest.raises(ValueError, match=f"the features of take.wav: made at {SAMPLE_RATE} Hz"):
+        held_note(model, features)
     config = DDSPModel(hidden_size=16).config
     assert (config.sample_rate, config.hop_length) == (SAMPLE_RATE, HOP)
     for field, bad in (("hop_length", 8), ("sample_rate", 1000)):
