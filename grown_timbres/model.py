@@ -79,6 +79,7 @@ class DDSPModel(nn.Module):
 
     @property
     def n_harmonics(self) -> int:
+        """config.n_harmonics: what the harmonic waves precomputed for training need."""
         return self.config.n_harmonics
 
     @property
