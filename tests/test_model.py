@@ -152,7 +152,7 @@ def test_a_room_gain_between_0_and_1_scales_the_wet_part_linearly(gain):
     """The growth's room stage fades in: room_gain g in (0, 1) adds g times the full room's
     wet part (at 0 and 1 a gain applied twice would pass unseen; here it is off by g)."""
     torch.manual_seed(0)
-    model = DDSPModel(hidden_size=32, reverb=True)
+    model = DDSPModel(hidden_size=32, room=True)
     with torch.no_grad():
         model.room_level.fill_(0.05)
     f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
@@ -268,7 +268,7 @@ def test_a_control_or_gain_outside_its_range_is_refused_naming_it_value_and_rang
     1e30 used to render at 1e30."""
     from grown_timbres.model import render_controls
 
-    model = DDSPModel(hidden_size=16, reverb=True)
+    model = DDSPModel(hidden_size=16, room=True)
     f0, controls = controls_of(model)
     gains = {"harmonic_gain": torch.ones(1, 20, N_HARMONICS), "noise_gain": torch.ones(1, 20, 1),
              "room_gain": torch.ones(1, 20, 1)}
@@ -290,7 +290,7 @@ def test_a_room_far_louder_than_any_is_refused_and_a_learned_one_plays():
     from grown_timbres.room_part import ROOM_MAX_GAIN_DB
 
     torch.manual_seed(0)
-    model = DDSPModel(hidden_size=16, reverb=True)
+    model = DDSPModel(hidden_size=16, room=True)
     f0, loudness, mfcc = small_inputs(batch=1, n_frames=20)
     features = {"f0": f0[0, :, 0].numpy(), "voiced": np.ones(20, bool),
                 "loudness": loudness[0, :, 0].numpy(), "mfcc": mfcc[0].numpy()}
