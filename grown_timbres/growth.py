@@ -75,7 +75,7 @@ class HeldNote:
     the sustained frames) and the synthesizer controls there (per-control medians): amplitude,
     harmonic_distribution [H] (sums to 1), noise_magnitudes [M], and `other_controls` {name:
     [size]}, those of any other part (held and played as these are); `frames`: how many of
-    the file's frames were sustained, `source`: the file."""
+    the file's frames were sustained, `source`: the file, `sample_rate`: the model's (Hz)."""
 
     f0: float
     amplitude: float
@@ -84,6 +84,7 @@ class HeldNote:
     frames: int
     source: str = ""
     other_controls: dict = field(default_factory=dict)
+    sample_rate: int = SAMPLE_RATE
 
     @property
     def n_harmonics(self) -> int:
@@ -139,7 +140,8 @@ def held_note(model, features: dict) -> HeldNote:
         amplitude=float(amplitude[0]),
         harmonic_distribution=distribution / max(distribution.sum(), 1e-30),
         noise_magnitudes=noise, frames=int(keep.sum()),
-        source=str(features.get("path", "")), other_controls=held)
+        source=str(features.get("path", "")), other_controls=held,
+        sample_rate=core.config.sample_rate)
 
 
 def held_controls(note: HeldNote, n_frames: int, device) -> tuple:
@@ -180,19 +182,21 @@ def grow_timbre(model, note: HeldNote, stages=None, seed: int = 0) -> np.ndarray
     return finish_render(audio[0, :n_samples])
 
 
-def stage_levels(audio: np.ndarray, stages, guard_seconds: float = 0.06) -> list:
-    """Listening with numbers: per stage of a growth render [N], {"level_db": RMS level dBFS,
-    "centroid_hz": spectral centroid} over the stage's window, `guard_seconds` clear of the
-    crossfades (CROSSFADE_SECONDS / 2 each side of a boundary) and the edge fades."""
+def stage_levels(audio: np.ndarray, stages, guard_seconds: float = 0.06,
+                 sample_rate: int = SAMPLE_RATE) -> list:
+    """Listening with numbers: per stage of a growth render [N] at `sample_rate` (the model's),
+    {"level_db": RMS level dBFS, "centroid_hz": spectral centroid} over the stage's window,
+    `guard_seconds` clear of the crossfades (CROSSFADE_SECONDS / 2 each side of a boundary) and
+    the edge fades."""
     stages = stages_from_table(stages)
     edges = np.concatenate([[0.0], np.cumsum([s.duration for s in stages])])
     result = []
     for start, end in zip(edges[:-1], edges[1:]):
         guard = min(guard_seconds, (end - start) / 4)
-        window = np.asarray(audio[int((start + guard) * SAMPLE_RATE):
-                                  int((end - guard) * SAMPLE_RATE)], dtype=np.float64)
+        window = np.asarray(audio[int((start + guard) * sample_rate):
+                                  int((end - guard) * sample_rate)], dtype=np.float64)
         magnitude = np.abs(np.fft.rfft(window * np.hanning(len(window))))
-        freqs = np.fft.rfftfreq(len(window), 1.0 / SAMPLE_RATE)
+        freqs = np.fft.rfftfreq(len(window), 1.0 / sample_rate)
         result.append({"level_db": 10 * math.log10(np.mean(window ** 2) + 1e-30),
                        "centroid_hz": float(np.sum(magnitude * freqs) / max(np.sum(magnitude),
                                                                               1e-30))})
@@ -210,6 +214,6 @@ def stage_controls(note: HeldNote, stages) -> list:
              "harmonic_frequencies": note.f0 * np.arange(1, note.n_harmonics + 1),
              "harmonic_amplitudes": note.harmonic_amplitudes() * harmonic_mask(stage,
                                                                                note.n_harmonics),
-             "noise_frequencies": np.fft.rfftfreq(len(impulse), 1.0 / SAMPLE_RATE),
+             "noise_frequencies": np.fft.rfftfreq(len(impulse), 1.0 / note.sample_rate),
              "noise_response": response * float(stage.noise)}
             for stage in stages_from_table(stages)]
