@@ -21,10 +21,11 @@ from grown_timbres.stages import Stage, stages_from_table
 from grown_timbres.model import DDSPModel
 from grown_timbres.model_config import MODEL_LIMITS, ModelConfig
 from grown_timbres.notebook import save_uploads
-from grown_timbres.notes import Note, as_notes, parse_note_list, read_midi
+from grown_timbres.midi import read_midi
+from grown_timbres.notes import Note, as_notes, parse_note_list
 from grown_timbres.melody import notes_to_controls
 from grown_timbres.transfer import render_melody
-from test_notes import write_midi
+from test_midi import write_midi
 
 
 def refused_quickly(call, *patterns, seconds=2.0):
