@@ -5,8 +5,8 @@ One concern per file, listed as the data flows; each file imports only files abo
     config       sample rate, hop, FFT sizes: what every stage shares; the size limits
     markup       text from files and records escaped for HTML and Markdown
     device       picking and naming the device, its free memory, waiting for it
-    audio        reading sound files, decoding a browser's recording, finishing renders,
-                 wav and atomic writes
+    files        atomic writes, their temporary names and locks; what kind of file a path is
+    audio        reading sound files, decoding a browser's recording, finishing renders, wavs
     batching     files as training examples and listening excerpts, padded batches, the
                  batches of training steps
     numba_cache  librosa's compiled kernels: the project's cache folder, one compiling

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from grown_timbres.audio import atomic_write, write_wav
+from grown_timbres.audio import write_wav
+from grown_timbres.files import atomic_write
 from grown_timbres.checkpoints import load_checkpoint, save_checkpoint
 from grown_timbres.config import N_MFCC, SAMPLE_RATE
 from grown_timbres.loss import MultiScaleSpectralLoss
@@ -282,7 +283,7 @@ def test_every_file_the_notebooks_write_fails_cleanly_when_the_os_refuses_bytes(
 KILLED_SAVE = """
 import sys, time
 from pathlib import Path
-from grown_timbres.audio import atomic_write
+from grown_timbres.files import atomic_write
 
 def write(tmp):
     Path(tmp).write_bytes(b"half a file")

@@ -149,7 +149,7 @@ def test_valid_long_upload_names_land_unchanged(tmp_path, n_bytes):
 
 
 def test_atomic_write_takes_a_name_of_the_longest_valid_length(tmp_path):
-    from grown_timbres.audio import atomic_write
+    from grown_timbres.files import atomic_write
     name = "\u00e9" * 125 + ".wav"  # 254 bytes: the temporary name is cut by bytes, not letters
     path = atomic_write(tmp_path / name, lambda tmp: open(tmp, "wb").write(b"x"))
     assert path.read_bytes() == b"x" and [p.name for p in tmp_path.iterdir()] == [name]
@@ -192,7 +192,7 @@ def test_a_failed_write_is_reported_and_the_others_are_saved(tmp_path, monkeypat
 
 
 def test_temporary_names_fit_and_start_with_the_name_when_it_leaves_room():
-    from grown_timbres.audio import temp_prefix
+    from grown_timbres.files import temp_prefix
     assert temp_prefix("/a/x.wav") == ".x.wav."
     long = "\u00e9" * 127  # 254 bytes
     assert len(temp_prefix(long).encode()) + 8 + len(".tmp") <= 255
