@@ -23,12 +23,14 @@ One concern per file, listed as the data flows; each file imports only files abo
                  checkpoints checked part by part, then restored
     train        optimizer, examples per step, the training step and loop
     growth       stages as data (Stage) and grow_timbre
-    report       metrics, run records, the comparison table
-    records      run records read back: files found under the project only, fields checked
+    scoring      a resynthesis scored against its files (the one measure), beside a sine
+    report       tables: metrics, growth, what training takes from each file, the comparison
+    runs         run records made, written, read back with every field checked
     notes        note lists and MIDI files as Notes
     transfer     melodies and recordings as controls, render_melody
     plots        figures for the notebooks
-    notebook     installs, uploads, the microphone in Colab, players, the side-by-side section
+    notebook     installs, uploads, the microphone in Colab, players
+    comparison   the side-by-side section: the records' files found under the project only
     checks       what a run made, checked: wavs, metrics, the growth table (smoke runs)
 
 The notebooks import ddsp_helpers, which names what they use from here. Heavy libraries

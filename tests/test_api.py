@@ -17,7 +17,8 @@ PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
 FLOW = ["config", "markup", "device", "files", "audio", "batching", "numba_cache", "worker_pool",
         "feature_cache", "features", "synth", "model", "loss", "checkpoints", "capture", "resume",
-        "train", "growth", "report", "records", "notes", "transfer", "plots", "notebook", "checks"]
+        "train", "growth", "scoring", "report", "runs", "notes", "transfer", "plots", "notebook",
+        "comparison", "checks"]
 
 
 def names_used(text: str) -> set:

@@ -15,9 +15,10 @@ import pytest
 from grown_timbres.audio import AudioInputError, load_audio, read_wav, write_wav
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.model import DDSPModel
+from grown_timbres.comparison import show_comparison
 from grown_timbres.notebook import (playback_gain, players_table, record_microphone,
-                                    safe_upload_name, save_uploads, show_comparison)
-from grown_timbres.report import make_run_record, save_run_record
+                                    safe_upload_name, save_uploads)
+from grown_timbres.runs import make_run_record, save_run_record
 from conftest import RECORDING_FIXTURE
 
 
@@ -327,7 +328,7 @@ def test_the_sources_table_says_what_training_takes_from_each_file(bundled_featu
              "loudness": np.full(n, LOUDNESS_FLOOR_DB, np.float32)}
     take = {key: np.concatenate([held[key], quiet[key], held[key]]) for key in held}
     batch = collate([{"path": "/x/take.wav", **take}, tone], {"/x/bad.wav": "is silent"})
-    from grown_timbres.notebook import sources_table
+    from grown_timbres.report import sources_table
 
     table = sources_table(batch)
     take_row = next(line for line in table.splitlines() if line.startswith(r"| take\.wav"))

@@ -14,9 +14,8 @@ import pytest
 
 from grown_timbres.audio import write_wav
 from grown_timbres.config import SAMPLE_RATE
-from grown_timbres.records import (RunRecordError, load_run_record, recorded_audio,
-                                   recorded_path, resynthesis_wav, target_wav)
-from grown_timbres.report import project_path
+from grown_timbres.comparison import recorded_audio, recorded_path, resynthesis_wav, target_wav
+from grown_timbres.runs import RunRecordError, load_run_record, project_path
 from test_notebook import fake_project, shown
 
 STEM = "01_C4"
@@ -207,7 +206,7 @@ def test_a_record_that_is_no_json_object_names_the_file(tmp_path, text, named):
 
 
 def test_a_record_over_the_size_limit_is_not_read(tmp_path, monkeypatch):
-    import grown_timbres.records as records
+    import grown_timbres.runs as records
 
     path = saved_record(tmp_path)
     monkeypatch.setattr(records, "MAX_RUN_RECORD_BYTES", 100)

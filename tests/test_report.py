@@ -9,11 +9,10 @@ import pytest
 from grown_timbres.config import FFT_SIZES, HOP_LENGTH, LOUDNESS_FLOOR_DB, SAMPLE_RATE
 from grown_timbres.features import compute_loudness, estimate_f0
 from grown_timbres.model import DDSPModel
-from grown_timbres.report import (comparison_markdown, comparison_rows, epoch_seconds,
-                                  format_number, steady_and_warmup,
-                                  make_run_record, resynthesis_metrics, save_run_record,
-                                  sine_baseline)
-from grown_timbres.records import load_run_record
+from grown_timbres.report import comparison_markdown, comparison_rows, format_number
+from grown_timbres.runs import (epoch_seconds, load_run_record, make_run_record, save_run_record,
+                                steady_and_warmup)
+from grown_timbres.scoring import resynthesis_metrics, sine_baseline
 from conftest import cents, peak_frequency
 
 
