@@ -19,8 +19,7 @@ file, e.g. `from grown_timbres import synth`.
     report       metrics_table, growth_table, sources_table
     runs         make_run_record, save_run_record
     notes        parse_note_list, read_midi
-    transfer     notes_to_controls, recording_to_controls, training_ranges, timbre_mfcc,
-                 render_melody
+    transfer     notes_to_melody, recording_to_controls, timbre_mfcc, render_melody
     plots        plot_features, plot_loss, plot_growth, plot_stage_controls, plot_transfer
     notebook     install_missing, save_uploads, record_microphone, audio_player, players_table
     comparison   show_comparison
@@ -43,8 +42,8 @@ from grown_timbres.scoring import evaluate_batch, mean_metric
 from grown_timbres.report import growth_table, metrics_table, sources_table
 from grown_timbres.runs import make_run_record, save_run_record
 from grown_timbres.notes import parse_note_list, read_midi
-from grown_timbres.transfer import (notes_to_controls, recording_to_controls, render_melody,
-                                    timbre_mfcc, training_ranges)
+from grown_timbres.transfer import (notes_to_melody, recording_to_controls, render_melody,
+                                    timbre_mfcc)
 from grown_timbres.plots import (plot_features, plot_growth, plot_loss, plot_stage_controls,
                                  plot_transfer)
 from grown_timbres.notebook import (audio_player, install_missing, players_table,
