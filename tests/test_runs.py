@@ -1,5 +1,6 @@
-"""grown_timbres/records.py: the comparison reads run records as another person may have shared
-or edited them. The files a record names are found under the project folder only (after a
+"""grown_timbres/runs.py (and comparison.py, which plays what records name): a run record holds
+the run (times, the steady pace apart from warm-up) and loads back as written; the comparison
+reads run records as another person may have shared or edited them. The files a record names are found under the project folder only (after a
 move too); `../`, absolute paths and links that leave the project are refused with a message
 naming the record and the path, and a refused or unplayable file loses its player, never the
 table. Each run plays its own copy of what it learned, so files trained on from elsewhere
@@ -15,8 +16,10 @@ import pytest
 from grown_timbres.audio import write_wav
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.comparison import recorded_audio, recorded_path, resynthesis_wav, target_wav
-from grown_timbres.runs import RunRecordError, load_run_record, project_path
+from grown_timbres.runs import (RunRecordError, epoch_seconds, load_run_record, project_path,
+                                save_run_record, steady_and_warmup)
 from test_notebook import fake_project, shown
+from test_report import records  # noqa: F401  (a fixture)
 
 STEM = "01_C4"
 
@@ -256,3 +259,57 @@ def test_a_name_listed_in_many_folders_is_searched_for_once(project, monkeypatch
     record = {"wavs": gone + ["/old/place/ddsp_original/resynth_01_C4.wav"], "files": []}
     assert resynthesis_wav(record, STEM, root) == wav.resolve()
     assert searches == ["resynth_01_C4.wav"]
+
+
+# ----------------------------------------------------------------------------- a run, recorded
+def test_epoch_seconds_spreads_each_window_evenly():
+    """Syncs after epochs 2, 5 and 6 at 4, 10 and 13 s: epochs 1-2 took 2 s each, 3-5 2 s each,
+    6 took 3 s."""
+    history = {"timed_epochs": [2, 5, 6], "elapsed_seconds": [4.0, 10.0, 13.0]}
+    assert epoch_seconds(history) == [2.0, 2.0, 2.0, 2.0, 2.0, 3.0]
+    assert epoch_seconds({"timed_epochs": [], "elapsed_seconds": []}) == []
+
+
+def test_make_run_record_holds_the_run(records):
+    original, optimized = records["original"], records["optimized"]
+    assert original["n_files"] == 1 and optimized["n_files"] == 12
+    assert optimized["files"] == [f"scale_tones/{i:02d}.wav" for i in range(1, 13)]
+    assert optimized["rejected_files"] == {"bad.wav": "silent"}
+    assert original["n_epochs"] == 20 and optimized["n_epochs"] == 10
+    assert original["total_training_seconds"] == pytest.approx(60.0)
+    assert optimized["total_training_seconds"] == pytest.approx(90.0)
+    assert original["seconds_per_file"] == pytest.approx(60.0)
+    assert optimized["seconds_per_file"] == pytest.approx(7.5)
+    assert optimized["epoch_seconds"] == pytest.approx([9.0] * 10)
+    assert optimized["steady_step_seconds"] == pytest.approx(9.0)
+    assert optimized["warmup_seconds"] == pytest.approx(0.0)
+    assert optimized["wavs"] == ["outputs/ddsp_optimized/resynth_01.wav"]  # relative to root
+    assert optimized["rejected_files"] == {"bad.wav": "silent"}
+    # the last 10 spectral losses of the optimized run: 1.12 + 0.9 .. 1.12 + 0.0, mean 1.57
+    assert optimized["final_loss_terms"]["spectral"] == pytest.approx(1.12 + 0.45)
+    assert optimized["final_loss_terms"]["time_l1"] == pytest.approx(0.01)
+    assert optimized["loss_term_curves"]["time_l1"] == [0.01] * 10
+    assert optimized["final_loss"] == pytest.approx(1.12 + 0.01)
+    assert optimized["skipped_steps"] == 1 and optimized["training_status"] == "finished"
+    assert optimized["config"]["model"]["hidden_size"] == 16
+    assert optimized["device_type"] == "cpu"
+    assert json.loads(json.dumps(optimized, default=str))["n_files"] == 12  # JSON-ready
+
+
+def test_save_and_load_run_record_round_trip(records, tmp_path):
+    path = save_run_record(tmp_path / "runs" / "ddsp_optimized.json", records["optimized"])
+    loaded = load_run_record(path)
+    assert loaded["seconds_per_file"] == records["optimized"]["seconds_per_file"]
+    assert loaded["metrics"]["02"]["model"]["spectral_distance"] == 2.0
+    assert load_run_record(tmp_path / "missing.json") is None
+
+
+def test_steady_pace_leaves_out_the_first_window_and_warmup_adds_capture():
+    """Synced every 5 epochs: the first window (compile) took 20 s, later ones 1 s per epoch.
+    Steady 1 s per epoch; warm-up = 20 - 5 x 1 = 15 s, plus 4 s of capture."""
+    history = {"timed_epochs": [5, 10, 15, 20], "elapsed_seconds": [20.0, 25.0, 30.0, 35.0],
+               "capture_seconds": 4.0}
+    assert steady_and_warmup(history) == pytest.approx((1.0, 19.0))
+    # one window only: its mean is the pace and no warm-up can be told apart
+    assert steady_and_warmup({"timed_epochs": [4], "elapsed_seconds": [8.0]}) == (2.0, 0.0)
+    assert steady_and_warmup({"timed_epochs": [], "elapsed_seconds": []}) == (0.0, 0.0)
