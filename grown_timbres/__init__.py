@@ -31,7 +31,8 @@ One concern per file, listed as the data flows; each file imports only files abo
     plots        figures for the notebooks
     notebook     installs, uploads, the microphone in Colab, players
     comparison   the side-by-side section: the records' files found under the project only
-    checks       what a run made, checked: wavs, metrics, the growth table (smoke runs)
+    checks       the smoke runs' checks: training, the cached loss, wavs, metrics, the growth
+                 table, the comparison
 
 The notebooks import ddsp_helpers, which names what they use from here. Heavy libraries
 (librosa, soundfile, matplotlib, mido, IPython) are imported inside the functions that need
