@@ -15,16 +15,17 @@ file, e.g. `from grown_timbres import synth`.
     resume       resume_training, epochs_done
     train        make_optimizer, LEARNING_RATE, train
     growth       GROWTH_STAGES, growth_stages, stages_from_table, held_note, grow_timbre
-    report       resynthesize, evaluate_batch, metrics_table, growth_table, make_run_record,
-                 save_run_record
+    scoring      evaluate_batch, mean_metric
+    report       metrics_table, growth_table, sources_table
+    runs         make_run_record, save_run_record
     notes        parse_note_list
     midi         read_midi
-    melody       notes_to_controls
-    transfer     recording_to_controls, training_ranges, timbre_mfcc, render_melody
+    transfer     notes_to_melody, recording_to_controls, timbre_mfcc, render_melody
     plots        plot_features, plot_loss, plot_growth, plot_stage_controls, plot_transfer
-    notebook     install_missing, save_uploads, record_microphone, sources_table, audio_player,
-                 players_table, show_comparison
-    checks       check_run_outputs
+    notebook     install_missing, save_uploads, record_microphone, audio_player, players_table
+    comparison   show_comparison
+    checks       check_training, cached_and_plain_loss, check_cached_loss, check_run_outputs,
+                 check_comparison
 """
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.audio import read_wav, write_wav
@@ -38,16 +39,17 @@ from grown_timbres.resume import epochs_done, resume_training
 from grown_timbres.train import LEARNING_RATE, make_optimizer, train
 from grown_timbres.growth import (GROWTH_STAGES, grow_timbre, growth_stages, held_note,
                                   stages_from_table)
-from grown_timbres.report import (evaluate_batch, growth_table, make_run_record, metrics_table,
-                                  resynthesize, save_run_record)
+from grown_timbres.scoring import evaluate_batch, mean_metric
+from grown_timbres.report import growth_table, metrics_table, sources_table
+from grown_timbres.runs import make_run_record, save_run_record
 from grown_timbres.midi import read_midi
 from grown_timbres.notes import parse_note_list
-from grown_timbres.melody import notes_to_controls
-from grown_timbres.transfer import (recording_to_controls, render_melody, timbre_mfcc,
-                                    training_ranges)
+from grown_timbres.transfer import (notes_to_melody, recording_to_controls, render_melody,
+                                    timbre_mfcc)
 from grown_timbres.plots import (plot_features, plot_growth, plot_loss, plot_stage_controls,
                                  plot_transfer)
 from grown_timbres.notebook import (audio_player, install_missing, players_table,
-                                    record_microphone, save_uploads, show_comparison,
-                                    sources_table)
-from grown_timbres.checks import check_run_outputs
+                                    record_microphone, save_uploads)
+from grown_timbres.comparison import show_comparison
+from grown_timbres.checks import (cached_and_plain_loss, check_cached_loss, check_comparison,
+                                  check_run_outputs, check_training)

@@ -56,7 +56,7 @@ from grown_timbres.growth import grow_timbre, held_note  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
 from grown_timbres.model import DDSPModel  # noqa: E402
 from grown_timbres.model_config import HIDDEN_SIZE  # noqa: E402
-from grown_timbres.report import resynthesize  # noqa: E402
+from grown_timbres.scoring import evaluate_batch  # noqa: E402
 from grown_timbres.device import (cpu_has_fast_bfloat16, cpu_name, device_report,  # noqa: E402
                                   synchronize)
 from grown_timbres.train import (LEARNING_RATE, examples_per_step, make_optimizer,  # noqa: E402
@@ -171,15 +171,12 @@ def build(settings: dict, batch: dict, args, device):
 
 
 def file_distances(model, batch: dict, indices) -> list[float]:
-    """The notebooks' spectral distance (resynthesize + MultiScaleSpectralLoss, float32,
-    eager) of batch rows `indices`. resynthesize seeds its own noise: training's random stream
-    is left as it was."""
-    outputs = resynthesize(model, batch, seed=SEED)
-    measure = MultiScaleSpectralLoss()
-    with torch.no_grad():
-        return [float(measure(torch.from_numpy(outputs[i])[None],
-                              torch.from_numpy(file_features(batch, i)["audio"])[None]))
-                for i in indices]
+    """The notebooks' spectral distance (scoring.evaluate_batch: resynthesis against its file,
+    float32, eager) of batch rows `indices`. The resynthesis seeds its own noise: training's
+    random stream is left as it was."""
+    metrics, _ = evaluate_batch(model, batch, progress=False, rows=indices,
+                                measures=("spectral_distance",), sine=False, seed=SEED)
+    return [scores["model"]["spectral_distance"] for scores in metrics.values()]
 
 
 def timed_run(settings: dict, batch: dict, args, device, parity_rows, desc: str):
@@ -649,7 +646,7 @@ def render_markdown(report: dict) -> str:
     out += [f"Final loss terms: each term of the training loss (loss.training_loss), mean of "
             f"the last {tail} epochs (one-file rows: mean over their runs; batched rows: over "
             "the whole batch). Distance on original files: the notebooks' spectral distance "
-            "(resynthesize + MultiScaleSpectralLoss) on the original row's files, mean over the "
+            "(scoring.evaluate_batch's spectral_distance) on the original row's files, mean over the "
             f"last {tail} epochs; parity compares it with the original's. Warm-up s: the "
             f"first {cfg['warmup']} epochs (compilation and CUDA-graph capture included), apart "
             "from the steady state.", ""]

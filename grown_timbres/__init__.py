@@ -5,8 +5,8 @@ One concern per file, listed as the data flows; each file imports only files abo
     config       sample rate, hop, FFT sizes: what every stage shares; the size limits
     markup       text from files and records escaped for HTML and Markdown
     device       picking and naming the device, its free memory, waiting for it
-    audio        reading sound files, decoding a browser's recording, finishing renders,
-                 wav and atomic writes
+    files        atomic writes, their temporary names and locks; what kind of file a path is
+    audio        reading sound files, decoding a browser's recording, finishing renders, wavs
     batching     files as training examples and listening excerpts, padded batches, the
                  batches of training steps
     numba_cache  librosa's compiled kernels: the project's cache folder, one compiling
@@ -29,15 +29,18 @@ One concern per file, listed as the data flows; each file imports only files abo
     train        optimizer, examples per step, the training step and loop
     stages       growth stages as data (Stage), the default growth, form tables read and written
     growth       a held note grown in stages (grow_timbre); what each stage sounds
-    report       metrics, run records, the comparison table
-    records      run records read back: files found under the project only, fields checked
+    scoring      a resynthesis scored against its files (the one measure), beside a sine
+    report       tables: metrics, growth, what training takes from each file, the comparison
+    runs         run records made, written, read back with every field checked
     notes        melodies as Notes, from note lists
     midi         MIDI files as Notes
     melody       Notes as controls (attack, release, legato glides, vibrato)
     transfer     recordings as controls, the timbre, render_melody
     plots        figures for the notebooks
-    notebook     installs, uploads, the microphone in Colab, players, the side-by-side section
-    checks       what a run made, checked: wavs, metrics, the growth table (smoke runs)
+    notebook     installs, uploads, the microphone in Colab, players
+    comparison   the side-by-side section: the records' files found under the project only
+    checks       the smoke runs' checks: training, the cached loss, wavs, metrics, the growth
+                 table, the comparison
 
 The notebooks import ddsp_helpers, which names what they use from here. Heavy libraries
 (librosa, soundfile, matplotlib, mido, IPython) are imported inside the functions that need

@@ -1,31 +1,23 @@
 """Audio in and out: reading any sound file as mono float32 at SAMPLE_RATE, decoding a browser's
-recording, finishing a render, writing float wav at true level, and writing any file atomically."""
+recording, finishing a render, writing float wav at true level (atomically: files.atomic_write)."""
 from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .config import (FFT_SIZES, MAX_AUDIO_CHANNELS, MAX_AUDIO_SAMPLE_RATE, MAX_AUDIO_SECONDS,
-                     MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
-                     MIN_AUDIO_SAMPLE_RATE, SAMPLE_RATE)
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
+                     MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES, MIN_AUDIO_SAMPLE_RATE, SAMPLE_RATE)
+from .files import atomic_write, file_kind
 
 MIN_AUDIO_SAMPLES = max(FFT_SIZES)  # shorter input cannot fill the largest loss frame
 SILENCE_PEAK = 1e-4  # -80 dBFS: below this a file is "silent"
 EDGE_FADE_SECONDS = 0.01  # at the very start and end of a render
 READ_BLOCK_SECONDS = 10.0  # read at a time: 0.12 GB at most (MAX_AUDIO_CHANNELS, _SAMPLE_RATE)
-TEMPORARY_SUFFIX = ".tmp"  # atomic_write's temporary files: <temp_prefix><random><suffix>
 # A browser starts recording a little after it is asked (0.04 s in headless Chromium): a recording
 # this much shorter than asked, or than its file declares, lost its end on the way
 RECORDING_SHORTFALL_SECONDS = 0.25
@@ -104,16 +96,6 @@ def load_audio(path, max_seconds: float | None = None) -> np.ndarray:
         raise AudioInputError(path, f"too short: {1000 * len(audio) / SAMPLE_RATE:.0f} ms, "
                                     f"needs at least {1000 * MIN_AUDIO_SAMPLES / SAMPLE_RATE:.0f} ms")
     return np.clip(audio, -1.0, 1.0, out=audio)
-
-
-def file_kind(mode: int) -> str:
-    """What a stat mode names, in words: "a regular file", "a folder", "a FIFO (named pipe)"..."""
-    import stat
-
-    kinds = {stat.S_ISREG: "a regular file", stat.S_ISDIR: "a folder",
-             stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISCHR: "a character device",
-             stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
-    return next((name for test, name in kinds.items() if test(mode)), "not a file")
 
 
 def read_mono(path, file_rate: int, n_frames: int) -> tuple[np.ndarray, int, float]:
@@ -229,85 +211,6 @@ def finish_render(audio: np.ndarray) -> np.ndarray:
     audio[:fade] *= ramp
     audio[len(audio) - fade:] *= ramp[::-1]
     return finite_audio(audio, name="render")
-
-
-def temp_prefix(path) -> str:
-    """How atomic_write's temporary names for `path` start (mkstemp adds 8 random characters
-    and '.tmp'): the name is cut so that a temporary name fits wherever `path`'s name fits."""
-    room = MAX_FILE_NAME_BYTES - len("..") - 8 - len(TEMPORARY_SUFFIX)
-    return "." + Path(path).name.encode()[:room].decode(errors="ignore") + "."
-
-
-def not_written(path, err: BaseException) -> OSError | None:
-    """The OSError "<path>: not written (<reason>)" for a write that failed on the file system,
-    or None if `err` is no I/O failure. Some writers hide the system's reason behind their own
-    error (torch's "enforce fail ... unexpected pos"): it is looked up in the error's chain."""
-    while err is not None and not isinstance(err, OSError):
-        err = err.__cause__ or err.__context__
-    if err is None:
-        return None
-    return OSError(err.errno, f"{path}: not written ({err.strerror or err})")
-
-
-def lock(file, wait: bool) -> bool:
-    """An exclusive lock on an open file, held until it is closed: False when another open
-    file holds one, or the file system (or Windows) has no such locks."""
-    if fcntl is None:
-        return False
-    try:
-        fcntl.flock(file, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        return True
-    except OSError:
-        return False
-
-
-def remove_abandoned_temporaries(path: Path) -> None:
-    """Delete the temporary files of `path` that a killed save left behind. A live save holds a
-    lock on its temporary file (atomic_write), so only abandoned ones can be locked here; on
-    Windows a file still open elsewhere refuses to be deleted instead. On a file system without
-    locks nothing is deleted: a save in progress cannot be told from an abandoned one."""
-    pattern = re.compile(re.escape(temp_prefix(path)) + "[a-z0-9_]+" + re.escape(TEMPORARY_SUFFIX))
-    for tmp in path.parent.iterdir():
-        if pattern.fullmatch(tmp.name) and tmp.is_file():  # opening a FIFO would wait for ever
-            try:
-                with open(tmp, "rb") as file:
-                    if fcntl is None or lock(file, wait=False):
-                        tmp.unlink()
-            except OSError:  # in use on Windows, or already gone
-                pass
-
-
-def atomic_write(path, write) -> Path:
-    """Call write(tmp_path), then move tmp_path over `path`: readers never see half a file.
-
-    `write` must write through Python's file objects (or through a library that passes the
-    system's error on), so that a full disk surfaces as an OSError. Any failure removes the
-    temporary file and leaves `path` as it was; a file-system failure is raised as OSError
-    "<path>: not written (<reason>)". Temporary files of `path` that a killed save left behind
-    are removed first."""
-    path = Path(path)
-    tmp = held = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_abandoned_temporaries(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path),
-                                   suffix=TEMPORARY_SUFFIX)
-        held = open(fd, "rb")
-        if not lock(held, wait=True):  # locked until the file is in place: "a save is running"
-            held.close()  # Windows renames no file that is open anywhere
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        failure = not_written(path, err) if isinstance(err, Exception) else None
-        if failure is None:  # an interrupt, or a failure that is not the file system's
-            raise
-        raise failure from err
-    finally:
-        if held is not None:
-            held.close()
-    return path
 
 
 def wav_bytes(audio: np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "audio") -> bytes:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .audio import atomic_write
+from .files import atomic_write
 from .config import MAX_CHECKPOINT_BYTES, injected_fault
 from .model import DDSPModel, unwrap_model
 from .model_config import OLD_NAMES, ModelConfig
@@ -64,7 +64,7 @@ def save_checkpoint(path, model, **extras) -> Path:
     the plain module, whether or not `model` was compiled; `checksums` holds a sha256 of every
     other part (part_checksums), verified on load. Extras must be weights_only-loadable
     (tensors, numbers, strings, lists, dicts). A failed write raises OSError "<path>: not
-    written (<reason>)" and leaves no partial file (audio.atomic_write)."""
+    written (<reason>)" and leaves no partial file (files.atomic_write)."""
     core = unwrap_model(model)
     state = {k: v.detach().cpu() for k, v in clean_state_dict(core.state_dict()).items()}
     payload = {"model_state_dict": state, "config": core.config.as_dict(), **extras}

@@ -1,8 +1,11 @@
-"""What a notebook run made, checked: the smoke runs (DDSP_SMOKE=1, CI) call check_run_outputs
-at their end, so wrong but finite results fail the run instead of passing because no cell
-raised.
+"""What a notebook run did and made, checked: the smoke runs (DDSP_SMOKE=1, CI) call these after
+training, the cached loss, the run record and the comparison, so wrong but finite results fail
+the run instead of passing because no cell raised.
 
-    {wav path: expected length}, metrics, growth table -> one-line summary, or RunCheckError
+    history -> one-line summary, or RunCheckError (check_training)
+    cached and plain loss of one prediction -> summary, or RunCheckError (check_cached_loss)
+    {wav path: expected length}, metrics, growth table -> summary, or RunCheckError
+    records shown, run record saved -> summary, or RunCheckError (check_comparison)
 """
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ import numpy as np
 
 from .audio import SILENCE_PEAK, read_wav
 from .config import HOP_LENGTH, SAMPLE_RATE
+from .loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from .room_part import ROOM_SECONDS
 from .stages import Stage
 from .markup import markdown_text
+from .runs import RUN_LABELS
 from .notes import Note
 from .melody import RELEASE_SECONDS
 
@@ -26,6 +31,8 @@ from .melody import RELEASE_SECONDS
 MELODY_SLACK_SAMPLES = round(RELEASE_SECONDS * SAMPLE_RATE) + 3 * HOP_LENGTH
 _STAGE_CELL = re.compile(r"^-?\d+\.\d dB, \d+ Hz$")  # a stage's level and centroid
 _NOISE_CELL = re.compile(r"^-?\d+\.\d dB$")  # what the noise adds
+LOSS_FALL = 0.9  # a smoke run's last loss is below this share of its first: it learned
+CACHED_LOSS_RTOL = 1e-5  # the cached-target loss equals the plain one within this (relative)
 
 
 class RunCheckError(AssertionError):
@@ -133,3 +140,60 @@ def check_run_outputs(wavs: dict, metrics: dict, growth_table: str, stages,
     return (f"checked {len(wavs)} wavs (finite, not silent, as long as expected), "
             f"{sum(len(v) for by_kind in metrics.values() for v in by_kind.values())} metrics "
             f"(finite) and the growth table ({len(metrics)} files x {len(stages)} stages)")
+
+
+def check_training(history, nan_epoch=None) -> str:
+    """A smoke run's training: finished, every loss finite, the last below LOSS_FALL x the first
+    (a broken training path fails here); with `nan_epoch` (the epoch where
+    tests/test_notebook_faults.py injected a NaN) stopped at that epoch instead. Returns a
+    one-line summary; RunCheckError saying what is wrong."""
+    status, loss = history["status"], history["loss"]
+    if nan_epoch:
+        if not status.startswith(f"stopped at epoch {nan_epoch}:"):
+            raise RunCheckError(f"no NaN stop: {status}")
+        return f"training stopped at epoch {nan_epoch}, where the NaN was injected"
+    if status != "finished" or not loss or not np.isfinite(loss).all():
+        raise RunCheckError(f"training did not finish cleanly: {status}")
+    if not loss[-1] < LOSS_FALL * loss[0]:
+        raise RunCheckError(f"the loss did not fall: {loss[0]:.4f} -> {loss[-1]:.4f} in "
+                            f"{len(loss)} steps")
+    return f"training finished; the loss fell from {loss[0]:.4f} to {loss[-1]:.4f}"
+
+
+def cached_and_plain_loss(model, batch: dict) -> tuple[float, float]:
+    """The spectral loss of the model's prediction for the batch's excerpts (the eager forward,
+    even if compiled; its noise drawn from torch's random state like a training step's) with
+    the target's spectra cached and computed plainly: (cached, plain)."""
+    import torch
+
+    audio, lengths = batch["audio"], batch["lengths"]
+    with torch.no_grad():
+        prediction = model.forward(batch["f0"], batch["loudness"], batch["mfcc"])[0]
+        cached = OptimizedMultiScaleSpectralLoss().precompute_target(audio, audio.device, lengths)
+        return (float(cached(prediction, audio, lengths)),
+                float(MultiScaleSpectralLoss()(prediction, audio, lengths)))
+
+
+def check_cached_loss(cached: float, plain: float) -> str:
+    """The cached-target loss equals the plain one within CACHED_LOSS_RTOL; RunCheckError
+    otherwise."""
+    if not abs(cached - plain) <= CACHED_LOSS_RTOL * abs(plain):
+        raise RunCheckError(f"cached-target loss {cached:.7f} != plain loss {plain:.7f}")
+    return f"the cached-target loss equals the plain loss within {CACHED_LOSS_RTOL:g}"
+
+
+def check_comparison(records: dict | None, runs_dir, record: dict) -> str:
+    """The side-by-side section (comparison.show_comparison's `records`) after this run saved
+    `record` into `runs_dir`: it shows both runs exactly when the other notebook's record is
+    there, and this run's record is the one just saved. RunCheckError otherwise."""
+    this = RUN_LABELS[record["notebook"]]
+    other = next(name for name in RUN_LABELS if name != record["notebook"])
+    other_ran = (Path(runs_dir) / f"{other}.json").is_file()
+    if (records is not None) != other_ran:
+        raise RunCheckError("the comparison should show both records once both notebooks "
+                            "have run")
+    if records is not None and records[this]["created"] != record["created"]:
+        raise RunCheckError("the comparison did not show the run record this notebook just "
+                            "saved")
+    return ("the comparison shows this run's record beside the other's" if other_ran else
+            f"no comparison yet: notebooks/{other}.ipynb has not run")

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import MIN_AUDIO_SAMPLES, file_kind
+from .audio import MIN_AUDIO_SAMPLES
+from .files import file_kind
 from .config import HOP_LENGTH, MAX_AUDIO_SECONDS, N_MFCC, SAMPLE_RATE
 
 FEATURE_KEYS = ("audio", "f0", "voiced", "loudness", "mfcc")

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import MAX_AUDIO_SECONDS, MIN_AUDIO_SAMPLES, AudioInputError, atomic_write, load_audio
+from .audio import MAX_AUDIO_SECONDS, MIN_AUDIO_SAMPLES, AudioInputError, load_audio
+from .files import atomic_write
 from .batching import collate
 from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, N_MFCC, SAMPLE_RATE
 from .feature_cache import OldFormatEntry, entry_path, file_digest, read_entry, write_entry

@@ -1,6 +1,5 @@
 """Notebook plumbing: install what a runtime lacks, save uploads and microphone recordings where
-the notebook reads them, say what training takes from each file, players at true level, and the
-side-by-side section that compares two runs."""
+the notebook reads them, and players at true level."""
 from __future__ import annotations
 
 import warnings
@@ -8,15 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioInputError, atomic_write, decode_recording, finite_audio, wav_bytes
-from .batching import EXAMPLE_SECONDS, MIN_VOICED_FRACTION
 from .config import (MAX_FILE_NAME_BYTES, MAX_RECORD_SECONDS, MAX_UPLOAD_BYTES,
                      MIN_RECORD_SECONDS, SAMPLE_RATE, is_real_number)
-from .markup import html_text, markdown_text
-from .plots import plot_loss_comparison, plot_spectrogram_comparison
-from .report import RUN_LABELS, common_stems, comparison_markdown
-from .records import (RunRecordError, load_run_record, recorded_audio, resynthesis_wav,
-                      target_wav)
+from .markup import html_text
+from .files import atomic_write
+from .audio import AudioInputError, decode_recording, finite_audio, wav_bytes
 
 RUNTIME_PACKAGES = {"librosa": "librosa", "soundfile": "soundfile", "tqdm": "tqdm",
                     "matplotlib": "matplotlib", "ipywidgets": "ipywidgets", "mido": "mido"}
@@ -178,28 +173,6 @@ def browser_bytes(encoded, name: str) -> bytes:
                                     f"begins {encoded[:40]!r}); run the cell again") from None
 
 
-def sources_table(batch: dict) -> str:
-    """Markdown: per file, accepted or why not; for an accepted one its length, the training
-    examples taken from it, the seconds they cover and the windows dropped (batching.collate),
-    and the excerpt that evaluation and growth use; then the totals. Names and reasons are
-    escaped (markup.markdown_text): a file's name shows as it is, never as markup."""
-    lines = ["| file | status | length | training examples | used | windows dropped: silent, "
-             f"under {MIN_VOICED_FRACTION:.0%} pitched | excerpt from |",
-             "|---|---|---|---|---|---|---|"]
-    for source in batch["sources"]:
-        lines.append(f"| {markdown_text(source['file'])} | accepted | {source['seconds']:.1f} s | "
-                     f"{source['examples']} | {source['seconds_used']:.1f} s | "
-                     f"{source['silent']}, {source['unpitched']} | "
-                     f"{source['excerpt_start_seconds']:.1f} s |")
-    lines += [f"| {markdown_text(Path(path).name)} | **rejected** | {markdown_text(reason)} "
-              "| | | | |" for path, reason in batch["errors"].items()]
-    used = sum(source["seconds_used"] for source in batch["sources"])
-    examples = sum(source["examples"] for source in batch["sources"])
-    lines.append(f"\n{examples} training examples of at most {EXAMPLE_SECONDS:.0f} s from "
-                 f"{len(batch['sources'])} files: {used / 60:.2f} minutes of audio used.")
-    return "\n".join(lines)
-
-
 def playback_gain(clips, peak: float = PLAYER_PEAK) -> float:
     """One gain for clips played side by side: 1 unless the loudest sample of any clip would
     clip, then what brings it to `peak`. The same gain for all keeps their relative level."""
@@ -242,73 +215,3 @@ def players_table(rows: dict, columns) -> str:
                         f"<td>{audio_player(clips[c], gain=gain)}</td>" for c in columns)
         body += f"<tr><td>{html_text(label)}</td>{cells}</tr>"
     return f"<table><tr>{head}</tr>{body}</table>{gain_note(gain)}"
-
-
-def project_root(start) -> Path:
-    """The project folder that holds `start`: the nearest folder up with ddsp_helpers.py
-    (`start` itself when there is none)."""
-    start = Path(start).resolve()
-    return next((p for p in [start, *start.parents] if (p / "ddsp_helpers.py").is_file()), start)
-
-
-def show_comparison(runs_dir, root=None) -> dict | None:
-    """The side-by-side section: table, loss curves (by epoch and by wall time), spectrograms
-    and players of one tone that both runs learned. Says what to run when a record is missing,
-    and names the file and the field of one that fails its checks (records.load_run_record).
-    Paths in the records are found under `root` (default: the project folder of `runs_dir`),
-    so the comparison still plays after the folder moved; a path that leads outside `root`,
-    or a file that is no audio, is refused with a message naming the record and the path, and
-    only its player is left out (records.recorded_path). Returns the records shown."""
-    from IPython.display import HTML, Markdown, display
-
-    runs_dir = Path(runs_dir)
-    root = project_root(runs_dir) if root is None else Path(root)
-    records, missing = {}, []
-    for name, label in RUN_LABELS.items():  # a record that fails its checks is not compared
-        try:
-            records[label] = load_run_record(runs_dir / f"{name}.json")
-            if records[label] is None:
-                missing.append(f"`notebooks/{name}.ipynb`")
-        except RunRecordError as err:
-            records[label] = None
-            display(Markdown(f"Not compared: {markdown_text(err)}. Run "
-                             f"`notebooks/{name}.ipynb` again to write a new record."))
-    if missing:
-        display(Markdown(f"No run record yet in {markdown_text(runs_dir)} from "
-                         f"{' and '.join(missing)}: run that notebook to the end, then re-run "
-                         "this cell."))
-    if None in records.values():
-        return None
-    display(Markdown(comparison_markdown(records)))
-    if len({r["device"] for r in records.values()}) > 1:
-        display(Markdown("**The two runs used different devices**: the speedup mixes hardware "
-                         "with optimizations."))
-    plot_loss_comparison(records)
-    stems = common_stems(records)
-    if not stems:
-        display(Markdown("The two runs learned no file in common: no sound to compare."))
-        return records
-    stem = stems[0]
-    clips, refused = {}, set()
-    files = {label: runs_dir / f"{name}.json" for name, label in RUN_LABELS.items()}
-    sources = [("target", label, target_wav) for label in records] + [
-        (label, label, resynthesis_wav) for label in records]
-    for clip, label, find in sources:  # a file refused or unreadable loses its player only
-        if clip in clips:
-            continue
-        try:
-            path = find(records[label], stem, root, files[label])
-            if path is not None:
-                clips[clip] = recorded_audio(path, files[label])
-        except RunRecordError as err:
-            refused.add(clip)
-            display(Markdown(f"Not played: {markdown_text(err)}"))
-    lost = [clip for clip in ["target", *records] if clip not in clips and clip not in refused]
-    if lost:
-        display(Markdown(f"Both runs learned {markdown_text(stem)}, but these files are gone "
-                         f"from {markdown_text(root)}: {', '.join(lost)}. Re-run the notebooks "
-                         "to hear them side by side."))
-    if clips:
-        plot_spectrogram_comparison(clips, stem.replace("$", r"\$"))  # a name is no mathtext
-        display(HTML(players_table({stem: clips}, list(clips))))
-    return records

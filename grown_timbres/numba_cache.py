@@ -24,7 +24,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .audio import atomic_write, lock
+from .files import atomic_write, lock
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_NUMBA_CACHE = PROJECT_ROOT / "outputs" / "numba_cache"

@@ -1,90 +1,19 @@
-"""Evaluation and run records: how close each resynthesis is to its target (beside a plain
-sine), what one notebook run did, and the side-by-side comparison of runs.
+"""Tables for the notebooks: the metrics beside a plain sine, the growth stages' levels, what
+training takes from each file, and the side-by-side comparison of run records.
 
-    model, batch -> metrics per file;  run -> record (JSON);  records -> comparison table
+    metrics -> markdown;  grown audio + held notes -> markdown;  batch -> sources markdown;
+    run records {label: record} -> comparison rows -> markdown
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .config import HOP_LENGTH, LOUDNESS_FLOOR_DB
 from .markup import markdown_text
-from .device import device_report
-from .audio import AudioInputError, atomic_write
-from .batching import file_features
-from .features import compute_loudness, estimate_f0
-from .synth import harmonic_synth
-from .model import render, unwrap_model
-from .loss import MultiScaleSpectralLoss
-from .resume import epochs_done
+from .batching import EXAMPLE_SECONDS, MIN_VOICED_FRACTION
 from .growth import stage_levels, stages_from_table
-
-RUN_LABELS = {"ddsp_original": "original", "ddsp_optimized": "optimized"}
-FINAL_EPOCHS = 10  # a run's final loss terms: their mean over this many last epochs
-
-
-def resynthesize(model, batch: dict, seed: int = 0) -> list[np.ndarray]:
-    """The model's output for every file of a batch, each cut to its valid length:
-    float32 [n * HOP_LENGTH] per file. The noise is seeded by `seed` (see model.render)."""
-    audio = render(model, batch["f0"], batch["loudness"], batch["mfcc"], seed=seed)
-    return [audio[i, : int(n) * HOP_LENGTH] for i, n in enumerate(batch["lengths"])]
-
-
-def sine_baseline(f0: np.ndarray, loudness: np.ndarray) -> np.ndarray:
-    """A plain sine at f0 [T] Hz whose A-weighted loudness matches loudness [T] dB: audio [N].
-
-    Inverts compute_loudness for one partial: mean-square a^2 / 2 times the A-weight at f0."""
-    import librosa
-
-    a_weight_db = librosa.A_weighting(np.asarray(f0, dtype=np.float64))
-    amplitude = np.sqrt(2.0 * 10.0 ** ((np.asarray(loudness) - a_weight_db) / 10.0))
-    amplitude[np.asarray(loudness) <= LOUDNESS_FLOOR_DB] = 0.0
-    f0_t = torch.as_tensor(np.asarray(f0, dtype=np.float32)).reshape(1, -1, 1)
-    amp_t = torch.as_tensor(amplitude.astype(np.float32)).reshape(1, -1, 1)
-    return harmonic_synth(f0_t, amp_t)[0].numpy()
-
-
-def resynthesis_metrics(output: np.ndarray, target: dict) -> dict:
-    """How close `output` [N] is to a file whose features are `target` (file_features or
-    extract_features: audio [N], f0 [T], voiced [T], loudness [T]): spectral_distance (the
-    multi-scale loss), f0_error_cents (mean |cents| of pYIN on the output vs the target's f0,
-    frames voiced in both), voiced_frames_matched and loudness_l1_db (mean |dB| difference)."""
-    audio, f0, voiced, loudness = (target[k] for k in ("audio", "f0", "voiced", "loudness"))
-    output = np.asarray(output, dtype=np.float32)[: len(audio)]
-    with torch.no_grad():
-        spectral = float(MultiScaleSpectralLoss()(torch.from_numpy(output)[None],
-                                                  torch.from_numpy(audio)[None]))
-    try:
-        out_f0, out_voiced = estimate_f0(output)
-        both = voiced & out_voiced
-        cents = np.abs(1200.0 * np.log2(out_f0[both] / f0[both])) if both.any() else []
-        f0_error = float(np.mean(cents)) if len(cents) else float("nan")
-        voiced_share = float(both.sum() / max(voiced.sum(), 1))
-    except AudioInputError:  # the output has no pitch at all
-        f0_error, voiced_share = float("nan"), 0.0
-    loudness_l1 = float(np.mean(np.abs(compute_loudness(output, len(loudness)) - loudness)))
-    return {"spectral_distance": spectral, "f0_error_cents": f0_error,
-            "voiced_frames_matched": voiced_share, "loudness_l1_db": loudness_l1}
-
-
-def evaluate_batch(model, batch: dict, progress: bool = True) -> tuple[dict, list]:
-    """Metrics per file for the model and for the sine baseline -> ({stem: {"model": {...},
-    "sine": {...}}}, resynthesized audio per file)."""
-    from tqdm.auto import tqdm
-
-    outputs = resynthesize(model, batch)
-    metrics = {}
-    for i in tqdm(range(len(outputs)), desc="metrics", disable=not progress):
-        target = file_features(batch, i)
-        metrics[Path(target["path"]).stem] = {
-            "model": resynthesis_metrics(outputs[i], target),
-            "sine": resynthesis_metrics(sine_baseline(target["f0"], target["loudness"]), target),
-        }
-    return metrics, outputs
+from .scoring import mean_metric
 
 
 def metrics_table(metrics: dict) -> str:
@@ -114,97 +43,26 @@ def growth_table(grown: dict, notes: dict, stages) -> str:
     return "\n".join(lines)
 
 
-def epoch_seconds(history: dict) -> list[float]:
-    """Wall time of every epoch, from the synchronised timestamps (each window's mean). A
-    timestamp of no new epoch (histories saved before issue 13 timed a NaN stop's epoch twice)
-    counts toward the next window."""
-    seconds, previous_epoch, previous_time = [], 0, 0.0
-    for epoch, elapsed in zip(history["timed_epochs"], history["elapsed_seconds"]):
-        window = epoch - previous_epoch
-        if window > 0:
-            seconds += [(elapsed - previous_time) / window] * window
-            previous_epoch, previous_time = epoch, elapsed
-    return seconds
-
-
-def steady_and_warmup(history: dict) -> tuple[float, float]:
-    """(steady seconds per epoch, warm-up seconds) of a run. Steady: the median epoch after
-    the first synchronised window, which holds the first epoch's one-off costs (compile,
-    allocator, caches); warm-up: what that window took beyond the steady pace, plus the
-    capture's own time (warm-up steps, recording, checks), which the epochs do not count."""
-    seconds = epoch_seconds(history)
-    capture = float(history.get("capture_seconds") or 0.0)
-    if not seconds:
-        return 0.0, capture
-    first_window = history["timed_epochs"][0]
-    later = seconds[first_window:]
-    steady = float(np.median(later or seconds))
-    warmup = sum(seconds[:first_window]) - steady * first_window if later else 0.0
-    return steady, max(warmup, 0.0) + capture
-
-
-def project_path(path, root) -> str:
-    """`path` as a run record keeps it: relative to the project `root` when inside it (so the
-    record survives moving the folder), absolute otherwise (the comparison plays no file outside
-    the project: records.recorded_path)."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def make_run_record(notebook: str, model, batch: dict, history: dict, config: dict,
-                    metrics: dict, wavs: list, feature_seconds: float, root, device=None,
-                    **extras) -> dict:
-    """Everything the side-by-side comparison needs from one notebook run (JSON-ready): the
-    loss curve and every loss term's curve, their final values, times (steady per-epoch pace
-    and warm-up apart), metrics, and its files and wavs relative to the project `root`.
-    Path-valued `extras` (a checkpoint) are stored relative to `root` too."""
-    total = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
-    n_files = len(batch["file_paths"])
-    steady, warmup = steady_and_warmup(history)
-    return {
-        "notebook": notebook,
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        **device_report(device),
-        "config": {**config, "model": dict(unwrap_model(model).config)},
-        "files": [project_path(f, root) for f in batch["file_paths"]],
-        "rejected_files": {Path(f).name: reason for f, reason in batch["errors"].items()},
-        "n_files": n_files,
-        "sources": batch["sources"],
-        "n_examples": history.get("examples", n_files),
-        "examples_per_step": history.get("examples_per_step", n_files),
-        "steps_per_epoch": history.get("steps_per_epoch", 1),
-        "n_steps": len(history["loss"]),
-        "n_epochs": epochs_done(history),
-        "feature_seconds": feature_seconds,
-        "total_training_seconds": total,
-        "seconds_per_file": total / max(n_files, 1),
-        "steady_step_seconds": steady,
-        "warmup_seconds": warmup,
-        "epoch_seconds": epoch_seconds(history),
-        "loss_curve": history["loss"],
-        "loss_term_curves": history["terms"],
-        "timed_epochs": history["timed_epochs"],
-        "elapsed_seconds": history["elapsed_seconds"],
-        "training_status": history["status"],
-        "skipped_steps": history["skipped_steps"],
-        "final_loss": history["loss"][-1] if history["loss"] else None,
-        "final_loss_terms": {name: float(np.mean(curve[-FINAL_EPOCHS:]))
-                             for name, curve in history["terms"].items() if curve},
-        "metrics": metrics,
-        "wavs": [project_path(w, root) for w in wavs],
-        **{key: project_path(value, root) if isinstance(value, Path) else value
-           for key, value in extras.items()},
-    }
-
-
-def save_run_record(path, record: dict) -> Path:
-    import json
-
-    text = json.dumps(record, indent=1, default=str)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+def sources_table(batch: dict) -> str:
+    """Markdown: per file, accepted or why not; for an accepted one its length, the training
+    examples taken from it, the seconds they cover and the windows dropped (batching.collate),
+    and the excerpt that evaluation and growth use; then the totals. Names and reasons are
+    escaped (markup.markdown_text): a file's name shows as it is, never as markup."""
+    lines = ["| file | status | length | training examples | used | windows dropped: silent, "
+             f"under {MIN_VOICED_FRACTION:.0%} pitched | excerpt from |",
+             "|---|---|---|---|---|---|---|"]
+    for source in batch["sources"]:
+        lines.append(f"| {markdown_text(source['file'])} | accepted | {source['seconds']:.1f} s | "
+                     f"{source['examples']} | {source['seconds_used']:.1f} s | "
+                     f"{source['silent']}, {source['unpitched']} | "
+                     f"{source['excerpt_start_seconds']:.1f} s |")
+    lines += [f"| {markdown_text(Path(path).name)} | **rejected** | {markdown_text(reason)} "
+              "| | | | |" for path, reason in batch["errors"].items()]
+    used = sum(source["seconds_used"] for source in batch["sources"])
+    examples = sum(source["examples"] for source in batch["sources"])
+    lines.append(f"\n{examples} training examples of at most {EXAMPLE_SECONDS:.0f} s from "
+                 f"{len(batch['sources'])} files: {used / 60:.2f} minutes of audio used.")
+    return "\n".join(lines)
 
 
 def common_stems(records: dict) -> list[str]:
@@ -232,12 +90,10 @@ def comparison_rows(records: dict) -> list[dict]:
 
     for label, record in records.items():
         stems = shared or list(record["metrics"])
-        model_metrics = [record["metrics"][s]["model"] for s in stems if s in record["metrics"]]
-        sine_metrics = [record["metrics"][s]["sine"] for s in stems if s in record["metrics"]]
+        metrics = {stem: record["metrics"][stem] for stem in stems if stem in record["metrics"]}
 
-        def mean(items, key):
-            values = [x[key] for x in items if np.isfinite(x[key])]
-            return float(np.mean(values)) if values else float("nan")
+        def mean(key, which):
+            return mean_metric(metrics, key, which)
 
         pace = per_example(record)
         rows.append({
@@ -253,12 +109,12 @@ def comparison_rows(records: dict) -> list[dict]:
             "ms per example per step": 1000 * pace if pace else None,
             "speedup per example": baseline / pace if baseline and pace else None,
             **{f"final {name} loss": record["final_loss_terms"].get(name) for name in terms},
-            "spectral distance (sine)": f"{mean(model_metrics, 'spectral_distance'):.3f} "
-                                        f"({mean(sine_metrics, 'spectral_distance'):.3f})",
-            "f0 error cents (sine)": f"{mean(model_metrics, 'f0_error_cents'):.1f} "
-                                     f"({mean(sine_metrics, 'f0_error_cents'):.1f})",
-            "loudness L1 dB (sine)": f"{mean(model_metrics, 'loudness_l1_db'):.2f} "
-                                     f"({mean(sine_metrics, 'loudness_l1_db'):.2f})",
+            "spectral distance (sine)": f"{mean('spectral_distance', 'model'):.3f} "
+                                        f"({mean('spectral_distance', 'sine'):.3f})",
+            "f0 error cents (sine)": f"{mean('f0_error_cents', 'model'):.1f} "
+                                     f"({mean('f0_error_cents', 'sine'):.1f})",
+            "loudness L1 dB (sine)": f"{mean('loudness_l1_db', 'model'):.2f} "
+                                     f"({mean('loudness_l1_db', 'sine'):.2f})",
         })
     return rows
 

@@ -16,7 +16,29 @@ from .audio import AudioInputError, finish_render
 from .config import LOUDNESS_FLOOR_DB, MAX_RENDER_SECONDS
 from .batching import file_features
 from .features import extract_features
+from .melody import MELODY_LOUDNESS_DB, notes_to_controls
 from .model import render, unwrap_model
+
+
+def notes_to_melody(notes, training=None, pitch_shift: float = 0.0, loudness_shift: float = 0.0,
+                    vibrato_rate: float = 0.0, vibrato_depth_cents: float = 0.0) -> dict:
+    """Notes as a melody's controls, as recording_to_controls gives a recording's: {f0 [T] Hz,
+    loudness [T] dB (notes_to_controls at the training's median loudness + `loudness_shift`,
+    `pitch_shift` semitones and the vibrato), original_f0, original_loudness (the same notes
+    plain, at that level)}. training: a training batch, a training_ranges dict, or None (then
+    MELODY_LOUDNESS_DB)."""
+    level = MELODY_LOUDNESS_DB
+    if training is not None:
+        stats = training if isinstance(training, dict) and "f0_median_hz" in training else (
+            training_ranges(training))
+        level = stats["loudness_median_db"]
+    f0, loudness = notes_to_controls(notes, loudness_db=level + loudness_shift,
+                                     pitch_shift=pitch_shift, vibrato_rate=vibrato_rate,
+                                     vibrato_depth_cents=vibrato_depth_cents)
+    plain_f0, plain_loudness = notes_to_controls(notes, loudness_db=level)
+    return {"f0": f0, "loudness": loudness, "original_f0": plain_f0,
+            "original_loudness": plain_loudness}
+
 
 def _voiced_frames(source) -> tuple[np.ndarray, np.ndarray]:
     """(f0 [K] Hz, loudness [K] dB), float64, of the voiced frames of a batch (valid frames

@@ -810,13 +810,13 @@ def parity_measures(ctx: Context, settings: dict, model, batch: dict) -> dict:
     """A trained variant's spectral loss (the plain multi-scale loss, float32) on its training
     examples through the training forward (model(...), compiled where it is, under the step's
     autocast), the eager forward in float32 and in float16 (CUDA), and the notebooks' metric:
-    report.resynthesis_metrics' spectral_distance (render, eval mode, whole files; its pYIN
+    scoring.evaluate_batch's spectral_distance (render, eval mode, whole files; its pYIN
     left out) per file -> figures."""
     import torch
 
     from grown_timbres.batching import StepBatches, file_features
     from grown_timbres.loss import MultiScaleSpectralLoss
-    from grown_timbres.report import resynthesize
+    from grown_timbres.scoring import evaluate_batch
     from grown_timbres.train import with_harmonic_waves
 
     plain = MultiScaleSpectralLoss()
@@ -827,9 +827,9 @@ def parity_measures(ctx: Context, settings: dict, model, batch: dict) -> dict:
         return float(plain(pred.float(), step_batch["audio"], step_batch["lengths"]))
 
     def metric() -> list:
-        return [float(plain(torch.from_numpy(out)[None],
-                            torch.from_numpy(file_features(batch, i)["audio"])[None]))
-                for i, out in enumerate(resynthesize(model, batch))]
+        metrics, _ = evaluate_batch(model, batch, progress=False,
+                                    measures=("spectral_distance",), sine=False)
+        return [by_kind["model"]["spectral_distance"] for by_kind in metrics.values()]
 
     amp = settings["amp"] and ctx.cuda
     figures = {}

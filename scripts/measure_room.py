@@ -4,7 +4,7 @@ The bundled tones are convolved with a synthetic room (exponentially decaying no
 direct path; RT60 and direct-to-reverberant ratio below) and three models train with the same
 seed, size and epochs: (a) without a room on the dry tones, (b) without a room on the wet tones,
 (c) with a room on the wet tones. Each is scored on its own targets by the multi-scale spectral
-distance (report.resynthesis_metrics' spectral_distance), mean over files.
+distance (scoring.evaluate_batch's spectral_distance), mean over files.
 
 With --melody-notes N the recording is instead a melody: N tones, each cut to --note-seconds
 (20 ms fade-out), played one after another, dry and in the room (its tail kept). A steady tone
@@ -35,13 +35,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from grown_timbres.audio import atomic_write, load_audio, write_wav  # noqa: E402
+from grown_timbres.audio import load_audio, write_wav  # noqa: E402
+from grown_timbres.files import atomic_write  # noqa: E402
 from grown_timbres.config import SAMPLE_RATE  # noqa: E402
-from grown_timbres.batching import batch_to_device, file_features  # noqa: E402
+from grown_timbres.batching import batch_to_device  # noqa: E402
 from grown_timbres.features import load_multiple_files  # noqa: E402
-from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
+from grown_timbres.loss import OptimizedMultiScaleSpectralLoss  # noqa: E402
 from grown_timbres.model import DDSPModel  # noqa: E402
-from grown_timbres.report import resynthesize  # noqa: E402
+from grown_timbres.scoring import evaluate_batch  # noqa: E402
 from grown_timbres.device import cpu_name  # noqa: E402
 from grown_timbres.room_part import ROOM_NOISE_LR_SCALE  # noqa: E402
 from grown_timbres.train import LEARNING_RATE, make_optimizer, train  # noqa: E402
@@ -104,13 +105,9 @@ def fit_and_score(batch: dict, room: bool, hidden: int, epochs: int, seed: int,
     history = train(model, optimizer, batch, OptimizedMultiScaleSpectralLoss(), epochs,
                     desc=f"room={room}", precompute_waves=True)
     seconds = time.perf_counter() - started
-    distance = MultiScaleSpectralLoss()
-    scores = []
-    for i, output in enumerate(resynthesize(model, batch)):
-        target = file_features(batch, i)["audio"]
-        with torch.no_grad():
-            scores.append(float(distance(torch.from_numpy(output[: len(target)])[None],
-                                         torch.from_numpy(target)[None])))
+    metrics, _ = evaluate_batch(model, batch, progress=False, measures=("spectral_distance",),
+                                sine=False)
+    scores = [by_kind["model"]["spectral_distance"] for by_kind in metrics.values()]
     result = {"spectral_distance": float(np.mean(scores)), "per_file": scores,
               "final_loss": history["loss"][-1], "train_seconds": round(seconds, 1)}
     if room:

@@ -15,11 +15,11 @@ from conftest import REPO_ROOT
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
-FLOW = ["config", "markup", "device", "audio", "batching", "numba_cache", "worker_pool",
+FLOW = ["config", "markup", "device", "files", "audio", "batching", "numba_cache", "worker_pool",
         "feature_cache", "features", "synth", "model_config", "part", "harmonic_part",
         "noise_part", "room_part", "model", "loss", "checkpoints", "capture", "resume",
-        "train", "stages", "growth", "report", "records", "notes", "midi", "melody", "transfer",
-        "plots", "notebook", "checks"]
+        "train", "stages", "growth", "scoring", "report", "runs", "notes", "midi", "melody",
+        "transfer", "plots", "notebook", "comparison", "checks"]
 
 
 def names_used(text: str) -> set:

@@ -1,13 +1,16 @@
 """grown_timbres/checks.py: check_run_outputs passes what a good run makes and names every wrong
 thing: a non-finite, silent or short wav, a melody without its room's tail, a non-finite metric,
-a growth table missing a stage or a file."""
+a growth table missing a stage or a file; the notebooks' other smoke checks (training, the
+cached loss, the comparison) pass a good run and name what is wrong."""
 import numpy as np
 import pytest
 import soundfile as sf
 
-from grown_timbres.checks import RunCheckError, check_run_outputs, expected_samples
+from grown_timbres.checks import (RunCheckError, cached_and_plain_loss, check_cached_loss,
+                                  check_comparison, check_run_outputs, check_training,
+                                  expected_samples)
 from grown_timbres.config import HOP_LENGTH, SAMPLE_RATE
-from grown_timbres.room_part import ROOM_SECONDS as REVERB_SECONDS
+from grown_timbres.room_part import ROOM_SECONDS
 from grown_timbres.stages import GROWTH_STAGES, Stage
 from grown_timbres.notes import parse_note_list
 from grown_timbres.report import growth_table
@@ -47,7 +50,7 @@ def good_run(tmp_path):
     growth = tone(1.0)
     wavs = {wav(tmp_path, "resynth_a.wav", tone(0.5)): round(0.5 * SR),
             wav(tmp_path, "grown_a.wav", growth): STAGES,
-            wav(tmp_path, "melody.wav", tone(1.6 + 0.05 + REVERB_SECONDS)): NOTES}
+            wav(tmp_path, "melody.wav", tone(1.6 + 0.05 + ROOM_SECONDS)): NOTES}
     table = growth_table({"a": growth, "b": growth}, {"a": Note, "b": Note}, STAGES)
     return wavs, good_metrics(), table
 
@@ -73,7 +76,7 @@ def problems_of(*args, **kwargs) -> str:
                                  f"{round(0.5 * SR)}"),
     ("grown_a.wav", tone(1.1), f"grown_a.wav: {round(1.1 * SR)} samples, expected {SR}"),
     ("melody.wav", tone(1.6 + 0.05), "melody.wav: "),  # no room tail
-    ("melody.wav", tone(1.5 + REVERB_SECONDS), "melody.wav: "),  # a note short
+    ("melody.wav", tone(1.5 + ROOM_SECONDS), "melody.wav: "),  # a note short
 ])
 def test_a_wrong_wav_is_named_with_what_is_wrong(good_run, tmp_path, name, audio, message):
     wavs, metrics, table = good_run
@@ -84,7 +87,7 @@ def test_a_wrong_wav_is_named_with_what_is_wrong(good_run, tmp_path, name, audio
 
 def test_a_melody_lasts_its_notes_and_the_rooms_tail_only_with_a_room():
     notes = round(1.6 * SR)
-    tail = round(REVERB_SECONDS * SR)
+    tail = round(ROOM_SECONDS * SR)
     assert expected_samples(NOTES)[0] == notes
     assert expected_samples(NOTES, room=True)[0] == notes + tail
     f0 = np.full(100, 440.0)
@@ -133,3 +136,63 @@ def test_stage_and_file_names_with_markdown_characters_are_read_as_growth_table_
     assert "\\(" in table and "01\\_C4" in table
     summary = check_run_outputs({}, metrics, table, GROWTH_STAGES)
     assert f"2 files x {len(GROWTH_STAGES)} stages" in summary
+
+
+# ----------------------------------------------------------------------------- smoke checks
+def finished(loss, status="finished"):
+    return {"status": status, "loss": loss}
+
+
+def test_training_that_finished_and_learned_passes():
+    assert check_training(finished([1.0, 0.5])) == ("training finished; the loss fell from "
+                                                    "1.0000 to 0.5000")
+
+
+@pytest.mark.parametrize("history, message", [
+    (finished([1.0, 0.95]), "the loss did not fall: 1.0000 -> 0.9500 in 2 steps"),
+    (finished([1.0, float("nan")]), "training did not finish cleanly: finished"),
+    (finished([]), "training did not finish cleanly: finished"),
+    (finished([1.0, 0.5], "interrupted at step 2"), "did not finish cleanly: interrupted"),
+])
+def test_training_that_did_not_finish_or_learn_is_named(history, message):
+    with pytest.raises(RunCheckError, match=message):
+        check_training(history)
+
+
+def test_an_injected_nan_must_stop_training_at_its_epoch():
+    stopped = finished([], "stopped at epoch 3: the loss became nan; ...")
+    assert "epoch 3" in check_training(stopped, nan_epoch="3")
+    with pytest.raises(RunCheckError, match="no NaN stop: finished"):
+        check_training(finished([1.0, 0.5]), nan_epoch="3")
+
+
+def test_the_cached_loss_equals_the_plain_one_and_a_difference_is_named():
+    import torch
+
+    from grown_timbres.model import DDSPModel
+    from conftest import batch_of_rows, small_inputs
+
+    torch.manual_seed(0)
+    f0, loudness, mfcc = small_inputs(batch=2, n_frames=30)
+    audio = 0.1 * torch.rand(2, 30 * HOP_LENGTH)
+    batch = batch_of_rows({"f0": f0, "loudness": loudness, "mfcc": mfcc, "audio": audio,
+                           "lengths": torch.tensor([30, 20])})
+    cached, plain = cached_and_plain_loss(DDSPModel(hidden_size=16), batch)
+    assert cached == pytest.approx(plain, rel=1e-5)
+    assert "equals the plain loss" in check_cached_loss(cached, plain)
+    with pytest.raises(RunCheckError, match="cached-target loss 1.0010000 != plain loss 1.0000000"):
+        check_cached_loss(1.001, 1.0)
+
+
+def test_the_comparison_shows_this_record_once_the_other_notebook_ran(tmp_path):
+    record = {"notebook": "ddsp_original", "created": "2026-12-04 18:00:00"}
+    assert "ddsp_optimized.ipynb has not run" in check_comparison(None, tmp_path, record)
+    with pytest.raises(RunCheckError, match="should show both records"):
+        check_comparison({"original": record}, tmp_path, record)
+    (tmp_path / "ddsp_optimized.json").write_text("{}")
+    with pytest.raises(RunCheckError, match="should show both records"):
+        check_comparison(None, tmp_path, record)
+    older = {**record, "created": "2026-12-03 09:00:00"}
+    with pytest.raises(RunCheckError, match="did not show the run record this notebook just"):
+        check_comparison({"original": older, "optimized": {}}, tmp_path, record)
+    assert "beside" in check_comparison({"original": record, "optimized": {}}, tmp_path, record)

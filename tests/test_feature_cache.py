@@ -80,7 +80,7 @@ def test_a_fifo_named_as_an_entrys_temporary_file_is_left_alone(tmp_path, write_
                                                                 no_hang):
     """Writing an entry first removes the temporary files a killed save left; one that is a
     FIFO used to be opened (to test its lock), which waits for a writer."""
-    from grown_timbres.audio import TEMPORARY_SUFFIX, temp_prefix
+    from grown_timbres.files import TEMPORARY_SUFFIX, temp_prefix
 
     path, cache = short_tone(write_wav_file), tmp_path / "cache"
     cache.mkdir()

@@ -662,7 +662,7 @@ def failing_writes(monkeypatch, error_number):
     if error_number == errno.EROFS:
         def refuse(*args, **kwargs):
             raise error
-        monkeypatch.setattr("grown_timbres.audio.tempfile.mkstemp", refuse)
+        monkeypatch.setattr("grown_timbres.files.tempfile.mkstemp", refuse)
     else:
         def half_written(tmp, *args):
             with open(tmp, "wb") as file:

@@ -13,14 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from grown_timbres.audio import atomic_write, write_wav
+from grown_timbres.audio import write_wav
+from grown_timbres.files import atomic_write
 from grown_timbres.checkpoints import load_checkpoint, save_checkpoint
 from grown_timbres.config import N_MFCC, SAMPLE_RATE
 from grown_timbres.loss import MultiScaleSpectralLoss
 from grown_timbres.model import DDSPModel
 from grown_timbres.plots import plot_loss, plot_loss_comparison
-from grown_timbres.report import (comparison_markdown, epoch_seconds, make_run_record,
-                                  save_run_record)
+from grown_timbres.report import comparison_markdown
+from grown_timbres.runs import epoch_seconds, make_run_record, save_run_record
 from grown_timbres.capture import parameters_finite
 from grown_timbres.resume import resume_training
 from grown_timbres.train import make_optimizer, train
@@ -246,7 +247,7 @@ import numpy as np, torch
 from grown_timbres.audio import write_wav
 from grown_timbres.checkpoints import save_checkpoint
 from grown_timbres.model import DDSPModel
-from grown_timbres.report import save_run_record
+from grown_timbres.runs import save_run_record
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead
 resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))  # the OS refuses bytes past 4 KiB
 folder = sys.argv[1]
@@ -282,7 +283,7 @@ def test_every_file_the_notebooks_write_fails_cleanly_when_the_os_refuses_bytes(
 KILLED_SAVE = """
 import sys, time
 from pathlib import Path
-from grown_timbres.audio import atomic_write
+from grown_timbres.files import atomic_write
 
 def write(tmp):
     Path(tmp).write_bytes(b"half a file")

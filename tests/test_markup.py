@@ -10,8 +10,8 @@ import pytest
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.stages import Stage
 from grown_timbres.markup import html_text, markdown_text
-from grown_timbres.notebook import players_table, sources_table
-from grown_timbres.report import comparison_markdown, growth_table, metrics_table
+from grown_timbres.notebook import players_table
+from grown_timbres.report import comparison_markdown, growth_table, metrics_table, sources_table
 from test_notebook import fake_project, shown
 from test_report import records  # noqa: F401  (a fixture)
 

@@ -338,7 +338,7 @@ def test_every_render_path_checks_its_inputs():
     (the decoder's inputs) or check_synthesis_inputs (the synthesizer's, which render_controls,
     the one way to play, applies): each names the bad input."""
     from grown_timbres.growth import HeldNote, grow_timbre, held_note
-    from grown_timbres.report import resynthesize
+    from grown_timbres.scoring import resynthesize
     from grown_timbres.transfer import render_melody
 
     model = DDSPModel(hidden_size=32)

@@ -15,9 +15,10 @@ import pytest
 from grown_timbres.audio import AudioInputError, load_audio, read_wav, write_wav
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.model import DDSPModel
+from grown_timbres.comparison import show_comparison
 from grown_timbres.notebook import (playback_gain, players_table, record_microphone,
-                                    safe_upload_name, save_uploads, show_comparison)
-from grown_timbres.report import make_run_record, save_run_record
+                                    safe_upload_name, save_uploads)
+from grown_timbres.runs import make_run_record, save_run_record
 from conftest import RECORDING_FIXTURE
 
 
@@ -149,7 +150,7 @@ def test_valid_long_upload_names_land_unchanged(tmp_path, n_bytes):
 
 
 def test_atomic_write_takes_a_name_of_the_longest_valid_length(tmp_path):
-    from grown_timbres.audio import atomic_write
+    from grown_timbres.files import atomic_write
     name = "\u00e9" * 125 + ".wav"  # 254 bytes: the temporary name is cut by bytes, not letters
     path = atomic_write(tmp_path / name, lambda tmp: open(tmp, "wb").write(b"x"))
     assert path.read_bytes() == b"x" and [p.name for p in tmp_path.iterdir()] == [name]
@@ -192,7 +193,7 @@ def test_a_failed_write_is_reported_and_the_others_are_saved(tmp_path, monkeypat
 
 
 def test_temporary_names_fit_and_start_with_the_name_when_it_leaves_room():
-    from grown_timbres.audio import temp_prefix
+    from grown_timbres.files import temp_prefix
     assert temp_prefix("/a/x.wav") == ".x.wav."
     long = "\u00e9" * 127  # 254 bytes
     assert len(temp_prefix(long).encode()) + 8 + len(".tmp") <= 255
@@ -327,7 +328,7 @@ def test_the_sources_table_says_what_training_takes_from_each_file(bundled_featu
              "loudness": np.full(n, LOUDNESS_FLOOR_DB, np.float32)}
     take = {key: np.concatenate([held[key], quiet[key], held[key]]) for key in held}
     batch = collate([{"path": "/x/take.wav", **take}, tone], {"/x/bad.wav": "is silent"})
-    from grown_timbres.notebook import sources_table
+    from grown_timbres.report import sources_table
 
     table = sources_table(batch)
     take_row = next(line for line in table.splitlines() if line.startswith(r"| take\.wav"))

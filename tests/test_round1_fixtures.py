@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ddsp_helpers as ddsp
-from grown_timbres.records import load_run_record
+from grown_timbres.runs import load_run_record
 from conftest import FIXTURES
 from grown_timbres.model import render
 

@@ -10,8 +10,9 @@ from grown_timbres.batching import collate
 from grown_timbres.features import estimate_f0, hz_to_midi
 from grown_timbres.model import DDSPModel, render
 from grown_timbres.notes import Note, parse_note_list
-from grown_timbres.melody import notes_to_controls
-from grown_timbres.transfer import (recording_to_controls, render_melody, timbre_mfcc,
+from grown_timbres.melody import MELODY_LOUDNESS_DB, notes_to_controls
+from grown_timbres.transfer import (notes_to_melody, recording_to_controls, render_melody,
+                                    timbre_mfcc,
                                     training_ranges)
 from conftest import cents, midi_to_hz
 
@@ -189,6 +190,24 @@ def test_training_ranges_over_valid_voiced_frames(bundled_features, bundled_batc
     assert ranges["loudness_low_db"] <= ranges["loudness_median_db"] <= ranges["loudness_high_db"]
     assert ranges["loudness_low_db"] > LOUDNESS_FLOOR_DB  # silence is not voiced
     assert training_ranges(bundled_features) == ranges  # a list of features works the same
+
+
+def test_notes_as_a_melody_play_at_the_training_median_shifted_beside_their_plain_controls(
+        bundled_batch):
+    notes = parse_note_list("C4:0.4 E4:0.4")
+    level = training_ranges(bundled_batch)["loudness_median_db"]
+    melody = notes_to_melody(notes, bundled_batch, pitch_shift=2, loudness_shift=-3,
+                             vibrato_rate=5, vibrato_depth_cents=15)
+    f0, loudness = notes_to_controls(notes, loudness_db=level - 3, pitch_shift=2,
+                                     vibrato_rate=5, vibrato_depth_cents=15)
+    plain_f0, plain_loudness = notes_to_controls(notes, loudness_db=level)
+    for key, expected in (("f0", f0), ("loudness", loudness), ("original_f0", plain_f0),
+                          ("original_loudness", plain_loudness)):
+        np.testing.assert_array_equal(melody[key], expected)
+    by_ranges = notes_to_melody(notes, training_ranges(bundled_batch))
+    np.testing.assert_array_equal(by_ranges["original_loudness"], plain_loudness)
+    untrained = notes_to_melody(notes)["original_loudness"]
+    assert untrained.max() == pytest.approx(MELODY_LOUDNESS_DB, abs=1e-4)
 
 
 def test_recording_an_octave_above_training_shifts_down_one_octave(bundled_features):

@@ -1,25 +1,121 @@
-"""Run records as the comparison reads them, trusting nothing in them: records are shared ("here
-is my run, compare it with yours") and edited by hand. A record is checked as it loads: every
-field the comparison reads must be there with its type, or the error names the file and the
-field (fields it does not know are kept: later versions add some). The files a record names
-are found again under the project folder only; a name that resolves outside it, or through a
-link that leaves it, is refused with a message naming the record and the path.
+"""Run records: what one notebook run did (JSON), written atomically and read back trusting nothing
+in them: records are shared ("here is my run, compare it with yours") and edited by hand. A
+record is checked as it loads: every field the comparison reads must be there with its type, or
+the error names the file and the field (fields it does not know are kept: later versions add
+some). The files a record names are found again by comparison.py, under the project only.
 
+    model, batch, history, metrics, wavs -> record (dict) -> JSON file
     JSON file -> record (dict), checked, older versions' fields worked out, or an error
-    record + stem + project root -> the wavs to play (target excerpt, resynthesis), or an error
-    wav -> at most EXCERPT_SECONDS of float32 audio [N], or an error
 """
 from __future__ import annotations
 
-import glob
+import time
 from pathlib import Path
 
 import numpy as np
 
-from .config import MAX_AUDIO_CHANNELS, MAX_RUN_RECORD_BYTES, SAMPLE_RATE, is_real_number
-from .audio import finite_audio, load_audio
-from .batching import EXCERPT_SECONDS
-from .report import steady_and_warmup
+from .config import MAX_RUN_RECORD_BYTES, is_real_number
+from .device import device_report
+from .files import atomic_write
+from .model import unwrap_model
+from .resume import epochs_done
+
+RUN_LABELS = {"ddsp_original": "original", "ddsp_optimized": "optimized"}
+FINAL_EPOCHS = 10  # a run's final loss terms: their mean over this many last epochs
+
+
+def epoch_seconds(history: dict) -> list[float]:
+    """Wall time of every epoch, from the synchronised timestamps (each window's mean). A
+    timestamp of no new epoch (histories saved before issue 13 timed a NaN stop's epoch twice)
+    counts toward the next window."""
+    seconds, previous_epoch, previous_time = [], 0, 0.0
+    for epoch, elapsed in zip(history["timed_epochs"], history["elapsed_seconds"]):
+        window = epoch - previous_epoch
+        if window > 0:
+            seconds += [(elapsed - previous_time) / window] * window
+            previous_epoch, previous_time = epoch, elapsed
+    return seconds
+
+
+def steady_and_warmup(history: dict) -> tuple[float, float]:
+    """(steady seconds per epoch, warm-up seconds) of a run. Steady: the median epoch after
+    the first synchronised window, which holds the first epoch's one-off costs (compile,
+    allocator, caches); warm-up: what that window took beyond the steady pace, plus the
+    capture's own time (warm-up steps, recording, checks), which the epochs do not count."""
+    seconds = epoch_seconds(history)
+    capture = float(history.get("capture_seconds") or 0.0)
+    if not seconds:
+        return 0.0, capture
+    first_window = history["timed_epochs"][0]
+    later = seconds[first_window:]
+    steady = float(np.median(later or seconds))
+    warmup = sum(seconds[:first_window]) - steady * first_window if later else 0.0
+    return steady, max(warmup, 0.0) + capture
+
+
+def project_path(path, root) -> str:
+    """`path` as a run record keeps it: relative to the project `root` when inside it (so the
+    record survives moving the folder), absolute otherwise (the comparison plays no file outside
+    the project: comparison.recorded_path)."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path(root).resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def make_run_record(notebook: str, model, batch: dict, history: dict, config: dict,
+                    metrics: dict, wavs: list, feature_seconds: float, root, device=None,
+                    **extras) -> dict:
+    """Everything the side-by-side comparison needs from one notebook run (JSON-ready): the
+    loss curve and every loss term's curve, their final values, times (steady per-epoch pace
+    and warm-up apart), metrics, and its files and wavs relative to the project `root`.
+    Path-valued `extras` (a checkpoint) are stored relative to `root` too."""
+    total = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
+    n_files = len(batch["file_paths"])
+    steady, warmup = steady_and_warmup(history)
+    return {
+        "notebook": notebook,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        **device_report(device),
+        "config": {**config, "model": dict(unwrap_model(model).config)},
+        "files": [project_path(f, root) for f in batch["file_paths"]],
+        "rejected_files": {Path(f).name: reason for f, reason in batch["errors"].items()},
+        "n_files": n_files,
+        "sources": batch["sources"],
+        "n_examples": history.get("examples", n_files),
+        "examples_per_step": history.get("examples_per_step", n_files),
+        "steps_per_epoch": history.get("steps_per_epoch", 1),
+        "n_steps": len(history["loss"]),
+        "n_epochs": epochs_done(history),
+        "feature_seconds": feature_seconds,
+        "total_training_seconds": total,
+        "seconds_per_file": total / max(n_files, 1),
+        "steady_step_seconds": steady,
+        "warmup_seconds": warmup,
+        "epoch_seconds": epoch_seconds(history),
+        "loss_curve": history["loss"],
+        "loss_term_curves": history["terms"],
+        "timed_epochs": history["timed_epochs"],
+        "elapsed_seconds": history["elapsed_seconds"],
+        "training_status": history["status"],
+        "skipped_steps": history["skipped_steps"],
+        "final_loss": history["loss"][-1] if history["loss"] else None,
+        "final_loss_terms": {name: float(np.mean(curve[-FINAL_EPOCHS:]))
+                             for name, curve in history["terms"].items() if curve},
+        "metrics": metrics,
+        "wavs": [project_path(w, root) for w in wavs],
+        **{key: project_path(value, root) if isinstance(value, Path) else value
+           for key, value in extras.items()},
+    }
+
+
+def save_run_record(path, record: dict) -> Path:
+    """Write a run record as JSON at `path`, atomically (files.atomic_write)."""
+    import json
+
+    text = json.dumps(record, indent=1, default=str)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 class RunRecordError(ValueError):
@@ -140,82 +236,3 @@ def load_run_record(path) -> dict | None:
         if field in record:
             _check(record[field], kind, field, path)
     return record
-
-
-def recorded_path(path, root, record_file="a run record") -> Path | None:
-    """The file a run record names, found again under the project `root`: a relative name under
-    `root`; a name that no longer exists (an absolute path from before the folder moved) by its
-    file name in a folder of the same name under `root` (both runs write resynth_<stem>.wav:
-    the folder tells them apart). None when it is nowhere. Raises RunRecordError naming
-    `record_file` and the path when the file found resolves outside `root` (`../`, an absolute
-    path elsewhere, a symbolic link that leaves the project)."""
-    return _found_again([Path(path)], root, record_file)
-
-
-def _found_again(paths: list, root, record_file) -> Path | None:
-    """recorded_path of the first of `paths` (Paths, all of one file name) found again. The
-    project is searched for the name once, however many folders a record lists it in."""
-    root = Path(root).resolve()
-    for path in paths:
-        candidate = path if path.is_absolute() else root / path
-        if candidate.is_file():
-            return _inside(candidate, root, record_file, path)
-    name = paths[0].name if paths else ""
-    if name in ("", ".", ".."):
-        return None
-    folders = {path.parent.name: path for path in reversed(paths)}  # the first listed wins
-    for match in sorted(root.rglob(glob.escape(name))):  # the name is no pattern
-        if match.parent.name in folders and match.is_file():
-            return _inside(match, root, record_file, folders[match.parent.name])
-    return None
-
-
-def _inside(found: Path, root: Path, record_file, named) -> Path:
-    resolved = found.resolve()
-    if not resolved.is_relative_to(root):
-        raise RunRecordError(f"{record_file}: the path {str(named)!r} leads to {resolved}, "
-                             f"outside the project folder {root}: refused")
-    return resolved
-
-
-def _listed_wav(record: dict, name: str, root, record_file) -> Path | None:
-    """The wav called `name` among the record's wavs, where it is now (see recorded_path)."""
-    return _found_again([Path(w) for w in record["wavs"] if Path(w).name == name], root,
-                        record_file)
-
-
-def resynthesis_wav(record: dict, stem: str, root, record_file="a run record") -> Path | None:
-    """The resynthesis wav of `stem` that a run record lists, where it is now; RunRecordError
-    when it leads outside the project."""
-    return _listed_wav(record, f"resynth_{stem}.wav", root, record_file)
-
-
-def target_wav(record: dict, stem: str, root, record_file="a run record") -> Path | None:
-    """What the run learned from `stem`, as it listened to it: the excerpt the run saved in its
-    own folder (target_<stem>.wav), so that a file trained on from elsewhere still compares;
-    for records from before the excerpt was saved, the learned file itself when it is in the
-    project. RunRecordError when it leads outside the project."""
-    saved = _listed_wav(record, f"target_{stem}.wav", root, record_file)
-    if saved is not None:
-        return saved
-    learned = next((f for f in record["files"] if Path(f).stem == stem), None)
-    return None if learned is None else recorded_path(learned, root, record_file)
-
-
-def recorded_audio(path, record_file="a run record") -> np.ndarray:
-    """A file the comparison plays, as float32 [N] at SAMPLE_RATE, at most EXCERPT_SECONDS (what
-    a run listens to; a player embeds all it plays in the notebook): a wav a run wrote
-    (audio.write_wav) at its true level; another file (an older record's learned file) through
-    audio.load_audio. RunRecordError naming the record and the file when it is no usable
-    audio."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(str(path))
-        if info.samplerate != SAMPLE_RATE or not 1 <= info.channels <= MAX_AUDIO_CHANNELS:
-            return load_audio(path, max_seconds=EXCERPT_SECONDS)
-        audio = sf.read(str(path), frames=int(EXCERPT_SECONDS * SAMPLE_RATE), dtype="float32",
-                        always_2d=True)[0].mean(axis=1)
-        return finite_audio(audio, name=str(path))
-    except (RuntimeError, OSError, ValueError) as err:  # soundfile's errors are RuntimeErrors
-        raise RunRecordError(f"{record_file}: {path} cannot be played ({err})") from err

@@ -1,11 +1,8 @@
-"""grown_timbres/records.py: the comparison reads run records as another person may have shared
-or edited them. The files a record names are found under the project folder only (after a
-move too); `../`, absolute paths and links that leave the project are refused with a message
-naming the record and the path, and a refused or unplayable file loses its player, never the
-table. Each run plays its own copy of what it learned, so files trained on from elsewhere
-still compare. A hand-edited record that is no JSON object, lacks a field or holds one of
-another type names its file and the field, and the comparison skips it; unknown fields are
-kept."""
+"""grown_timbres/comparison.py: the files a run record names are found under the project folder
+only (after a move too); `../`, absolute paths and links that leave the project are refused with
+a message naming the record and the path, and a refused or unplayable file loses its player,
+never the table. Each run plays its own copy of what it learned, so files trained on from
+elsewhere still compare; a long wav is played up to the excerpt's length."""
 import json
 import os
 
@@ -14,9 +11,8 @@ import pytest
 
 from grown_timbres.audio import write_wav
 from grown_timbres.config import SAMPLE_RATE
-from grown_timbres.records import (RunRecordError, load_run_record, recorded_audio,
-                                   recorded_path, resynthesis_wav, target_wav)
-from grown_timbres.report import project_path
+from grown_timbres.comparison import recorded_audio, recorded_path, resynthesis_wav, target_wav
+from grown_timbres.runs import RunRecordError, project_path
 from test_notebook import fake_project, shown
 
 STEM = "01_C4"
@@ -154,92 +150,6 @@ def test_a_long_wav_is_played_up_to_the_excerpt_length(tmp_path):
 
 
 # Issue 21, class 6: a hand-edited record names its file and field, and is skipped.
-def saved_record(tmp_path, **fields):
-    """The path of the original run's record (test_notebook.fake_project) with `fields` set
-    (None: removed)."""
-    root = fake_project(tmp_path / "project")
-    path = root / "outputs" / "runs" / "ddsp_original.json"
-    record = json.loads(path.read_text())
-    for field, value in fields.items():
-        if value is None:
-            record.pop(field)
-        else:
-            record[field] = value
-    path.write_text(json.dumps(record))
-    return path
-
-
-@pytest.mark.parametrize("fields, named", [
-    ({"device": None}, "required field 'device' is missing"),
-    ({"device": 5}, "field device must be text, not int"),
-    ({"n_files": -1}, "field n_files must be a whole number, 0 or more"),
-    ({"n_files": True}, "field n_files must be a whole number"),
-    ({"files": "01_C4.wav"}, "field files must be a list, not str"),
-    ({"loss_curve": [2.0, "1.0"]}, r"field loss_curve\[1\] must be a number, not str"),
-    ({"final_loss_terms": {"spectral": "low"}}, r"field final_loss_terms\['spectral'\] must be"),
-    ({"metrics": {STEM: {"model": {}}}}, r"field metrics\['01_C4'\]\['model'\]\['spectral_dis"),
-    ({"metrics": {STEM: {"model": None, "sine": None}}}, r"metrics\['01_C4'\]\['model'\] must"),
-    ({"steps_per_epoch": 0}, "field steps_per_epoch must be a number above 0"),
-    ({"steady_step_seconds": None, "timed_epochs": ["1"]}, r"field timed_epochs\[0\] must be"),
-    ({"steady_step_seconds": None, "timed_epochs": [10**12]}, "timed_epochs counts more epochs"),
-])
-def test_a_record_with_a_field_missing_or_of_another_type_names_the_file_and_field(
-        tmp_path, fields, named):
-    path = saved_record(tmp_path, **fields)
-    with pytest.raises(RunRecordError, match=f"^{str(path)}: " + ".*" + named):
-        load_run_record(path)
-
-
-@pytest.mark.parametrize("text, named", [
-    ('{"device": "cpu",', "not valid JSON (Expecting property name enclosed in double quotes "
-                          "at line 1, column 18)"),
-    ("[1, 2]", "a run record is a JSON object, not list"),
-    ("1" * 5000, "not a usable JSON record"),
-    ("[" * 100_000, "not a usable JSON record"),
-    (b"\xff\xfe{}", "not UTF-8 text"),
-])
-def test_a_record_that_is_no_json_object_names_the_file(tmp_path, text, named):
-    path = tmp_path / "ddsp_original.json"
-    path.write_bytes(text if isinstance(text, bytes) else text.encode())
-    with pytest.raises(RunRecordError) as caught:
-        load_run_record(path)
-    assert str(caught.value).startswith(f"{path}: {named}")
-
-
-def test_a_record_over_the_size_limit_is_not_read(tmp_path, monkeypatch):
-    import grown_timbres.records as records
-
-    path = saved_record(tmp_path)
-    monkeypatch.setattr(records, "MAX_RUN_RECORD_BYTES", 100)
-    with pytest.raises(RunRecordError, match=r"bytes, more than MAX_RUN_RECORD_BYTES=100"):
-        load_run_record(path)
-
-
-def test_unknown_fields_are_kept_and_no_regular_file_is_no_record(tmp_path):
-    path = saved_record(tmp_path, added_later={"tuning": [440.0]}, notes="mine")
-    record = load_run_record(path)
-    assert record["added_later"] == {"tuning": [440.0]} and record["notes"] == "mine"
-    fifo = tmp_path / "fifo.json"
-    os.mkfifo(fifo)  # would hang a reader: it is not read
-    assert load_run_record(fifo) is None and load_run_record(tmp_path) is None
-
-
-def test_the_comparison_skips_a_bad_record_naming_its_file_and_field(tmp_path, monkeypatch):
-    path = saved_record(tmp_path, created=None)
-    records, text = shown(monkeypatch, path.parent)
-    assert records is None and "| run |" not in text
-    assert "Not compared:" in text and "ddsp\\_original\\.json" in text
-    assert "required field \\'created\\' is missing" in text
-    assert "notebooks/ddsp_original.ipynb" in text and "No run record yet" not in text
-    path.write_text("{")
-    records, text = shown(monkeypatch, path.parent)
-    assert records is None and "not valid JSON" in text
-
-
-def test_a_record_timing_more_epochs_than_its_curve_holds_still_compares(tmp_path, monkeypatch):
-    path = saved_record(tmp_path, epoch_seconds=[1.0] * 50, loss_curve=[])
-    records, text = shown(monkeypatch, path.parent)
-    assert records is not None and "| run |" in text
 
 
 def test_a_name_listed_in_many_folders_is_searched_for_once(project, monkeypatch):
