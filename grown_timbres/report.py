@@ -20,7 +20,7 @@ from .features import compute_loudness, estimate_f0
 from .synth import harmonic_synth
 from .model import render, unwrap_model
 from .loss import MultiScaleSpectralLoss
-from .resume import epochs_done
+from .history import epochs_done
 from .growth import stage_levels, stages_from_table
 
 RUN_LABELS = {"ddsp_original": "original", "ddsp_optimized": "optimized"}

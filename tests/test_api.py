@@ -16,8 +16,9 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
 FLOW = ["config", "markup", "device", "audio", "batching", "numba_cache", "worker_pool",
-        "feature_cache", "features", "synth", "model", "loss", "checkpoints", "capture", "resume",
-        "train", "growth", "report", "records", "notes", "transfer", "plots", "notebook", "checks"]
+        "feature_cache", "features", "synth", "model", "loss", "checkpoints", "capture",
+        "history", "resume", "step", "train_options", "train", "growth", "report", "records",
+        "notes", "transfer", "plots", "notebook", "checks"]
 
 
 def names_used(text: str) -> set:

@@ -14,8 +14,10 @@ from grown_timbres.checkpoints import CHECKSUMS, part_checksums
 from grown_timbres.config import N_MFCC, SAMPLE_RATE
 from grown_timbres.loss import MultiScaleSpectralLoss
 from grown_timbres.model import DDSPModel
-from grown_timbres.resume import epochs_done, resume_training
-from grown_timbres.train import make_optimizer, train
+from grown_timbres.history import epochs_done
+from grown_timbres.resume import resume_training
+from grown_timbres.step import make_optimizer
+from grown_timbres.train import train
 from conftest import FIXTURES, batch_of_rows
 
 FRAMES = 24
@@ -182,8 +184,10 @@ BAD_PARTS = {  # change, the message's words after the file name
     "loss": (lambda c: c["history"].update(loss=["x"]), "history: loss is not a list of finite"),
     "terms": (lambda c: c["history"]["terms"].update(spectral=[0.1]),
               r"history: terms\['spectral'\] is not a list of 2 numbers"),
-    "timing": (lambda c: c["history"].update(timed_epochs=[2, 1]),
-               "history: timed_epochs are not rising"),
+    "timing": (lambda c: c["history"].update(timed_steps=[2, 1]),
+               "history: timed_steps are not rising"),
+    "old timing": (lambda c: c["history"].update(timed_epochs=[2, 1]) or c["history"].pop(
+        "timed_steps"), "history: timed_steps are not rising"),  # as written before History
     "steps per epoch": (lambda c: c["history"].update(steps_per_epoch=0),
                         "history: steps_per_epoch is 0"),
     "files": (lambda c: c["history"].update(files=["a.wav"]),
@@ -270,4 +274,4 @@ def test_the_same_files_resume_without_a_word(tmp_path):
         history = resume_training(tmp_path / "ck.pt", model, optimizer, batch=tone_batch())
         train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), 1, progress=False,
               history=history)
-    assert epochs_done(history) == 3 and "epochs_before" not in history
+    assert epochs_done(history) == 3 and history.steps_before == history.epochs_before == 0
