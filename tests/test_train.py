@@ -15,6 +15,7 @@ from grown_timbres.model import DDSPModel
 from grown_timbres.resume import resume_training
 from grown_timbres.step import make_optimizer
 from grown_timbres.train import train
+from grown_timbres.train_options import TrainOptions
 from conftest import batch_from_features, batch_of_rows
 from test_step import FRAMES, fresh_model, tone_batch, weights
 
@@ -256,3 +257,99 @@ def test_a_run_of_zero_or_fewer_epochs_trains_nothing():
                         progress=False)
         assert history["loss"] == [] and history["status"] == "finished"
 
+
+
+# ----------------------------------------------------------------------------- options
+def test_options_given_as_an_object_or_as_keywords_train_the_same():
+    """TrainOptions, its fields as train's keywords (the notebooks' calls), and keywords that
+    replace an options object's fields: one run, bit for bit."""
+    runs = []
+    for options, keywords in [(None, {"sync_every": 2, "batch_size": 1}),
+                              (TrainOptions(sync_every=2, batch_size=1), {}),
+                              (TrainOptions(sync_every=3, batch_size=2), {"sync_every": 2,
+                                                                         "batch_size": 1})]:
+        model, optimizer = fresh(hidden_size=8)
+        history = train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), 1,
+                        options=options, progress=False, **keywords)
+        runs.append((history.loss, history.timed_steps, weights(model)))
+    assert runs[0][1] == [2] and len(runs[0][0]) == 2  # 2 steps an epoch, one sync
+    for losses, timed, after in runs[1:]:
+        assert (losses, timed) == runs[0][:2]
+        assert all(torch.equal(a, b) for a, b in zip(after, runs[0][2]))
+
+
+def test_an_unknown_option_is_refused_naming_the_options_there_are():
+    model, optimizer = fresh(hidden_size=8)
+    with pytest.raises(TypeError, match=r"train has no option 'batchsize' \(TrainOptions: "
+                                        "batch_size, sync_every, "):
+        train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), 1, batchsize=2)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_steps'"):
+        TrainOptions(n_steps=3)
+    with pytest.raises(TypeError, match="options must be TrainOptions, not dict"):
+        train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), 1, None, {"desc": "x"})
+    assert not optimizer.state
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"batch_size": 0}, "batch_size must be at least 1, not 0"),
+    ({"sync_every": 2.5}, "sync_every must be a whole number, not 2.5"),
+    ({"checkpoint_every": math.inf}, "checkpoint_every must be a finite number, not inf"),
+    ({"capture": "sometimes"}, 'capture must be False, True or "always", not \'sometimes\''),
+    ({"lr_schedule": 0.5}, "lr_schedule must be a function of the step, not 0.5"),
+    ({"lr_schedule": lambda step: 1.0, "capture": True}, "lr_schedule needs the eager step"),
+    ({"amp_dtype": "bfloat16"}, "amp_dtype must be a torch dtype or None, not 'bfloat16'"),
+])
+def test_train_options_refuse_a_bad_value_when_made(fields, message):
+    with pytest.raises(ValueError, match=message):
+        TrainOptions(**fields)
+    assert TrainOptions(batch_size=np.int64(2), sync_every=3.0).batch_size == 2
+
+
+def test_the_loss_and_the_model_must_count_frames_of_one_hop():
+    model, optimizer = fresh(hidden_size=8)
+    with pytest.raises(ValueError, match=r"the loss counts frames of 128 samples, the model of "
+                                         r"256: make the loss with hop_length=256"):
+        train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(hop_length=128), 1,
+              progress=False)
+
+
+def test_a_learning_rate_schedule_scales_each_groups_rate_at_every_step_and_resumes(tmp_path):
+    """A schedule of 1 trains as no schedule does, bit for bit. Another is asked once a step,
+    counted over the whole history (a resumed run goes on from its steps), and sets each
+    parameter group to its initial rate times the factor (a room's own rate keeps its ratio)."""
+    runs = []
+    for schedule in (None, lambda step: 1.0):
+        model, optimizer = fresh(hidden_size=8)
+        history = train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), 3,
+                        lr_schedule=schedule, progress=False)
+        runs.append((history.loss, weights(model)))
+    assert runs[0][0] == runs[1][0]
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+    asked = []
+
+    def halving(step):
+        asked.append(step)
+        return 0.5 ** step
+
+    torch.manual_seed(0)
+    model = DDSPModel(hidden_size=8, reverb=True)
+    optimizer = make_optimizer(model, lr=1e-3)
+    rates = [group["lr"] for group in optimizer.param_groups]
+    train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), 2, lr_schedule=halving,
+          progress=False, checkpoint_path=tmp_path / "ck.pt")
+    resumed = make_optimizer(model, lr=1e-3)
+    history = resume_training(tmp_path / "ck.pt", model, resumed)
+    train(model, resumed, tone_batch(), MultiScaleSpectralLoss(), 1, history=history,
+          lr_schedule=halving, progress=False)
+    assert asked == [0, 1, 2]
+    assert [group["lr"] for group in resumed.param_groups] == [rate / 4 for rate in rates]
+
+
+def test_a_schedules_factor_must_be_a_number_of_at_least_zero():
+    model, optimizer = fresh(hidden_size=8)
+    before = weights(model)
+    with pytest.raises(ValueError, match=r"lr_schedule\(0\) must be at least 0, not -1.0"):
+        train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), 1,
+              lr_schedule=lambda step: -1.0, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
