@@ -118,6 +118,7 @@ class History:
                 if value is not None}
 
     def __getitem__(self, key: str):
+        """history["loss"]: the field under `key`, an old key too (field_of)."""
         return getattr(self, field_of(key))
 
     def get(self, key: str, default=None):
