@@ -194,3 +194,18 @@ def test_the_losss_own_hop_length_reaches_both_masks():
         time_domain_l1(pred, target, frames)
     with pytest.raises(ValueError, match="hop_length must be at least 1, not 0"):
         MultiScaleSpectralLoss(hop_length=0)
+
+
+def test_training_loss_passes_on_the_gradient_of_every_term():
+    """The total's gradient is that of spectral + 0.1 x L1 written out, for the plain and the
+    cached loss: a term cut from the graph would leave only the other's gradient."""
+    pred, target = signals()
+    lengths = torch.tensor([60, 37])
+    written_out = pred.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(
+        MultiScaleSpectralLoss()(written_out, target, lengths)
+        + TIME_LOSS_WEIGHT * time_domain_l1(written_out, target, lengths, HOP), written_out)
+    for loss in (MultiScaleSpectralLoss(), OptimizedMultiScaleSpectralLoss()):
+        trained = pred.clone().requires_grad_(True)
+        (got,) = torch.autograd.grad(training_loss(loss, trained, target, lengths)[0], trained)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())

@@ -275,3 +275,42 @@ def test_the_same_files_resume_without_a_word(tmp_path):
         train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), 1, progress=False,
               history=history)
     assert epochs_done(history) == 3 and history.steps_before == history.epochs_before == 0
+
+
+# ------------------------------------------------------------------ the GradScaler
+def test_resume_restores_the_scaler_and_continues_bit_for_bit(tmp_path):
+    """train with a GradScaler that grows (growth_interval 2: 2^10 -> 2^12 after 5 steps,
+    growth tracker 1), checkpoint, resume into a fresh model, optimizer and a default scaler:
+    the scaler's scale, growth tracker and settings come back, and 3 more epochs equal an
+    uninterrupted 8-epoch run exactly (losses, weights, scaler)."""
+    batch = tone_batch()
+
+    def new_scaler():
+        return torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+
+    straight_model, straight_optimizer = fresh()
+    straight_scaler = new_scaler()
+    straight = train(straight_model, straight_optimizer, batch, MultiScaleSpectralLoss(), 8,
+                     scaler=straight_scaler, progress=False)
+
+    model, optimizer = fresh()
+    scaler = new_scaler()
+    train(model, optimizer, batch, MultiScaleSpectralLoss(), 5, scaler=scaler, progress=False,
+          checkpoint_path=tmp_path / "ck.pt")
+    saved_state = scaler.state_dict()
+    assert saved_state["scale"] == 2.0 ** 12 and saved_state["_growth_tracker"] == 1
+
+    resumed_model, resumed_optimizer = fresh(seed=123)  # the checkpoint must replace these
+    resumed_scaler = torch.amp.GradScaler("cpu")  # defaults: 2^16, growth every 2000 steps
+    history = resume_training(tmp_path / "ck.pt", resumed_model, resumed_optimizer,
+                              resumed_scaler)
+    assert resumed_scaler.state_dict() == saved_state
+    assert resumed_scaler.get_scale() == 2.0 ** 12
+    history = train(resumed_model, resumed_optimizer, batch, MultiScaleSpectralLoss(), 3,
+                    scaler=resumed_scaler, progress=False, history=history)
+    assert history.loss == straight.loss and len(history.loss) == 8
+    assert history.skipped_steps == straight.skipped_steps == 0
+    assert resumed_scaler.state_dict() == straight_scaler.state_dict()
+    assert resumed_scaler.get_scale() == 2.0 ** 14
+    assert all(torch.equal(a, b) for a, b in zip(resumed_model.parameters(),
+                                                  straight_model.parameters()))

@@ -17,48 +17,8 @@ from grown_timbres.step import make_optimizer
 from grown_timbres.train import train
 from grown_timbres.train_options import TrainOptions
 from conftest import batch_from_features, batch_of_rows
-from test_step import FRAMES, fresh_model, tone_batch, weights
+from test_step import FRAMES, tone_batch, weights
 
-
-
-# ----------------------------------------------------------------------------- resume
-def test_resume_restores_the_scaler_and_continues_bit_for_bit(tmp_path):
-    """train with a GradScaler that grows (growth_interval 2: 2^10 -> 2^12 after 5 steps,
-    growth tracker 1), checkpoint, resume into a fresh model, optimizer and a default scaler:
-    the scaler's scale, growth tracker and settings come back, and 3 more epochs equal an
-    uninterrupted 8-epoch run exactly (losses, weights, scaler)."""
-    batch = tone_batch()
-
-    def new_scaler():
-        return torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
-
-    straight_model = fresh_model()
-    straight_scaler = new_scaler()
-    straight = train(straight_model, make_optimizer(straight_model), batch,
-                        MultiScaleSpectralLoss(), 8, scaler=straight_scaler, progress=False)
-
-    model = fresh_model()
-    scaler = new_scaler()
-    train(model, make_optimizer(model), batch, MultiScaleSpectralLoss(), 5,
-             scaler=scaler, progress=False, checkpoint_path=tmp_path / "ck.pt")
-    saved_state = scaler.state_dict()
-    assert saved_state["scale"] == 2.0 ** 12 and saved_state["_growth_tracker"] == 1
-
-    resumed_model = fresh_model(seed=123)  # other weights: the checkpoint must replace them
-    resumed_optimizer = make_optimizer(resumed_model)
-    resumed_scaler = torch.amp.GradScaler("cpu")  # defaults: 2^16, growth every 2000 steps
-    history = resume_training(tmp_path / "ck.pt", resumed_model, resumed_optimizer,
-                                 resumed_scaler)
-    assert resumed_scaler.state_dict() == saved_state
-    assert resumed_scaler.get_scale() == 2.0 ** 12
-    history = train(resumed_model, resumed_optimizer, batch, MultiScaleSpectralLoss(), 3,
-                       scaler=resumed_scaler, progress=False, history=history)
-    assert history["loss"] == straight["loss"] and len(history["loss"]) == 8
-    assert history["skipped_steps"] == straight["skipped_steps"] == 0
-    assert resumed_scaler.state_dict() == straight_scaler.state_dict()
-    assert resumed_scaler.get_scale() == 2.0 ** 14
-    assert all(torch.equal(a, b) for a, b in zip(resumed_model.parameters(),
-                                                  straight_model.parameters()))
 
 
 def test_a_checkpoint_with_the_optimizer_state_of_another_grouping_resumes_with_a_warning(
