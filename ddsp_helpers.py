@@ -12,8 +12,10 @@ file, e.g. `from grown_timbres import synth`.
     loss         MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
     checkpoints  save_checkpoint, load_checkpoint, warm_start
     device       pick_device, device_report, cpu_has_fast_bfloat16
-    resume       resume_training, epochs_done
-    train        make_optimizer, LEARNING_RATE, train
+    history      epochs_done
+    resume       resume_training
+    step         make_optimizer, LEARNING_RATE
+    train        train
     growth       GROWTH_STAGES, growth_stages, stages_from_table, held_note, grow_timbre
     scoring      evaluate_batch, mean_metric
     report       metrics_table, growth_table, sources_table
@@ -35,8 +37,10 @@ from grown_timbres.model import DDSPModel
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from grown_timbres.checkpoints import load_checkpoint, save_checkpoint, warm_start
 from grown_timbres.device import cpu_has_fast_bfloat16, device_report, pick_device
-from grown_timbres.resume import epochs_done, resume_training
-from grown_timbres.train import LEARNING_RATE, make_optimizer, train
+from grown_timbres.history import epochs_done
+from grown_timbres.resume import resume_training
+from grown_timbres.step import LEARNING_RATE, make_optimizer
+from grown_timbres.train import train
 from grown_timbres.growth import (GROWTH_STAGES, grow_timbre, growth_stages, held_note,
                                   stages_from_table)
 from grown_timbres.scoring import evaluate_batch, mean_metric

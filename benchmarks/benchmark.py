@@ -59,8 +59,9 @@ from grown_timbres.model_config import HIDDEN_SIZE  # noqa: E402
 from grown_timbres.scoring import evaluate_batch  # noqa: E402
 from grown_timbres.device import (cpu_has_fast_bfloat16, cpu_name, device_report,  # noqa: E402
                                   synchronize)
-from grown_timbres.train import (LEARNING_RATE, examples_per_step, make_optimizer,  # noqa: E402
-                                 step_runner, train, training_step, with_harmonic_waves)
+from grown_timbres.step import (LEARNING_RATE, examples_per_step, make_optimizer,  # noqa: E402
+                                step_runner, training_step, with_harmonic_waves)
+from grown_timbres.train import train  # noqa: E402
 
 # ----------------------------------------------------------------------------- settings
 TONES_DIR = ROOT / "scale_tones"

@@ -24,9 +24,11 @@ One concern per file, listed as the data flows; each file imports only files abo
     loss         multi-scale spectral loss + time-domain L1, as named terms
     checkpoints  weights and configuration, saved with checksums and loaded safely; warm starts
     capture      the training state saved and restored; a step recorded as a CUDA graph
-    resume       the training history and its epochs (also across changed files); training
-                 checkpoints checked part by part, then restored
-    train        optimizer, examples per step, the training step and loop
+    history      the training History and its epochs (also across changed files)
+    resume       training checkpoints: written, checked part by part, restored
+    step         optimizer, examples per step, the training step
+    train_options  TrainOptions: how the loop runs, checked when made
+    train        the training loop (train)
     stages       growth stages as data (Stage), the default growth, form tables read and written
     growth       a held note grown in stages (grow_timbre); what each stage sounds
     scoring      a resynthesis scored against its files (the one measure), beside a sine

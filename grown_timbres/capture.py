@@ -131,12 +131,20 @@ def capture_problem(optimizer, device, scaler=None) -> str | None:
     return None
 
 
+def checked_capture(capture):
+    """train's `capture` once it is False (eager), True or "always" (default_capture_off);
+    else ValueError."""
+    if not any(capture is choice or capture == choice for choice in (False, True, "always")):
+        raise ValueError(f'capture must be False, True or "always", not {capture!r}')
+    return capture
+
+
 def default_capture_off(capture, steps_per_epoch: int) -> str | None:
     """train's `capture` (True or "always") for a step of `steps_per_epoch` steps an epoch ->
     why that step runs eagerly, or None to capture it: True leaves step batches eager until
     STEP_BATCH_CAPTURE_CHECKED; "always" captures every step."""
-    if capture is not True and capture != "always":
-        raise ValueError(f'capture must be False, True or "always", not {capture!r}')
+    if not checked_capture(capture):
+        raise ValueError("default_capture_off is asked only when capture is on")
     if capture is True and steps_per_epoch > 1 and not STEP_BATCH_CAPTURE_CHECKED:
         return (f"eager: capture of step batches ({steps_per_epoch} steps an epoch) is off by "
                 'default until scripts/gpu_check.py passes on a GPU; capture="always" '

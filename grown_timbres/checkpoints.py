@@ -65,6 +65,8 @@ def save_checkpoint(path, model, **extras) -> Path:
     other part (part_checksums), verified on load. Extras must be weights_only-loadable
     (tensors, numbers, strings, lists, dicts). A failed write raises OSError "<path>: not
     written (<reason>)" and leaves no partial file (files.atomic_write)."""
+    extras = {part: value.to_dict() if hasattr(value, "to_dict") else value  # a History
+              for part, value in extras.items()}
     core = unwrap_model(model)
     state = {k: v.detach().cpu() for k, v in clean_state_dict(core.state_dict()).items()}
     payload = {"model_state_dict": state, "config": core.config.as_dict(), **extras}

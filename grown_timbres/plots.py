@@ -9,7 +9,7 @@ import numpy as np
 
 from .config import FRAME_RATE, HOP_LENGTH, SAMPLE_RATE
 from .growth import stage_controls, stages_from_table
-from .resume import epochs_at
+from .history import epochs_at
 
 NOISE_AUDIBLE_DB = 1.0  # below this, the noise stage is said to be barely audible
 

@@ -1,20 +1,8 @@
-"""Resuming training: the training history and how its epochs are counted, also across a
-change of the files trained on, and a checkpoint written by train.train checked part by part
-(weights, optimizer, GradScaler, random state, history) before anything is restored, so that a
-refused file leaves model, optimizer, scaler and random state as they were.
+"""Training checkpoints: written (save_training_checkpoint, as train does) and resumed: checked
+part by part (weights, optimizer, GradScaler, random state, history) before anything is
+restored, so that a refused file leaves model, optimizer, scaler and random state as they were.
 
-The rule for a changed set of files: an epoch is a pass over the examples trained on now, so
-the epochs done before the change are counted in examples,
-
-    epochs done = epochs before x examples before / examples now,
-
-and steps after the change are counted at the new steps per epoch. Example: 8 epochs of 1
-example, resumed on 12 examples, count as 0.67 epochs of the 12, and `N - epochs_done` more
-trains to N epochs and never past them.
-
-    checkpoint (train.train's) -> resume_training -> history {loss, terms, timed_epochs,
-        elapsed_seconds, skipped_steps, status, steps_per_epoch, examples, files,
-        epochs_before, steps_before}
+    model, optimizer, scaler, History -> checkpoint -> resume_training -> History, for train
 """
 from __future__ import annotations
 
@@ -24,95 +12,52 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import checked_weights, read_checkpoint
+from .checkpoints import checked_weights, read_checkpoint, save_checkpoint
 from .config import is_real_number
+from .history import History, continue_on, files_trained
 from .model import unwrap_model
 
 
-def new_history() -> dict:
-    """An empty training history (see train.train)."""
-    return {"loss": [], "terms": {}, "timed_epochs": [], "elapsed_seconds": [],
-            "skipped_steps": 0, "status": "not started"}
+def save_training_checkpoint(path, model, optimizer, scaler, history: History, device) -> Path:
+    """Write all that resume_training puts back (checkpoints.save_checkpoint: atomic, with
+    checksums): weights, optimizer and scaler state, the random generators' state (the noise
+    continues exactly) and the history."""
+    cuda = torch.device(device).type == "cuda"
+    return save_checkpoint(path, model, history=history,
+                           optimizer_state_dict=optimizer.state_dict(),
+                           scaler_state_dict=scaler.state_dict() if scaler else None,
+                           rng_state=torch.get_rng_state(),
+                           cuda_rng_state=torch.cuda.get_rng_state(device) if cuda else None)
 
 
-def epochs_at(history: dict, step: int) -> float:
-    """Epochs done after `step` steps of `history`: those before its last change of files
-    (epochs_before, at steps_before; a step before it gets its even share of them), then a step
-    per 1 / steps_per_epoch of an epoch."""
-    before, changed_at = history.get("epochs_before", 0.0), history.get("steps_before", 0)
-    if step < changed_at:
-        return before * step / changed_at
-    return before + (step - changed_at) / history.get("steps_per_epoch", 1)
-
-
-def epochs_done(history: dict | None) -> float:
-    """Epochs a history holds (0 without a history), counted as epochs_at counts them."""
-    return epochs_at(history, len(history["loss"])) if history else 0.0
-
-
-def files_trained(batch: dict) -> list:
-    """What identifies the files of a batch (batching.collate): [name, seconds] per file."""
-    return [[source["file"], source["seconds"]] for source in batch.get("sources", [])]
-
-
-def continue_on(history: dict, n_examples: int, files: list, where: str = "the history") -> None:
-    """Make `history` count on over `n_examples` examples of `files` (files_trained): where
-    they differ from those it was trained on, the epochs done so far are converted by the rule
-    at the top of this file, with one warning; unchanged, nothing moves."""
-    saved_files, saved_examples = history.get("files"), history.get("examples")
-    changed = ((saved_files is not None and saved_files != files)
-               or (saved_examples is not None and saved_examples != n_examples))
-    history["files"] = files
-    if not changed:
-        return
-    before = epochs_done(history)
-    history["epochs_before"] = before * (saved_examples or n_examples) / n_examples
-    history["steps_before"] = len(history["loss"])
-    history["examples"] = n_examples
-    saved_names = {name for name, _ in saved_files or []}
-    names = {name for name, _ in files}
-    what = [f"{label} {', '.join(sorted(group)[:3])}{' ...' if len(group) > 3 else ''}"
-            for label, group in (("new", names - saved_names), ("gone", saved_names - names))
-            if group] or ["the same names, other lengths" if saved_files else "other files"]
-    of_examples = f" of {saved_examples} examples" if saved_examples else ""
-    warnings.warn(f"{where}: trained on other files than these ({'; '.join(what)}): its "
-                  f"{before:g} epochs{of_examples} count as "
-                  f"{history['epochs_before']:.3g} epochs of the {n_examples} examples now "
-                  "(epochs done = epochs before x examples before / examples now)",
-                  stacklevel=3)
-
-
-def checked_history(path, history) -> dict:
-    """The checkpoint's history once every curve is a list of numbers of one length (losses
-    finite), the timings rise, and the counts are whole numbers in range; else ValueError
-    naming the file and the field. A history from before the loss had named terms is
-    converted; unknown fields are kept."""
-    if history is None:
-        return new_history()
-    if not isinstance(history, dict):
-        raise ValueError(f"{path}: history is a {type(history).__name__}, not a dict")
-    history = {**new_history(), **history}
-    if "spectral_loss" in history:  # written before the loss had named terms
-        history["terms"] = {"spectral": history.pop("spectral_loss")}
+def checked_history(path, saved) -> History:
+    """The checkpoint's history (History.from_dict: older layouts too) once every curve is a
+    list of numbers of one length (losses finite), the timings rise, and the counts are whole
+    numbers in range; else ValueError naming the file and the field."""
+    if saved is None:
+        return History()
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path}: history is a {type(saved).__name__}, not a dict")
+    history = History.from_dict(saved)
 
     def refuse(field, problem):
         raise ValueError(f"{path}: history: {field} {problem}")
 
-    loss = history["loss"]
+    loss = history.loss
     if not isinstance(loss, list) or not all(is_real_number(v) and math.isfinite(v) for v in loss):
         refuse("loss", "is not a list of finite numbers (train records only finite losses)")
-    if not isinstance(history["terms"], dict):
+    if not isinstance(history.terms, dict):
         refuse("terms", "is not a dict of curves")
-    for name, curve in history["terms"].items():
+    for name, curve in history.terms.items():
         if (not isinstance(curve, list) or len(curve) != len(loss)
                 or not all(map(is_real_number, curve))):
             refuse(f"terms[{name!r}]", f"is not a list of {len(loss)} numbers, one per step")
-    timed, seconds = history["timed_epochs"], history["elapsed_seconds"]
+    timed, seconds = history.timed_steps, history.elapsed_seconds
     if (not isinstance(timed, list) or not isinstance(seconds, list) or len(timed) != len(seconds)
             or not all(isinstance(s, int) and 0 < s <= len(loss) for s in timed)
             or timed != sorted(timed)):
-        refuse("timed_epochs", f"are not rising step counts up to {len(loss)}, one per "
-                               "elapsed_seconds")
+        refuse("timed_steps", f"are not rising step counts up to {len(loss)}, one per "
+                              "elapsed_seconds")
     if not all(is_real_number(s) and math.isfinite(s) and s >= 0 for s in seconds):
         refuse("elapsed_seconds", "are not finite numbers of seconds")
     for field, low in (("steps_per_epoch", 1), ("examples", 1), ("examples_per_step", 1),
@@ -122,7 +67,7 @@ def checked_history(path, history) -> dict:
             refuse(field, f"is {value!r}, not a whole number of at least {low}")
     if history.get("steps_before", 0) > len(loss):
         refuse("steps_before", f"is past the {len(loss)} steps recorded")
-    before = history.get("epochs_before", 0.0)
+    before = history.epochs_before
     if not (is_real_number(before) and math.isfinite(before) and before >= 0):
         refuse("epochs_before", f"is {before!r}, not a finite number of epochs")
     files = history.get("files", [])
@@ -227,14 +172,14 @@ def checked_random_state(path, part: str, saved, device: str):
     return saved
 
 
-def resume_training(path, model, optimizer=None, scaler=None, batch=None) -> dict:
+def resume_training(path, model, optimizer=None, scaler=None, batch=None) -> History:
     """Load a checkpoint written by train.train into model (and optimizer, scaler, the random
-    generators) -> its history, to pass to train so that epochs and curves continue where they
+    generators) -> its History, to pass to train so that epochs and curves continue where they
     stopped. Every part is checked first (read_checkpoint: size, checksums;
     checked_weights, finite weights, checked_optimizer_state, checked_scaler_state,
     checked_random_state, checked_history): a refused checkpoint is a ValueError naming the
     file and the part, and nothing has changed. With `batch` (batching.collate's), a history of
-    other files counts its epochs by the rule at the top of this file, with a warning."""
+    other files counts its epochs by history.py's rule, with a warning."""
     path = Path(path)
     checkpoint = read_checkpoint(path)
     _, weights = checked_weights(path, checkpoint, model)

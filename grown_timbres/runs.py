@@ -18,7 +18,7 @@ from .config import MAX_RUN_RECORD_BYTES, is_real_number
 from .device import device_report
 from .files import atomic_write
 from .model import unwrap_model
-from .resume import epochs_done
+from .history import epochs_done
 
 RUN_LABELS = {"ddsp_original": "original", "ddsp_optimized": "optimized"}
 FINAL_EPOCHS = 10  # a run's final loss terms: their mean over this many last epochs

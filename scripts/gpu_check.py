@@ -566,7 +566,8 @@ def train_take(ctx: Context, batch: dict, model_size: dict, batch_size, n_steps:
     from grown_timbres.batching import EXAMPLE_FRAMES
     from grown_timbres.loss import OptimizedMultiScaleSpectralLoss
     from grown_timbres.model import DDSPModel
-    from grown_timbres.train import examples_per_step, make_optimizer, train
+    from grown_timbres.step import examples_per_step, make_optimizer
+    from grown_timbres.train import train
 
     torch.manual_seed(0)
     model = DDSPModel(**model_size).to(ctx.device)
@@ -685,7 +686,7 @@ def part_profile(ctx: Context) -> dict:
     from grown_timbres.batching import StepBatches, batch_to_device, collate
     from grown_timbres.loss import OptimizedMultiScaleSpectralLoss
     from grown_timbres.model import DDSPModel
-    from grown_timbres.train import make_optimizer, step_runner, with_harmonic_waves
+    from grown_timbres.step import make_optimizer, step_runner, with_harmonic_waves
 
     dry = ctx.dry_run or not ctx.cuda
     batch = batch_to_device(collate(tone_features(1 if dry else 12)), ctx.device)
@@ -763,7 +764,8 @@ def train_parity_variant(ctx: Context, settings: dict, batch: dict, model_size: 
 
     from grown_timbres.loss import OptimizedMultiScaleSpectralLoss
     from grown_timbres.model import DDSPModel
-    from grown_timbres.train import make_optimizer, train
+    from grown_timbres.step import make_optimizer
+    from grown_timbres.train import train
 
     torch.manual_seed(0)
     torch.compiler.reset()  # each compiled variant compiles afresh, as the notebook does
@@ -794,7 +796,7 @@ def benchmark_loop(ctx: Context, settings: dict, model, optimizer, loss, scaler,
     StepBatches, snapshots or checkpoints -> a history as train() gives it."""
     import torch
 
-    from grown_timbres.train import step_runner, with_harmonic_waves
+    from grown_timbres.step import step_runner, with_harmonic_waves
 
     step_batch = with_harmonic_waves(batch, model)
     loss.precompute_target(step_batch["audio"], ctx.device, step_batch["lengths"])
@@ -817,7 +819,7 @@ def parity_measures(ctx: Context, settings: dict, model, batch: dict) -> dict:
     from grown_timbres.batching import StepBatches, file_features
     from grown_timbres.loss import MultiScaleSpectralLoss
     from grown_timbres.scoring import evaluate_batch
-    from grown_timbres.train import with_harmonic_waves
+    from grown_timbres.step import with_harmonic_waves
 
     plain = MultiScaleSpectralLoss()
     step_batch = with_harmonic_waves(StepBatches(batch["examples"]).batch, model)

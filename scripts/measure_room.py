@@ -45,7 +45,8 @@ from grown_timbres.model import DDSPModel  # noqa: E402
 from grown_timbres.scoring import evaluate_batch  # noqa: E402
 from grown_timbres.device import cpu_name  # noqa: E402
 from grown_timbres.room_part import ROOM_NOISE_LR_SCALE  # noqa: E402
-from grown_timbres.train import LEARNING_RATE, make_optimizer, train  # noqa: E402
+from grown_timbres.step import LEARNING_RATE, make_optimizer  # noqa: E402
+from grown_timbres.train import train  # noqa: E402
 
 
 # --models: each model's name in the record

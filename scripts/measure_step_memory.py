@@ -76,7 +76,7 @@ def child(n_examples: int, waves: bool) -> dict:
     from grown_timbres.features import extract_features
     from grown_timbres.loss import MultiScaleSpectralLoss
     from grown_timbres.model import DDSPModel
-    from grown_timbres.train import make_optimizer, training_step, with_harmonic_waves
+    from grown_timbres.step import make_optimizer, training_step, with_harmonic_waves
 
     tones = [extract_features(p, ROOT / "outputs" / "feature_cache")
              for p in sorted(TONES_DIR.glob("*.wav"))]

@@ -17,9 +17,10 @@ PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
 FLOW = ["config", "markup", "device", "files", "audio", "batching", "numba_cache", "worker_pool",
         "feature_cache", "features", "synth", "model_config", "part", "harmonic_part",
-        "noise_part", "room_part", "model", "loss", "checkpoints", "capture", "resume",
-        "train", "stages", "growth", "scoring", "report", "runs", "notes", "midi", "melody",
-        "transfer", "plots", "notebook", "comparison", "checks"]
+        "noise_part", "room_part", "model", "loss", "checkpoints", "capture", "history",
+        "resume", "step", "train_options", "train", "stages", "growth", "scoring", "report",
+        "runs", "notes", "midi", "melody", "transfer", "plots", "notebook", "comparison",
+        "checks"]
 
 
 def names_used(text: str) -> set:

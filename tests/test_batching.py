@@ -15,7 +15,8 @@ from grown_timbres.features import extract_features
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from grown_timbres.model import DDSPModel
 from grown_timbres.resume import resume_training
-from grown_timbres.train import make_optimizer, train
+from grown_timbres.step import make_optimizer
+from grown_timbres.train import train
 
 KEYS = ("f0", "voiced", "loudness", "mfcc")
 
@@ -214,7 +215,7 @@ def test_a_run_stopped_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     optimizer = make_optimizer(model)
     history = resume_training(tmp_path / "ck.pt", model, optimizer)
     assert len(history["loss"]) == 4
-    from grown_timbres.resume import epochs_done
+    from grown_timbres.history import epochs_done
 
     resumed = train(model, optimizer, batch, MultiScaleSpectralLoss(), 2 - epochs_done(history),
                     batch_size=2, progress=False, history=history)["loss"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from grown_timbres import capture, train
+from grown_timbres.step import LEARNING_RATE, make_optimizer, step_runner, training_step
 from grown_timbres.batching import batch_to_device, collate
 from grown_timbres.config import HOP_LENGTH, N_MFCC, SAMPLE_RATE
 from grown_timbres.loss import OptimizedMultiScaleSpectralLoss
@@ -38,7 +39,7 @@ def setup(device="cpu", scaler=None, capturable=False, fused=True):
     torch.manual_seed(0)
     batch = tone_batch(device=device)
     model = DDSPModel(hidden_size=32).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train.LEARNING_RATE, fused=fused,
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, fused=fused,
                                  capturable=capturable)
     loss = OptimizedMultiScaleSpectralLoss().precompute_target(batch["audio"], device,
                                                                batch["lengths"])
@@ -59,7 +60,7 @@ def test_restore_is_in_place_and_replays_the_same_curve():
     the restored state repeats the losses bit for bit (weights, Adam, scaler and noise)."""
     model, optimizer, loss, batch = setup()
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
-    step = lambda: train.training_step(model, optimizer, batch, loss, scaler)[0]  # noqa: E731
+    step = lambda: training_step(model, optimizer, batch, loss, scaler)[0]  # noqa: E731
     step()  # Adam's state exists from here on
     state = capture.TrainingState(model, optimizer, scaler).save()
     pointers = [t.data_ptr() for t in list(model.parameters()) + optimizer_tensors(optimizer)]
@@ -77,10 +78,10 @@ def test_restore_to_before_the_first_step_resets_adam():
     """A snapshot taken before Adam made its state restores to a fresh optimizer's: zeros."""
     model, optimizer, loss, batch = setup()
     state = capture.TrainingState(model, optimizer).save()
-    first = [train.training_step(model, optimizer, batch, loss)[0] for _ in range(3)]
+    first = [training_step(model, optimizer, batch, loss)[0] for _ in range(3)]
     state.restore()
     assert all(float(t.abs().max()) == 0 for t in optimizer_tensors(optimizer))
-    again = [train.training_step(model, optimizer, batch, loss)[0] for _ in range(3)]
+    again = [training_step(model, optimizer, batch, loss)[0] for _ in range(3)]
     assert torch.equal(torch.stack(first), torch.stack(again))
 
 
@@ -94,7 +95,7 @@ def test_skipped_steps_are_counted_exactly():
     scaler = make_scaler()
     expected, scale = 0, scaler.get_scale()
     for _ in range(12):
-        train.training_step(model, optimizer, batch, loss, scaler)
+        training_step(model, optimizer, batch, loss, scaler)
         expected += scaler.get_scale() < scale  # a skip halves the scale, a good step doubles it
         scale = scaler.get_scale()
     assert 4 <= expected < 12
@@ -110,7 +111,7 @@ def test_capture_is_refused_on_cpu():
     with pytest.raises(ValueError, match="CUDA"):
         train.train(model, optimizer, batch, loss, 2, capture=True, progress=False)
     with pytest.raises(ValueError, match="CUDA"):
-        train.make_optimizer(model, capturable=True)
+        make_optimizer(model, capturable=True)
     assert "CUDA" in capture.capture_problem(optimizer, "cpu")
 
 
@@ -215,7 +216,7 @@ def checked_state():
     """(the eager step train() captures -> [total, *terms], its TrainingState saved before
     the first step)."""
     model, optimizer, loss, batch = setup()
-    runner, _ = train.step_runner(model, optimizer, batch, loss)
+    runner, _ = step_runner(model, optimizer, batch, loss)
     return runner.step, runner.state.save()
 
 
@@ -299,7 +300,7 @@ def test_a_perturbed_captured_step_falls_back_to_eager(monkeypatch):
     scale = [1.0]
 
     def step():
-        return train.training_step(model, optimizer, batch, loss)[0] * scale[0]
+        return training_step(model, optimizer, batch, loss)[0] * scale[0]
 
     record = capture.CapturedStep._record
 

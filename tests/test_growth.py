@@ -702,7 +702,8 @@ def test_a_room_trained_on_a_reverberant_tone_rings_after_the_note():
     from grown_timbres.features import compute_loudness, compute_mfcc
     from grown_timbres.loss import OptimizedMultiScaleSpectralLoss
     from grown_timbres.model import render_controls
-    from grown_timbres.train import make_optimizer, train
+    from grown_timbres.step import make_optimizer
+    from grown_timbres.train import train
 
     n_frames, note_seconds = 104, 0.5
     t = np.arange(n_frames * HOP_LENGTH) / SR

@@ -24,7 +24,8 @@ from grown_timbres.report import comparison_markdown
 from grown_timbres.runs import epoch_seconds, make_run_record, save_run_record
 from grown_timbres.capture import parameters_finite
 from grown_timbres.resume import resume_training
-from grown_timbres.train import make_optimizer, train
+from grown_timbres.step import make_optimizer
+from grown_timbres.train import train
 from conftest import REPO_ROOT, batch_of_rows
 
 FRAMES = 24

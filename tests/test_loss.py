@@ -108,11 +108,11 @@ def test_loss_stays_float32_under_bfloat16_autocast():
 def test_gradient_finite_with_exact_zeros():
     _, target = signals()
     lengths = torch.tensor([60, 30])
-    padded_target = target * sample_mask(lengths, target.shape[-1], "cpu")
+    padded_target = target * sample_mask(lengths, target.shape[-1], HOP, "cpu")
     for pred in (torch.zeros_like(target), padded_target.clone()):  # all zero / zero padding
         pred.requires_grad_(True)
         loss = MultiScaleSpectralLoss()(pred, padded_target, lengths)
-        loss = loss + time_domain_l1(pred, padded_target, lengths)
+        loss = loss + time_domain_l1(pred, padded_target, lengths, HOP)
         loss.backward()
         assert torch.isfinite(loss) and torch.all(torch.isfinite(pred.grad))
     pred = torch.zeros_like(target, requires_grad=True)
@@ -130,7 +130,7 @@ def test_padding_gets_no_gradient_from_a_prediction_that_sounds_there(cached):
     pred.requires_grad_(True)
     spectral = optimized(target, lengths) if cached else (
         lambda p: MultiScaleSpectralLoss()(p, target, lengths))
-    (spectral(pred) + time_domain_l1(pred, target, lengths)).backward()
+    (spectral(pred) + time_domain_l1(pred, target, lengths, HOP)).backward()
     end = 30 * HOP
     assert torch.all(pred.grad[1, end:] == 0)
     assert pred.grad[1, end - HOP: end].abs().max() > 0
@@ -164,7 +164,7 @@ def test_training_loss_is_the_sum_of_its_named_terms():
     assert list(terms) == ["spectral", "time_l1"]
     torch.testing.assert_close(terms["spectral"], MultiScaleSpectralLoss()(pred, target, lengths))
     torch.testing.assert_close(terms["time_l1"],
-                               TIME_LOSS_WEIGHT * time_domain_l1(pred, target, lengths))
+                               TIME_LOSS_WEIGHT * time_domain_l1(pred, target, lengths, HOP))
     torch.testing.assert_close(total, terms["spectral"] + terms["time_l1"])
     cached_total, _ = training_loss(OptimizedMultiScaleSpectralLoss(), pred, target, lengths)
     torch.testing.assert_close(cached_total, total, rtol=1e-5, atol=0)
@@ -175,5 +175,37 @@ def test_time_domain_l1_masks_padding():
     lengths = torch.tensor([60, 10])
     expected = torch.cat([(pred[0] - target[0]).abs(), (pred[1, : 10 * HOP]
                                                          - target[1, : 10 * HOP]).abs()]).mean()
-    torch.testing.assert_close(time_domain_l1(pred, target, lengths), expected)
+    torch.testing.assert_close(time_domain_l1(pred, target, lengths, HOP), expected)
     torch.testing.assert_close(time_domain_l1(pred, target), (pred - target).abs().mean())
+
+
+def test_the_losss_own_hop_length_reaches_both_masks():
+    """Lengths count frames of the loss's hop_length: 40 frames of 128 samples are the same
+    valid samples as 20 frames of 256, for the spectral term (plain and cached) and the L1."""
+    pred, target = signals()
+    half_hop, frames = HOP // 2, torch.tensor([60, 40])
+    for kind in (MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss):
+        total, terms = training_loss(kind(hop_length=half_hop), pred, target, frames)
+        reference_total, reference = training_loss(kind(), pred, target, frames // 2)
+        torch.testing.assert_close(terms["spectral"], reference["spectral"], rtol=1e-6, atol=0)
+        torch.testing.assert_close(terms["time_l1"], reference["time_l1"], rtol=1e-6, atol=0)
+        torch.testing.assert_close(total, reference_total, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="lengths in frames need the frames' hop_length"):
+        time_domain_l1(pred, target, frames)
+    with pytest.raises(ValueError, match="hop_length must be at least 1, not 0"):
+        MultiScaleSpectralLoss(hop_length=0)
+
+
+def test_training_loss_passes_on_the_gradient_of_every_term():
+    """The total's gradient is that of spectral + 0.1 x L1 written out, for the plain and the
+    cached loss: a term cut from the graph would leave only the other's gradient."""
+    pred, target = signals()
+    lengths = torch.tensor([60, 37])
+    written_out = pred.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(
+        MultiScaleSpectralLoss()(written_out, target, lengths)
+        + TIME_LOSS_WEIGHT * time_domain_l1(written_out, target, lengths, HOP), written_out)
+    for loss in (MultiScaleSpectralLoss(), OptimizedMultiScaleSpectralLoss()):
+        trained = pred.clone().requires_grad_(True)
+        (got,) = torch.autograd.grad(training_loss(loss, trained, target, lengths)[0], trained)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5 * want.abs().max().item())

@@ -13,7 +13,7 @@ from grown_timbres.part import SynthPart
 from grown_timbres.room_part import ROOM_NOISE_LR_SCALE, ROOM_SECONDS
 from grown_timbres.stages import GROWTH_STAGES
 from grown_timbres.synth import exp_sigmoid, filtered_noise
-from grown_timbres.train import make_optimizer
+from grown_timbres.step import make_optimizer
 from grown_timbres.transfer import render_melody
 from conftest import small_inputs
 

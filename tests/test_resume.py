@@ -14,8 +14,10 @@ from grown_timbres.checkpoints import CHECKSUMS, part_checksums
 from grown_timbres.config import N_MFCC, SAMPLE_RATE
 from grown_timbres.loss import MultiScaleSpectralLoss
 from grown_timbres.model import DDSPModel
-from grown_timbres.resume import epochs_done, resume_training
-from grown_timbres.train import make_optimizer, train
+from grown_timbres.history import epochs_done
+from grown_timbres.resume import resume_training
+from grown_timbres.step import make_optimizer
+from grown_timbres.train import train
 from conftest import FIXTURES, batch_of_rows
 
 FRAMES = 24
@@ -182,8 +184,10 @@ BAD_PARTS = {  # change, the message's words after the file name
     "loss": (lambda c: c["history"].update(loss=["x"]), "history: loss is not a list of finite"),
     "terms": (lambda c: c["history"]["terms"].update(spectral=[0.1]),
               r"history: terms\['spectral'\] is not a list of 2 numbers"),
-    "timing": (lambda c: c["history"].update(timed_epochs=[2, 1]),
-               "history: timed_epochs are not rising"),
+    "timing": (lambda c: c["history"].update(timed_steps=[2, 1]),
+               "history: timed_steps are not rising"),
+    "old timing": (lambda c: c["history"].update(timed_epochs=[2, 1]) or c["history"].pop(
+        "timed_steps"), "history: timed_steps are not rising"),  # as written before History
     "steps per epoch": (lambda c: c["history"].update(steps_per_epoch=0),
                         "history: steps_per_epoch is 0"),
     "files": (lambda c: c["history"].update(files=["a.wav"]),
@@ -270,4 +274,43 @@ def test_the_same_files_resume_without_a_word(tmp_path):
         history = resume_training(tmp_path / "ck.pt", model, optimizer, batch=tone_batch())
         train(model, optimizer, tone_batch(), MultiScaleSpectralLoss(), 1, progress=False,
               history=history)
-    assert epochs_done(history) == 3 and "epochs_before" not in history
+    assert epochs_done(history) == 3 and history.steps_before == history.epochs_before == 0
+
+
+# ------------------------------------------------------------------ the GradScaler
+def test_resume_restores_the_scaler_and_continues_bit_for_bit(tmp_path):
+    """train with a GradScaler that grows (growth_interval 2: 2^10 -> 2^12 after 5 steps,
+    growth tracker 1), checkpoint, resume into a fresh model, optimizer and a default scaler:
+    the scaler's scale, growth tracker and settings come back, and 3 more epochs equal an
+    uninterrupted 8-epoch run exactly (losses, weights, scaler)."""
+    batch = tone_batch()
+
+    def new_scaler():
+        return torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+
+    straight_model, straight_optimizer = fresh()
+    straight_scaler = new_scaler()
+    straight = train(straight_model, straight_optimizer, batch, MultiScaleSpectralLoss(), 8,
+                     scaler=straight_scaler, progress=False)
+
+    model, optimizer = fresh()
+    scaler = new_scaler()
+    train(model, optimizer, batch, MultiScaleSpectralLoss(), 5, scaler=scaler, progress=False,
+          checkpoint_path=tmp_path / "ck.pt")
+    saved_state = scaler.state_dict()
+    assert saved_state["scale"] == 2.0 ** 12 and saved_state["_growth_tracker"] == 1
+
+    resumed_model, resumed_optimizer = fresh(seed=123)  # the checkpoint must replace these
+    resumed_scaler = torch.amp.GradScaler("cpu")  # defaults: 2^16, growth every 2000 steps
+    history = resume_training(tmp_path / "ck.pt", resumed_model, resumed_optimizer,
+                              resumed_scaler)
+    assert resumed_scaler.state_dict() == saved_state
+    assert resumed_scaler.get_scale() == 2.0 ** 12
+    history = train(resumed_model, resumed_optimizer, batch, MultiScaleSpectralLoss(), 3,
+                    scaler=resumed_scaler, progress=False, history=history)
+    assert history.loss == straight.loss and len(history.loss) == 8
+    assert history.skipped_steps == straight.skipped_steps == 0
+    assert resumed_scaler.state_dict() == straight_scaler.state_dict()
+    assert resumed_scaler.get_scale() == 2.0 ** 14
+    assert all(torch.equal(a, b) for a, b in zip(resumed_model.parameters(),
+                                                  straight_model.parameters()))
