@@ -53,6 +53,7 @@ from grown_timbres.batching import (EXAMPLE_FRAMES, EXAMPLE_HOP_FRAMES, PADDING,
 from grown_timbres.features import (extract_features, feature_cache_path,  # noqa: E402
                                     load_multiple_files)
 from grown_timbres.growth import grow_timbre, held_note  # noqa: E402
+from grown_timbres.history import as_history  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
 from grown_timbres.model import DDSPModel  # noqa: E402
 from grown_timbres.model_config import HIDDEN_SIZE  # noqa: E402
@@ -371,13 +372,14 @@ def training_examples(tones: list, n_examples: int) -> dict:
 def steady_steps(history: dict, warmup: int) -> dict:
     """Seconds per step after `warmup` steps (median of the steps' times, from a history
     synchronised every step) and what follows: examples per second, seconds per epoch."""
-    elapsed = [0.0] + history["elapsed_seconds"]
-    if len(history["timed_epochs"]) != len(history["loss"]) or len(elapsed) < warmup + 2:
+    history = as_history(history)
+    elapsed = [0.0] + history.elapsed_seconds
+    if len(history.timed_steps) != len(history.loss) or len(elapsed) < warmup + 2:
         raise ValueError("steady_steps needs a history synchronised every step, with steps "
                          "after the warm-up")
     step_s = statistics.median(np.diff(elapsed)[warmup:].tolist())
-    return {"s_per_step": step_s, "examples_per_s": history["examples_per_step"] / step_s,
-            "s_per_epoch": history["steps_per_epoch"] * step_s,
+    return {"s_per_step": step_s, "examples_per_s": history.examples_per_step / step_s,
+            "s_per_epoch": history.steps_per_epoch * step_s,
             "timed_steps": len(elapsed) - 1 - warmup}
 
 
@@ -419,12 +421,12 @@ def examples_row(tones: list, n_examples: int, settings: dict, args, device) -> 
                         n_steps / steps_per_epoch, scaler=scaler,
                         amp_dtype=settings["amp_dtype"], sync_every=1, progress=False,
                         capture=settings["capture"], precompute_waves=settings["waves"])
-    if history["status"] != "finished":
-        raise RuntimeError(f"training did not finish: {history['status']}")
+    if history.status != "finished":
+        raise RuntimeError(f"training did not finish: {history.status}")
     return {"examples": n_examples, "status": "measured",
-            "examples_per_step": history["examples_per_step"],
-            "steps_per_epoch": history["steps_per_epoch"],
-            **{key: history.get(key) for key in ("harmonic_waves", "cached_targets", "capture")},
+            "examples_per_step": history.examples_per_step,
+            "steps_per_epoch": history.steps_per_epoch, "harmonic_waves": history.harmonic_waves,
+            "cached_targets": history.cached_targets, "capture": history.capture,
             **steady_steps(history, args.examples_warmup)}
 
 

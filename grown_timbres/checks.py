@@ -18,6 +18,7 @@ import numpy as np
 
 from .audio import SILENCE_PEAK, read_wav
 from .config import HOP_LENGTH, SAMPLE_RATE
+from .history import as_history
 from .loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from .room_part import ROOM_SECONDS
 from .stages import Stage
@@ -143,11 +144,12 @@ def check_run_outputs(wavs: dict, metrics: dict, growth_table: str, stages,
 
 
 def check_training(history, nan_epoch=None) -> str:
-    """A smoke run's training: finished, every loss finite, the last below LOSS_FALL x the first
+    """A smoke run's training (a History): finished, every loss finite, the last below LOSS_FALL x the first
     (a broken training path fails here); with `nan_epoch` (the epoch where
     tests/test_notebook_faults.py injected a NaN) stopped at that epoch instead. Returns a
     one-line summary; RunCheckError saying what is wrong."""
-    status, loss = history["status"], history["loss"]
+    history = as_history(history)
+    status, loss = history.status, history.loss
     if nan_epoch:
         if not status.startswith(f"stopped at epoch {nan_epoch}:"):
             raise RunCheckError(f"no NaN stop: {status}")

@@ -9,7 +9,7 @@ import numpy as np
 
 from .config import FRAME_RATE, HOP_LENGTH, SAMPLE_RATE
 from .growth import stage_controls, stages_from_table
-from .history import epochs_at
+from .history import as_history, epochs_at
 
 NOISE_AUDIBLE_DB = 1.0  # below this, the noise stage is said to be barely audible
 
@@ -39,15 +39,16 @@ def plot_features(features: dict, title: str = ""):
     return fig
 
 
-def plot_loss(history: dict, title: str = "training loss"):
+def plot_loss(history, title: str = "training loss"):
     """The total loss and each of its terms, one point a step, against epoch (a train()
-    history: a step is 1 / steps_per_epoch of an epoch; across a change of files, as
-    resume.epochs_at counts them)."""
+    History, or an older history dict: a step is 1 / steps_per_epoch of an epoch; across a
+    change of files, as history.epochs_at counts them)."""
     import matplotlib.pyplot as plt
 
+    history = as_history(history)
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    curves = {"total": history["loss"], **history["terms"]}
-    epochs = [epochs_at(history, step) for step in range(1, len(history["loss"]) + 1)]
+    curves = {"total": history.loss, **history.terms}
+    epochs = [epochs_at(history, step) for step in range(1, len(history.loss) + 1)]
     for label, curve in curves.items():
         ax.plot(epochs, curve, label=label)
     ax.set_xlabel("epoch")
@@ -177,7 +178,7 @@ def plot_loss_comparison(records: dict):
         curve = np.asarray(record["loss_curve"])
         epochs = np.arange(1, len(curve) + 1) / record.get("steps_per_epoch", 1)
         by_epoch.plot(epochs, curve, label=label)
-        seconds = np.cumsum(record["epoch_seconds"]) if record["epoch_seconds"] else []
+        seconds = np.cumsum(record["step_seconds"]) if record["step_seconds"] else []
         timed = min(len(seconds), len(curve))  # an edited record may time more than it kept
         by_time.plot(seconds[:timed], curve[:timed], label=label)
     for ax, xlabel in ((by_epoch, "epoch"), (by_time, "training time (s)")):
@@ -185,7 +186,7 @@ def plot_loss_comparison(records: dict):
         ax.set_ylabel("loss")
         ax.set_yscale("log")
         ax.legend()
-    if any(record["epoch_seconds"] for record in records.values()):  # a log axis needs data
+    if any(record["step_seconds"] for record in records.values()):  # a log axis needs data
         by_time.set_xscale("log")
     fig.tight_layout()
     return fig

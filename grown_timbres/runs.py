@@ -18,35 +18,36 @@ from .config import MAX_RUN_RECORD_BYTES, is_real_number
 from .device import device_report
 from .files import atomic_write
 from .model import unwrap_model
-from .history import epochs_done
+from .history import as_history, epochs_done
 
 RUN_LABELS = {"ddsp_original": "original", "ddsp_optimized": "optimized"}
-FINAL_EPOCHS = 10  # a run's final loss terms: their mean over this many last epochs
+FINAL_STEPS = 10  # a run's final loss terms: their mean over this many last steps
 
 
-def epoch_seconds(history: dict) -> list[float]:
-    """Wall time of every epoch, from the synchronised timestamps (each window's mean). A
-    timestamp of no new epoch (histories saved before issue 13 timed a NaN stop's epoch twice)
-    counts toward the next window."""
-    seconds, previous_epoch, previous_time = [], 0, 0.0
-    for epoch, elapsed in zip(history["timed_epochs"], history["elapsed_seconds"]):
-        window = epoch - previous_epoch
+def step_seconds(timed_steps: list, elapsed_seconds: list) -> list[float]:
+    """Wall time of every step, from the synchronised timestamps (each window's mean): at
+    timed_steps[i] steps, elapsed_seconds[i] had passed. A timestamp of no new step (histories
+    saved before issue 13 timed a NaN stop's step twice) counts toward the next window."""
+    seconds, previous_step, previous_time = [], 0, 0.0
+    for step, elapsed in zip(timed_steps, elapsed_seconds):
+        window = step - previous_step
         if window > 0:
             seconds += [(elapsed - previous_time) / window] * window
-            previous_epoch, previous_time = epoch, elapsed
+            previous_step, previous_time = step, elapsed
     return seconds
 
 
-def steady_and_warmup(history: dict) -> tuple[float, float]:
-    """(steady seconds per epoch, warm-up seconds) of a run. Steady: the median epoch after
-    the first synchronised window, which holds the first epoch's one-off costs (compile,
-    allocator, caches); warm-up: what that window took beyond the steady pace, plus the
-    capture's own time (warm-up steps, recording, checks), which the epochs do not count."""
-    seconds = epoch_seconds(history)
-    capture = float(history.get("capture_seconds") or 0.0)
+def steady_and_warmup(timed_steps: list, elapsed_seconds: list,
+                      capture_seconds: float | None = 0.0) -> tuple[float, float]:
+    """(steady seconds per step, warm-up seconds) of a run. Steady: the median step after the
+    first synchronised window, which holds the first step's one-off costs (compile, allocator,
+    caches); warm-up: what that window took beyond the steady pace, plus the capture's own
+    time (warm-up steps, recording, checks), which the steps do not count."""
+    seconds = step_seconds(timed_steps, elapsed_seconds)
+    capture = float(capture_seconds or 0.0)
     if not seconds:
         return 0.0, capture
-    first_window = history["timed_epochs"][0]
+    first_window = timed_steps[0]
     later = seconds[first_window:]
     steady = float(np.median(later or seconds))
     warmup = sum(seconds[:first_window]) - steady * first_window if later else 0.0
@@ -71,9 +72,11 @@ def make_run_record(notebook: str, model, batch: dict, history: dict, config: di
     loss curve and every loss term's curve, their final values, times (steady per-epoch pace
     and warm-up apart), metrics, and its files and wavs relative to the project `root`.
     Path-valued `extras` (a checkpoint) are stored relative to `root` too."""
-    total = history["elapsed_seconds"][-1] if history["elapsed_seconds"] else 0.0
+    history = as_history(history)
+    total = history.elapsed_seconds[-1] if history.elapsed_seconds else 0.0
     n_files = len(batch["file_paths"])
-    steady, warmup = steady_and_warmup(history)
+    steady, warmup = steady_and_warmup(history.timed_steps, history.elapsed_seconds,
+                                       history.capture_seconds)
     return {
         "notebook": notebook,
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -83,26 +86,26 @@ def make_run_record(notebook: str, model, batch: dict, history: dict, config: di
         "rejected_files": {Path(f).name: reason for f, reason in batch["errors"].items()},
         "n_files": n_files,
         "sources": batch["sources"],
-        "n_examples": history.get("examples", n_files),
-        "examples_per_step": history.get("examples_per_step", n_files),
-        "steps_per_epoch": history.get("steps_per_epoch", 1),
-        "n_steps": len(history["loss"]),
+        "n_examples": history.examples or n_files,
+        "examples_per_step": history.examples_per_step or n_files,
+        "steps_per_epoch": history.steps_per_epoch,
+        "n_steps": len(history.loss),
         "n_epochs": epochs_done(history),
         "feature_seconds": feature_seconds,
         "total_training_seconds": total,
         "seconds_per_file": total / max(n_files, 1),
         "steady_step_seconds": steady,
         "warmup_seconds": warmup,
-        "epoch_seconds": epoch_seconds(history),
-        "loss_curve": history["loss"],
-        "loss_term_curves": history["terms"],
-        "timed_epochs": history["timed_epochs"],
-        "elapsed_seconds": history["elapsed_seconds"],
-        "training_status": history["status"],
-        "skipped_steps": history["skipped_steps"],
-        "final_loss": history["loss"][-1] if history["loss"] else None,
-        "final_loss_terms": {name: float(np.mean(curve[-FINAL_EPOCHS:]))
-                             for name, curve in history["terms"].items() if curve},
+        "step_seconds": step_seconds(history.timed_steps, history.elapsed_seconds),
+        "loss_curve": history.loss,
+        "loss_term_curves": history.terms,
+        "timed_steps": history.timed_steps,
+        "elapsed_seconds": history.elapsed_seconds,
+        "training_status": history.status,
+        "skipped_steps": history.skipped_steps,
+        "final_loss": history.loss[-1] if history.loss else None,
+        "final_loss_terms": {name: float(np.mean(curve[-FINAL_STEPS:]))
+                             for name, curve in history.terms.items() if curve},
         "metrics": metrics,
         "wavs": [project_path(w, root) for w in wavs],
         **{key: project_path(value, root) if isinstance(value, Path) else value
@@ -135,9 +138,12 @@ FIELDS = {
     "steady_step_seconds": "number", "final_loss_terms": ("map", "number or null"),
     "metrics": ("map", ("object", {"model": METRIC, "sine": METRIC})),
     "files": ("list", "text"), "wavs": ("list", "text"), "loss_curve": ("list", "number"),
-    "epoch_seconds": ("list", "number"),
+    "step_seconds": ("list", "number"),
 }
 OPTIONAL_FIELDS = {"steps_per_epoch": "positive"}
+# fields records written before steps and epochs were told apart name otherwise: old -> new
+RENAMED_FIELDS = {"steady_epoch_seconds": "steady_step_seconds", "timed_epochs": "timed_steps",
+                  "epoch_seconds": "step_seconds"}
 KIND_NAMES = {"text": "text", "number": "a number", "count": "a whole number, 0 or more",
               "positive": "a number above 0", "number or null": "a number or null",
               "list": "a list", "map": "an object",
@@ -212,22 +218,24 @@ def load_run_record(path) -> dict | None:
         record["loss_term_curves"] = {"spectral": record.pop("spectral_loss_curve")}
         final = record.pop("final_spectral_loss", None)
         record["final_loss_terms"] = {} if final is None else {"spectral": final}
-    if "steady_epoch_seconds" in record:  # written before steps and epochs were told apart
-        record["steady_step_seconds"] = record.pop("steady_epoch_seconds")
+    for old, new in RENAMED_FIELDS.items():  # written before steps and epochs were told apart
+        if old in record and new not in record:
+            record[new] = record.pop(old)
     if "examples_per_step" not in record and "n_files" in record:  # before examples
         record["examples_per_step"] = record["n_files"]
     if "steady_step_seconds" not in record:  # written before the steady pace was kept
-        timing = {"timed_epochs": record.get("timed_epochs"),
+        timing = {"timed_steps": record.get("timed_steps"),
                   "elapsed_seconds": record.get("elapsed_seconds"),
                   "capture_seconds": record.get("capture_seconds", 0.0)}
         kinds = [("list", "count"), ("list", "number"), "number or null"]
         for (field, value), kind in zip(timing.items(), kinds):
             _check(value, kind, field, path)
         _check(record.get("loss_curve"), ("list", "number"), "loss_curve", path)
-        if max(timing["timed_epochs"], default=0) > len(record["loss_curve"]):  # not one a step
-            raise RunRecordError(f"{path}: field timed_epochs counts more epochs than "
-                                 f"loss_curve has steps ({len(record['loss_curve'])})")
-        record["steady_step_seconds"], record["warmup_seconds"] = steady_and_warmup(timing)
+        if max(timing["timed_steps"], default=0) > len(record["loss_curve"]):
+            raise RunRecordError(f"{path}: field timed_steps counts more steps than "
+                                 f"loss_curve has ({len(record['loss_curve'])})")
+        record["steady_step_seconds"], record["warmup_seconds"] = steady_and_warmup(
+            *timing.values())
     for field, kind in FIELDS.items():
         if field not in record:
             raise RunRecordError(f"{path}: required field {field!r} is missing")

@@ -585,8 +585,7 @@ def train_take(ctx: Context, batch: dict, model_size: dict, batch_size, n_steps:
 
 
 def step_seconds(history: dict) -> float:
-    times = [b - a for a, b in zip([0.0] + history["elapsed_seconds"],
-                                   history["elapsed_seconds"])]
+    times = [b - a for a, b in zip([0.0] + history.elapsed_seconds, history.elapsed_seconds)]
     return statistics.median(times[STEADY_AFTER:] or times)
 
 
@@ -796,6 +795,7 @@ def benchmark_loop(ctx: Context, settings: dict, model, optimizer, loss, scaler,
     StepBatches, snapshots or checkpoints -> a history as train() gives it."""
     import torch
 
+    from grown_timbres.history import History
     from grown_timbres.step import step_runner, with_harmonic_waves
 
     step_batch = with_harmonic_waves(batch, model)
@@ -803,9 +803,8 @@ def benchmark_loop(ctx: Context, settings: dict, model, optimizer, loss, scaler,
     runner, names = step_runner(model, optimizer, step_batch, loss, scaler, amp)
     capture = runner.capture() if settings["capture"] else "off"
     losses = torch.stack([runner() for _ in range(epochs)]).float().cpu()
-    return {"status": "finished", "capture": capture or "captured", "skipped_steps": None,
-            "loss": losses[:, 0].tolist(),
-            "terms": {n: losses[:, i + 1].tolist() for i, n in enumerate(names)}}
+    return History(status="finished", capture=capture or "captured", loss=losses[:, 0].tolist(),
+                   terms={n: losses[:, i + 1].tolist() for i, n in enumerate(names)})
 
 
 def parity_measures(ctx: Context, settings: dict, model, batch: dict) -> dict:
@@ -867,11 +866,10 @@ def parity_variant(ctx: Context, settings: dict, batch: dict, model_size: dict,
             raise
         return {"status": "refused", "reason": str(err)}
     after = list(model.parameters())
-    figures = {"status": "measured", "training": history["status"],
-               "capture": history.get("capture", "off"),
-               "skipped_steps": history["skipped_steps"], "last_loss": history["loss"][-1],
-               "best_loss": min(history["loss"]),
-               "spectral_term": history["terms"]["spectral"][-1],
+    figures = {"status": "measured", "training": history.status,
+               "capture": history.capture or "off",
+               "skipped_steps": history.skipped_steps, "last_loss": history.loss[-1],
+               "best_loss": min(history.loss), "spectral_term": history.terms["spectral"][-1],
                # measured before evaluation and growth, which must change no weight
                "storages_kept": all(p.data_ptr() == address
                                     for p, (address, _) in zip(after, before)),

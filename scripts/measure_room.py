@@ -110,7 +110,7 @@ def fit_and_score(batch: dict, room: bool, hidden: int, epochs: int, seed: int,
                                 sine=False)
     scores = [by_kind["model"]["spectral_distance"] for by_kind in metrics.values()]
     result = {"spectral_distance": float(np.mean(scores)), "per_file": scores,
-              "final_loss": history["loss"][-1], "train_seconds": round(seconds, 1)}
+              "final_loss": history.loss[-1], "train_seconds": round(seconds, 1)}
     if room:
         result["room"] = {"level": model.room_level.item(), "decay_seconds": model.room_decay.item()}
     return result

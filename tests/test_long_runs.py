@@ -21,7 +21,7 @@ from grown_timbres.loss import MultiScaleSpectralLoss
 from grown_timbres.model import DDSPModel
 from grown_timbres.plots import plot_loss, plot_loss_comparison
 from grown_timbres.report import comparison_markdown
-from grown_timbres.runs import epoch_seconds, make_run_record, save_run_record
+from grown_timbres.runs import make_run_record, save_run_record, step_seconds
 from grown_timbres.capture import parameters_finite
 from grown_timbres.resume import resume_training
 from grown_timbres.step import make_optimizer
@@ -97,10 +97,10 @@ def assert_consistent(history, n_epochs):
     """Every curve of the history has n_epochs entries; the timed epochs rise and end there."""
     assert len(history["loss"]) == n_epochs
     assert all(len(curve) == n_epochs for curve in history["terms"].values())
-    assert len(history["timed_epochs"]) == len(history["elapsed_seconds"])
-    assert history["timed_epochs"] == sorted(set(history["timed_epochs"]))
-    assert (history["timed_epochs"] or [0])[-1] == n_epochs
-    assert len(epoch_seconds(history)) == n_epochs
+    assert len(history.timed_steps) == len(history.elapsed_seconds)
+    assert history.timed_steps == sorted(set(history.timed_steps))
+    assert (history.timed_steps or [0])[-1] == n_epochs
+    assert len(step_seconds(history.timed_steps, history.elapsed_seconds)) == n_epochs
 
 
 # ----------------------------------------------------------------------------- class 1: NaN stop
@@ -175,7 +175,7 @@ def test_a_nan_at_epoch_1_leaves_the_initial_state_and_an_empty_history(batch, t
     assert len(load_checkpoint(tmp_path / "ck.pt")[1]["history"]["loss"]) == 0
     record = make_run_record("ddsp_original", model, batch, history, config={}, metrics={},
                              wavs=[], feature_seconds=0.0, root=tmp_path)
-    assert (record["n_epochs"], record["epoch_seconds"], record["final_loss"]) == (0, [], None)
+    assert (record["n_epochs"], record["step_seconds"], record["final_loss"]) == (0, [], None)
     assert record["total_training_seconds"] == 0.0 and record["final_loss_terms"] == {}
     plot_loss(history).canvas.draw()
     table = comparison_markdown({"original": record, "optimized": record})
@@ -185,11 +185,10 @@ def test_a_nan_at_epoch_1_leaves_the_initial_state_and_an_empty_history(batch, t
     assert continued["status"] == "finished" and np.isfinite(continued["loss"]).all()
 
 
-def test_epoch_seconds_of_a_history_that_timed_an_epoch_twice():
-    """Histories saved before issue 13 timed a NaN stop's epoch twice: the repeated timestamp
+def test_step_seconds_of_a_history_that_timed_a_step_twice():
+    """Histories saved before issue 13 timed a NaN stop's step twice: the repeated timestamp
     joins the next window instead of dividing by zero."""
-    history = {"timed_epochs": [2, 2, 4], "elapsed_seconds": [2.0, 2.5, 6.0]}
-    assert epoch_seconds(history) == [1.0, 1.0, 2.0, 2.0]
+    assert step_seconds([2, 2, 4], [2.0, 2.5, 6.0]) == [1.0, 1.0, 2.0, 2.0]
 
 
 # ----------------------------------------------------------------------------- class 4: full disk

@@ -109,7 +109,7 @@ def test_the_loss_is_plotted_against_epochs_also_when_an_epoch_is_several_steps(
     history = {"loss": [6.0, 5, 4, 3, 2, 1], "terms": {}, "steps_per_epoch": 3}
     line = plot_loss(history).axes[0].lines[0]
     np.testing.assert_allclose(line.get_xdata(), np.arange(1, 7) / 3)
-    record = {"loss_curve": history["loss"], "epoch_seconds": [1.0] * 6, "steps_per_epoch": 3}
+    record = {"loss_curve": history["loss"], "step_seconds": [1.0] * 6, "steps_per_epoch": 3}
     line = plot_loss_comparison({"run": record}).axes[0].lines[0]
     assert line.get_xdata()[-1] == pytest.approx(2.0)
 

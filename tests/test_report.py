@@ -17,7 +17,7 @@ def fake_run(n_files, n_epochs, seconds_per_epoch, final_spectral, sine_cents=12
     spectral = [final_spectral + 0.1 * (n_epochs - 1 - e) for e in range(n_epochs)]
     history = {"loss": [s + 0.01 for s in spectral],
                "terms": {"spectral": spectral, "time_l1": [0.01] * n_epochs},
-               "timed_epochs": list(range(1, n_epochs + 1)),
+               "timed_steps": list(range(1, n_epochs + 1)),
                "elapsed_seconds": [seconds_per_epoch * (e + 1) for e in range(n_epochs)],
                "skipped_steps": 1, "status": "finished"}
     metrics = {f"{i + 1:02d}": {

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from grown_timbres.runs import (RunRecordError, epoch_seconds, load_run_record, save_run_record,
-                                steady_and_warmup)
+from grown_timbres.runs import (RunRecordError, load_run_record, save_run_record,
+                                steady_and_warmup, step_seconds)
 from test_notebook import fake_project, shown
 from test_report import records  # noqa: F401  (a fixture)
 
@@ -41,8 +41,8 @@ def saved_record(tmp_path, **fields):
     ({"metrics": {STEM: {"model": {}}}}, r"field metrics\['01_C4'\]\['model'\]\['spectral_dis"),
     ({"metrics": {STEM: {"model": None, "sine": None}}}, r"metrics\['01_C4'\]\['model'\] must"),
     ({"steps_per_epoch": 0}, "field steps_per_epoch must be a number above 0"),
-    ({"steady_step_seconds": None, "timed_epochs": ["1"]}, r"field timed_epochs\[0\] must be"),
-    ({"steady_step_seconds": None, "timed_epochs": [10**12]}, "timed_epochs counts more epochs"),
+    ({"steady_step_seconds": None, "timed_steps": ["1"]}, r"field timed_steps\[0\] must be"),
+    ({"steady_step_seconds": None, "timed_steps": [10**12]}, "timed_steps counts more steps"),
 ])
 def test_a_record_with_a_field_missing_or_of_another_type_names_the_file_and_field(
         tmp_path, fields, named):
@@ -97,19 +97,29 @@ def test_the_comparison_skips_a_bad_record_naming_its_file_and_field(tmp_path, m
     assert records is None and "not valid JSON" in text
 
 
-def test_a_record_timing_more_epochs_than_its_curve_holds_still_compares(tmp_path, monkeypatch):
-    path = saved_record(tmp_path, epoch_seconds=[1.0] * 50, loss_curve=[])
+def test_a_record_timing_more_steps_than_its_curve_holds_still_compares(tmp_path, monkeypatch):
+    path = saved_record(tmp_path, step_seconds=[1.0] * 50, loss_curve=[])
     records, text = shown(monkeypatch, path.parent)
     assert records is not None and "| run |" in text
 
 
 # ----------------------------------------------------------------------------- a run, recorded
-def test_epoch_seconds_spreads_each_window_evenly():
-    """Syncs after epochs 2, 5 and 6 at 4, 10 and 13 s: epochs 1-2 took 2 s each, 3-5 2 s each,
+def test_step_seconds_spreads_each_window_evenly():
+    """Syncs after steps 2, 5 and 6 at 4, 10 and 13 s: steps 1-2 took 2 s each, 3-5 2 s each,
     6 took 3 s."""
-    history = {"timed_epochs": [2, 5, 6], "elapsed_seconds": [4.0, 10.0, 13.0]}
-    assert epoch_seconds(history) == [2.0, 2.0, 2.0, 2.0, 2.0, 3.0]
-    assert epoch_seconds({"timed_epochs": [], "elapsed_seconds": []}) == []
+    assert step_seconds([2, 5, 6], [4.0, 10.0, 13.0]) == [2.0, 2.0, 2.0, 2.0, 2.0, 3.0]
+    assert step_seconds([], []) == []
+
+
+def test_a_record_written_before_steps_were_told_from_epochs_loads_with_the_new_names(
+        tmp_path):
+    """timed_epochs, epoch_seconds and steady_epoch_seconds held steps: they load as
+    timed_steps, step_seconds and steady_step_seconds."""
+    from conftest import FIXTURES
+
+    record = load_run_record(FIXTURES / "run_record_round1.json")
+    assert record["timed_steps"] == [1, 2, 3] and len(record["step_seconds"]) == 3
+    assert "timed_epochs" not in record and "epoch_seconds" not in record
 
 
 def test_make_run_record_holds_the_run(records):
@@ -122,7 +132,7 @@ def test_make_run_record_holds_the_run(records):
     assert optimized["total_training_seconds"] == pytest.approx(90.0)
     assert original["seconds_per_file"] == pytest.approx(60.0)
     assert optimized["seconds_per_file"] == pytest.approx(7.5)
-    assert optimized["epoch_seconds"] == pytest.approx([9.0] * 10)
+    assert optimized["step_seconds"] == pytest.approx([9.0] * 10)
     assert optimized["steady_step_seconds"] == pytest.approx(9.0)
     assert optimized["warmup_seconds"] == pytest.approx(0.0)
     assert optimized["wavs"] == ["outputs/ddsp_optimized/resynth_01.wav"]  # relative to root
@@ -147,11 +157,10 @@ def test_save_and_load_run_record_round_trip(records, tmp_path):
 
 
 def test_steady_pace_leaves_out_the_first_window_and_warmup_adds_capture():
-    """Synced every 5 epochs: the first window (compile) took 20 s, later ones 1 s per epoch.
-    Steady 1 s per epoch; warm-up = 20 - 5 x 1 = 15 s, plus 4 s of capture."""
-    history = {"timed_epochs": [5, 10, 15, 20], "elapsed_seconds": [20.0, 25.0, 30.0, 35.0],
-               "capture_seconds": 4.0}
-    assert steady_and_warmup(history) == pytest.approx((1.0, 19.0))
+    """Synced every 5 steps: the first window (compile) took 20 s, later ones 1 s per step.
+    Steady 1 s per step; warm-up = 20 - 5 x 1 = 15 s, plus 4 s of capture."""
+    assert steady_and_warmup([5, 10, 15, 20], [20.0, 25.0, 30.0, 35.0], 4.0) == pytest.approx(
+        (1.0, 19.0))
     # one window only: its mean is the pace and no warm-up can be told apart
-    assert steady_and_warmup({"timed_epochs": [4], "elapsed_seconds": [8.0]}) == (2.0, 0.0)
-    assert steady_and_warmup({"timed_epochs": [], "elapsed_seconds": []}) == (0.0, 0.0)
+    assert steady_and_warmup([4], [8.0]) == (2.0, 0.0)
+    assert steady_and_warmup([], []) == (0.0, 0.0)

@@ -83,7 +83,7 @@ def test_resume_continues_curve_and_epochs_exactly(small_batch, tmp_path):
     history = resume_training(tmp_path / "ck.pt", model, optimizer)
     history = train(model, optimizer, small_batch, MultiScaleSpectralLoss(), 3,
                        progress=False, history=history)
-    assert history["timed_epochs"][-1] == 6
+    assert history.timed_steps[-1] == 6
     np.testing.assert_allclose(history["loss"], straight, rtol=1e-5)
 
 
