@@ -16,7 +16,8 @@ import torch.nn as nn
 
 from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, MODEL_LIMITS,
                      MODEL_SWITCHES, N_MFCC, RENDER_F0_MAX_HZ, RENDER_F0_MIN_HZ, SAMPLE_RATE)
-from .features import MFCC_MAX_ABS, hz_to_midi
+from .config import MFCC_MAX_ABS
+from .pitch import hz_to_midi
 from .synth import (ROOM_NOISE_LR_SCALE, exp_sigmoid, filtered_noise, harmonic_synth,
                     initial_room, normalize_harmonic_distribution, reverb,
                     room_impulse_response, upsample_frames)

@@ -8,6 +8,7 @@ another recording's f0 and loudness moved into the training range; the timbre is
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -18,7 +19,8 @@ from .config import (FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, MAX_RENDER_SECON
 from .batching import file_features
 from .features import extract_features
 from .model import render, unwrap_model
-from .notes import as_notes, midi_to_hz
+from .notes import as_notes
+from .pitch import midi_to_hz
 
 MELODY_LOUDNESS_DB = -20.0  # a note list's level unless told (see training_ranges)
 ATTACK_SECONDS = 0.03  # floor -> note level, linear in dB
@@ -126,9 +128,9 @@ def notes_to_controls(notes, loudness_db: float = MELODY_LOUDNESS_DB,
 def _voiced_frames(source) -> tuple[np.ndarray, np.ndarray]:
     """(f0 [K] Hz, loudness [K] dB), float64, of the voiced frames of a batch (valid frames
     only), of one extract_features dict, or of a list of them."""
-    if isinstance(source, dict) and "lengths" in source:
+    if isinstance(source, Mapping) and "lengths" in source:
         source = [file_features(source, i) for i in range(len(source["lengths"]))]
-    elif isinstance(source, dict):
+    elif isinstance(source, Mapping):
         source = [source]
     f0s, loudnesses = [np.zeros(0)], [np.zeros(0)]
     for features in source:
@@ -179,7 +181,7 @@ def recording_to_controls(recording, training=None, pitch_shift: float = 0.0,
     loudness_offset (loudness = original * scale + offset + shift), path}. Only pitch and
     loudness transfer: the timbre (MFCCs) comes from the model's side. A recording file longer
     than a melody may be (MAX_RENDER_SECONDS) is refused before its features are computed."""
-    if not isinstance(recording, dict):
+    if not isinstance(recording, Mapping):
         import soundfile as sf
 
         try:
@@ -190,7 +192,8 @@ def recording_to_controls(recording, training=None, pitch_shift: float = 0.0,
             raise AudioInputError(recording, f"{seconds:.0f} s long; a melody is at most "
                                              f"MAX_RENDER_SECONDS={MAX_RENDER_SECONDS:.0f} s: "
                                              "use a shorter excerpt of the recording")
-    features = recording if isinstance(recording, dict) else extract_features(recording, cache_dir)
+    features = (recording if isinstance(recording, Mapping)
+                else extract_features(recording, cache_dir))
     original_f0 = np.asarray(features["f0"], dtype=np.float64).reshape(-1)
     original_loudness = np.asarray(features["loudness"], dtype=np.float64).reshape(-1)
     voiced = np.asarray(features["voiced"], bool).reshape(-1)
@@ -228,7 +231,7 @@ def recording_to_controls(recording, training=None, pitch_shift: float = 0.0,
             "octave_shift": octave_shift, "pitch_shift": float(pitch_shift),
             "loudness_shift": float(loudness_shift), "loudness_scale": scale,
             "loudness_offset": offset, "training_ranges": stats,
-            "path": str(features.get("path", "") if isinstance(recording, dict) else recording)}
+            "path": str(features.get("path", "") if isinstance(recording, Mapping) else recording)}
 
 
 def timbre_mfcc(batch: dict, index: int | None = None) -> np.ndarray:

@@ -37,8 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from grown_timbres.audio import atomic_write, load_audio, write_wav  # noqa: E402
 from grown_timbres.config import SAMPLE_RATE  # noqa: E402
-from grown_timbres.batching import batch_to_device, file_features  # noqa: E402
-from grown_timbres.features import load_multiple_files  # noqa: E402
+from grown_timbres.batching import batch_to_device, file_features, load_multiple_files  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402
 from grown_timbres.model import DDSPModel  # noqa: E402
 from grown_timbres.report import resynthesize  # noqa: E402

@@ -15,9 +15,10 @@ from conftest import REPO_ROOT
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
-FLOW = ["config", "markup", "device", "audio", "batching", "numba_cache", "worker_pool",
-        "feature_cache", "features", "synth", "model", "loss", "checkpoints", "capture", "resume",
-        "train", "growth", "report", "records", "notes", "transfer", "plots", "notebook", "checks"]
+FLOW = ["config", "old_keys", "markup", "device", "audio", "numba_cache", "worker_pool",
+        "feature_cache", "pitch", "analysis", "features", "training_set", "batching", "synth",
+        "model", "loss", "checkpoints", "capture", "resume", "train", "growth", "report",
+        "records", "notes", "transfer", "plots", "notebook", "checks"]
 
 
 def names_used(text: str) -> set:

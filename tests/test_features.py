@@ -10,13 +10,15 @@ import torch
 
 from grown_timbres.audio import AudioInputError
 from grown_timbres.config import HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
+from grown_timbres import analysis as analysis_module
 from grown_timbres import features as features_module
-from grown_timbres.features import (F0_MAX_HZ, F0_MIN_HZ, FEATURE_SETTINGS,
-                                    MFCC_N_FFT, MFCC_N_MELS, VOICED_PROB_MIN, a_weighted_power,
-                                    compute_loudness, compute_mfcc, estimate_f0, extract_features,
-                                    feature_cache_path, hz_to_midi, load_multiple_files,
-                                    read_cache_entry)
-from grown_timbres.batching import file_features
+from grown_timbres.analysis import (F0_MAX_HZ, F0_MIN_HZ, MFCC_N_FFT, MFCC_N_MELS,
+                                    VOICED_PROB_MIN, a_weighted_power, compute_loudness,
+                                    compute_mfcc, estimate_f0)
+from grown_timbres.features import (FEATURE_SETTINGS, Features, extract_features,
+                                    feature_cache_path, read_cache_entry)
+from grown_timbres.batching import file_features, load_multiple_files
+from grown_timbres.pitch import hz_to_midi, midi_to_hz as package_midi_to_hz
 from grown_timbres.feature_cache import FEATURE_KEYS, MANIFEST, file_digest
 from conftest import (FIRST_MIDI, batch_from_features, cents, make_all_zero, make_empty,
                       make_missing, make_text, midi_to_hz)
@@ -205,6 +207,8 @@ def test_hz_to_midi_numpy_and_torch():
     assert hz_to_midi(np.float64(440.0)) == pytest.approx(69.0)
     assert hz_to_midi(np.array([261.6256]))[0] == pytest.approx(60.0, abs=1e-3)
     assert torch.allclose(hz_to_midi(torch.tensor([220.0, 880.0])), torch.tensor([57.0, 81.0]))
+    midi = np.array([0.0, 60.0, 69.5, 127.0])
+    np.testing.assert_allclose(hz_to_midi(package_midi_to_hz(midi)), midi, rtol=0, atol=1e-9)
 
 
 def cache_must_hit(monkeypatch):
@@ -348,14 +352,14 @@ def test_bundled_tones_are_one_chunk_and_their_features_unchanged(bundled_featur
     """A file no longer than FEATURE_CHUNK_SECONDS is computed as before chunking, bit for bit:
     one call on all of its audio (loudness and MFCC of all 12 tones, f0 of one)."""
     calls = []
-    original = features_module.in_chunks
+    original = analysis_module.in_chunks
 
-    def counted(frame_features, audio, chunk_seconds=None):
+    def counted(frame_features, audio, hop_length, chunk_seconds=None):
         calls.append(len(audio))
         return original(lambda segment: calls.append(len(segment)) or frame_features(segment),
-                        audio, chunk_seconds)
+                        audio, hop_length, chunk_seconds)
 
-    monkeypatch.setattr(features_module, "in_chunks", counted)
+    monkeypatch.setattr(analysis_module, "in_chunks", counted)
     for feats in bundled_features:
         audio = feats["audio"]
         loudness, mfcc = unchunked_features(audio)
@@ -395,7 +399,7 @@ def test_chunked_f0_follows_a_glide_across_chunk_edges(monkeypatch):
     FEATURE_CONTEXT_SECONDS, so the edges are harder, and pYIN quicker): on every frame voiced
     in both, within 5 cents of pYIN on all of it; no jump at a chunk's edge (no step larger
     than one pitch bin); the voicing agrees on 99% of frames."""
-    monkeypatch.setattr(features_module, "FEATURE_CONTEXT_SECONDS", 0.5)
+    monkeypatch.setattr(analysis_module, "FEATURE_CONTEXT_SECONDS", 0.5)
     seconds = 3.0
     t = np.arange(int(seconds * SR)) / SR
     phase = 200 * seconds / np.log(2) * (2 ** (t / seconds) - 1)  # 200 Hz * 2^(t / 3 s)
@@ -419,7 +423,7 @@ def test_silent_stretch_is_unvoiced_and_filled_over_the_whole_signal(monkeypatch
     """330 Hz for 1 s, 2.5 s of silence, 440 Hz for 1 s, in chunks of 1 s: the middle chunks
     have no voiced frame and raise nothing; the tones stay voiced, the silence is unvoiced, and
     its f0 is interpolated from 330 to 440 Hz across the chunks."""
-    monkeypatch.setattr(features_module, "FEATURE_CONTEXT_SECONDS", 0.5)
+    monkeypatch.setattr(analysis_module, "FEATURE_CONTEXT_SECONDS", 0.5)
     t = np.arange(SR) / SR
     gap = np.zeros(int(2.5 * SR))
     audio = np.concatenate([0.4 * np.sin(2 * np.pi * 330 * t), gap,
@@ -442,7 +446,7 @@ def test_long_file_cache_entry_round_trips(tmp_path, write_wav_file, monkeypatch
     t = np.arange(120 * SR) / SR
     path = write_wav_file("two_minutes.wav", 0.3 * np.sin(2 * np.pi * 220 * t), SR, "PCM_16")
     features_module.compile_feature_kernels()  # before pYIN is replaced: it runs pYIN once
-    monkeypatch.setattr(features_module, "estimate_f0", lambda audio, path: (
+    monkeypatch.setattr(features_module, "estimate_f0", lambda audio, path, **options: (
         np.full(len(audio) // HOP_LENGTH, 220.0, np.float32),
         np.ones(len(audio) // HOP_LENGTH, bool)))
     cache = tmp_path / "cache"
@@ -450,7 +454,7 @@ def test_long_file_cache_entry_round_trips(tmp_path, write_wav_file, monkeypatch
     assert len(fresh["audio"]) == len(t) // HOP_LENGTH * HOP_LENGTH
     entry = feature_cache_path(path, cache)
     settings = json.dumps(FEATURE_SETTINGS, sort_keys=True)
-    stored = read_cache_entry(entry, file_digest(path, settings))
+    stored = read_cache_entry(entry, file_digest(path, settings), HOP_LENGTH)
     cache_must_hit(monkeypatch)
     hit = extract_features(path, cache)
     for key in FEATURE_KEYS:
