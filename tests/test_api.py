@@ -63,6 +63,18 @@ def test_imports_run_one_way(name):
     assert imported <= set(FLOW[: FLOW.index(name)]), sorted(imported)
 
 
+@pytest.mark.parametrize("name, data_stages", [
+    ("model", {"analysis", "features", "training_set", "batching"}),
+    ("features", {"training_set", "batching"})])
+def test_imports_follow_the_data(name, data_stages):
+    """The model takes pitch conversions from pitch.py, not from the features; the features
+    of a file know nothing of batches (batching imports features, never the reverse)."""
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1}
+    assert not imported & data_stages, sorted(imported & data_stages)
+
+
 def test_import_is_light():
     """`import ddsp_helpers` loads torch and numpy only: librosa, soundfile, matplotlib, mido
     and IPython wait until a function needs them (a notebook's first cell stays quick)."""

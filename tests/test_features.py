@@ -211,6 +211,24 @@ def test_hz_to_midi_numpy_and_torch():
     np.testing.assert_allclose(hz_to_midi(package_midi_to_hz(midi)), midi, rtol=0, atol=1e-9)
 
 
+def test_features_read_by_their_old_keys(bundled_features):
+    """extract_features gives a Features that reads as the dict it replaced: features["f0"],
+    `in`, ** (older code copies and edits features so); a key it never had raises a KeyError
+    naming the fields; from_mapping makes one from such a dict, with config's hop when the
+    dict has none."""
+    features = bundled_features[0]
+    assert isinstance(features, Features)
+    assert (features.sample_rate, features.hop_length) == (SAMPLE_RATE, HOP_LENGTH)
+    assert features["f0"] is features.f0 and features["path"] == features.path
+    edited = Features.from_mapping({**features, "f0": features.f0 * np.float32(2)})
+    assert edited.f0[0] == 2 * features.f0[0] and edited.mfcc is features.mfcc
+    with pytest.raises(KeyError, match=r"Features has no key 'pitch'.*\.f0, \.voiced"):
+        features["pitch"]
+    old = {key: features[key] for key in ("path", "audio", "f0", "voiced", "loudness", "mfcc")}
+    assert Features.from_mapping(old).hop_length == HOP_LENGTH
+    assert Features.from_mapping(features) is features
+
+
 def cache_must_hit(monkeypatch):
     """A hit still reads the audio (the entry's must be the file's), but never runs pYIN."""
     monkeypatch.setattr(features_module, "estimate_f0",
