@@ -52,8 +52,7 @@ class Features(OldKeys):
     mfcc: np.ndarray
     sample_rate: int
     hop_length: int
-    OLD_KEYS = {name: name for name in ("path", "audio", "f0", "voiced", "loudness", "mfcc",
-                                        "sample_rate", "hop_length")}
+    OLD_KEYS = {name: name for name in ("path", "audio", "f0", "voiced", "loudness", "mfcc")}
 
     @classmethod
     def from_mapping(cls, features) -> Features:
@@ -62,8 +61,7 @@ class Features(OldKeys):
         sample_rate and hop_length, when it lacks them, config's, the only ones then)."""
         if isinstance(features, cls):
             return features
-        return cls(**{name: features[name] for name in cls.OLD_KEYS
-                      if name not in ("sample_rate", "hop_length")},
+        return cls(**{name: features[name] for name in cls.OLD_KEYS},
                    sample_rate=features.get("sample_rate", SAMPLE_RATE),
                    hop_length=features.get("hop_length", HOP_LENGTH))
 

@@ -12,8 +12,9 @@ from typing import ClassVar
 
 
 class OldKeys(Mapping):
-    """A read-only Mapping view of a dataclass under the keys of the dict it replaced. A class
-    sets OLD_KEYS; a key it does not map raises a KeyError naming the fields to use instead.
+    """A read-only Mapping view of a dataclass under the keys of the dict it replaced, exactly
+    those (code iterating over the dict sees what it saw). A class sets OLD_KEYS; a key it does
+    not map raises a KeyError naming the fields to use instead.
     Equality and hashing stay those of objects: the fields hold arrays, which compare
     element by element."""
 

@@ -67,7 +67,7 @@ class Examples(OldKeys):
     starts: torch.Tensor
     lengths: torch.Tensor
     hop_length: int
-    OLD_KEYS = {name: name for name in (*FRAME_FIELDS, "starts", "lengths", "hop_length")}
+    OLD_KEYS = {name: name for name in (*FRAME_FIELDS, "starts", "lengths")}
 
     @classmethod
     def from_mapping(cls, examples) -> Examples:
@@ -75,7 +75,7 @@ class Examples(OldKeys):
         it lacks one, the only hop then)."""
         if isinstance(examples, cls):
             return examples
-        return cls(**{name: examples[name] for name in (*FRAME_FIELDS, "starts", "lengths")},
+        return cls(**{name: examples[name] for name in cls.OLD_KEYS},
                    hop_length=examples.get("hop_length", HOP_LENGTH))
 
     def to(self, device) -> Examples:
@@ -98,8 +98,7 @@ class TrainingSet(OldKeys):
     sample_rate: int
     hop_length: int
     OLD_KEYS = {**{name: f"excerpts.{name}" for name in (*FRAME_FIELDS, "lengths")},
-                **{name: name for name in ("file_paths", "errors", "sources", "examples",
-                                           "sample_rate", "hop_length")}}
+                **{name: name for name in ("file_paths", "errors", "sources", "examples")}}
 
     def __post_init__(self):
         if self.examples.hop_length != self.hop_length:

@@ -220,6 +220,7 @@ def test_features_read_by_their_old_keys(bundled_features):
     assert isinstance(features, Features)
     assert (features.sample_rate, features.hop_length) == (SAMPLE_RATE, HOP_LENGTH)
     assert features["f0"] is features.f0 and features["path"] == features.path
+    assert set(features) == {"path", "audio", "f0", "voiced", "loudness", "mfcc"}  # the dict's
     edited = Features.from_mapping({**features, "f0": features.f0 * np.float32(2)})
     assert edited.f0[0] == 2 * features.f0[0] and edited.mfcc is features.mfcc
     with pytest.raises(KeyError, match=r"Features has no key 'pitch'.*\.f0, \.voiced"):
