@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from .config import HOP_LENGTH, SAMPLE_RATE
+from .config import HOP_LENGTH
 from .features import Features
 from .old_keys import OldKeys
 
