@@ -6,8 +6,8 @@ file, e.g. `from grown_timbres import synth`.
 
     config       SAMPLE_RATE
     audio        write_wav, read_wav
-    features     extract_features, load_multiple_files
-    batching     collate, batch_to_device, file_features
+    features     extract_features
+    batching     load_multiple_files, collate, batch_to_device, file_features
     model        DDSPModel
     loss         MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
     checkpoints  save_checkpoint, load_checkpoint, warm_start
@@ -31,8 +31,8 @@ file, e.g. `from grown_timbres import synth`.
 """
 from grown_timbres.config import SAMPLE_RATE
 from grown_timbres.audio import read_wav, write_wav
-from grown_timbres.features import extract_features, load_multiple_files
-from grown_timbres.batching import batch_to_device, collate, file_features
+from grown_timbres.features import extract_features
+from grown_timbres.batching import batch_to_device, collate, file_features, load_multiple_files
 from grown_timbres.model import DDSPModel
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from grown_timbres.checkpoints import load_checkpoint, save_checkpoint, warm_start

@@ -49,9 +49,9 @@ import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from grown_timbres.batching import (EXAMPLE_FRAMES, EXAMPLE_HOP_FRAMES, PADDING,  # noqa: E402
-                                    batch_to_device, collate, file_features)
-from grown_timbres.features import (extract_features, feature_cache_path,  # noqa: E402
+                                    batch_to_device, collate, file_features,
                                     load_multiple_files)
+from grown_timbres.features import extract_features, feature_cache_path  # noqa: E402
 from grown_timbres.growth import grow_timbre, held_note  # noqa: E402
 from grown_timbres.history import as_history  # noqa: E402
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss  # noqa: E402

@@ -3,17 +3,21 @@
 One concern per file, listed as the data flows; each file imports only files above it:
 
     config       sample rate, hop, FFT sizes: what every stage shares; the size limits
+    old_keys     dataclasses read by the keys of the dicts they replaced (old code keeps working)
     markup       text from files and records escaped for HTML and Markdown
     device       picking and naming the device, its free memory, waiting for it
     files        atomic writes, their temporary names and locks; what kind of file a path is
     audio        reading sound files, decoding a browser's recording, finishing renders, wavs
-    batching     files as training examples and listening excerpts, padded batches, the
-                 batches of training steps
     numba_cache  librosa's compiled kernels: the project's cache folder, one compiling
                  process at a time, a damaged cache found by a probe and rebuilt
     worker_pool  work spread over processes, which the stop button stops at once
     feature_cache  cache entries: the digest naming them, written, read without trusting them
-    features     f0, loudness, MFCC, their cache, many files at once
+    pitch        MIDI note numbers and Hz
+    analysis     pYIN f0, A-weighted loudness, MFCCs per frame, a chunk at a time
+    features     one file's Features, their cache, many files at once
+    training_set the TrainingSet: excerpts, examples, sources, errors (typed)
+    batching     files as training examples and listening excerpts, padded (collate), the
+                 batches of training steps
     synth        harmonic oscillators, filtered noise, the room's convolution
     model_config  ModelConfig: the model's sizes, rates and optional parts, checked; old ones read
     part         SynthPart: what a synthesizer part declares (controls, gain, lr scale, tail)

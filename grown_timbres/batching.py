@@ -1,4 +1,5 @@
-"""Batching: files -> training examples and listening excerpts -> padded batches.
+"""Batching: files -> training examples and listening excerpts -> a TrainingSet; the batches
+of training steps.
 
 A file longer than one example is cut into EXAMPLE_SECONDS windows every EXAMPLE_HOP_SECONDS
 (as magenta does), the last one ending at the file's end so that every second is used; windows
@@ -6,28 +7,30 @@ that are silent or mostly unpitched are dropped. A shorter file is one example o
 length. Evaluation, growth and melodies use one excerpt per file: the whole file up to
 EXCERPT_SECONDS, else its most sustained EXCERPT_SECONDS.
 
-    features (features.extract_features, one dict per file) -> collate -> batch:
-      f0 [B, T, 1] Hz, loudness [B, T, 1] dB, mfcc [B, T, N_MFCC], audio [B, T * HOP_LENGTH],
-      voiced [B, T], lengths [B] (valid frames): the files' excerpts, padded;
-      file_paths, errors {path: reason}, sources (a row per file: what training used of it),
-      examples: every file's frames end to end, each file followed by EXAMPLE_FRAMES of padding
-        (f0 [F], loudness [F], mfcc [F, N_MFCC], audio [F * HOP_LENGTH], voiced [F]), and per
-        example its start frame and length: starts [E], lengths [E]
+    paths -> load_multiple_files -> [Features] -> collate -> TrainingSet (training_set.py):
+      excerpts: the files' excerpts, padded (f0 [B, T, 1] Hz, ..., lengths [B]);
+      examples: every file's frames end to end, each file followed by EXAMPLE_FRAMES of
+        padding, and per example its start frame and length: starts [E], lengths [E];
+      file_paths, sources (a row per file: what training used of it), errors {path: reason}
     StepBatches(examples, batch_size).load(step) -> the padded batch [batch_size, T, ...] of
       one training step, written into the same tensors every step
 """
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from .audio import AudioInputError
-from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, checked_number
+from .config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, SAMPLE_RATE, checked_number
+from .features import Features, extract_files
+from .training_set import FRAME_FIELDS, Examples, Excerpts, TrainingSet
 
 EXAMPLE_SECONDS = 4.0  # magenta's training examples: 4 s, one every second
 EXAMPLE_HOP_SECONDS = 1.0
+# Windows are counted in frames of config's hop (FRAME_RATE), read when a batch is made
 EXAMPLE_FRAMES = int(EXAMPLE_SECONDS * FRAME_RATE)  # 344 frames, 3.99 s
 EXAMPLE_HOP_FRAMES = int(EXAMPLE_HOP_SECONDS * FRAME_RATE)  # 86
 EXCERPT_SECONDS = 30.0  # what evaluation, growth and melodies see of a file
@@ -50,10 +53,15 @@ def pad_to(array: np.ndarray, n_frames: int, frame_axis: int = 0, hop: int = 1,
     return np.pad(array, widths, mode="constant", constant_values=value)
 
 
-# How each key is padded: (samples per frame, fill value; None holds the last entry). f0 and
-# MFCCs are held, loudness floored, audio zeroed, padding unvoiced; the loss masks it out.
-PADDING = {"f0": (1, None), "loudness": (1, LOUDNESS_FLOOR_DB), "mfcc": (1, None),
-           "audio": (HOP_LENGTH, 0.0), "voiced": (1, False)}
+def padding(hop_length: int) -> dict:
+    """How each feature is padded: {name: (samples per frame, fill value; None holds the last
+    entry)}. f0 and MFCCs are held, loudness floored, audio zeroed, padding unvoiced; the loss
+    masks it out."""
+    return {"f0": (1, None), "loudness": (1, LOUDNESS_FLOOR_DB), "mfcc": (1, None),
+            "audio": (hop_length, 0.0), "voiced": (1, False)}
+
+
+PADDING = padding(HOP_LENGTH)  # at config's hop: for takes made by hand (benchmarks)
 
 
 def example_starts(n_frames: int) -> np.ndarray:
@@ -68,121 +76,151 @@ def example_starts(n_frames: int) -> np.ndarray:
     return starts.astype(np.int64)
 
 
-def split_examples(features: dict) -> dict:
+def split_examples(features: Features) -> dict:
     """One file's training windows: {starts [E], lengths [E] frames, silent, unpitched} with
     the dropped windows counted (silent: no frame above SILENT_EXAMPLE_DB; unpitched: some
     sound, but under MIN_VOICED_FRACTION of its frames voiced, such as a window mostly of
     silence or of noise)."""
-    n_frames = len(features["f0"])
+    n_frames = len(features.f0)
     starts = example_starts(n_frames)
     lengths = np.minimum(n_frames - starts, EXAMPLE_FRAMES)
     if len(starts) == 1:
         return {"starts": starts, "lengths": lengths, "silent": 0, "unpitched": 0}
     windows = starts[:, None] + np.arange(EXAMPLE_FRAMES)
-    loud = features["loudness"][windows].max(axis=1) > SILENT_EXAMPLE_DB
-    pitched = features["voiced"][windows].mean(axis=1) >= MIN_VOICED_FRACTION
+    loud = features.loudness[windows].max(axis=1) > SILENT_EXAMPLE_DB
+    pitched = features.voiced[windows].mean(axis=1) >= MIN_VOICED_FRACTION
     keep = loud & pitched
     return {"starts": starts[keep], "lengths": lengths[keep],
             "silent": int(np.sum(~loud)), "unpitched": int(np.sum(loud & ~pitched))}
 
 
-def excerpt_start(features: dict) -> int:
+def excerpt_start(features: Features) -> int:
     """Start frame of a file's excerpt: 0 for a file of at most EXCERPT_FRAMES, else the first
     window of EXCERPT_FRAMES with the most frames that are voiced and not silent."""
-    n_frames = len(features["f0"])
+    n_frames = len(features.f0)
     if n_frames <= EXCERPT_FRAMES:
         return 0
-    sustained = features["voiced"] & (features["loudness"] > SILENT_EXAMPLE_DB)
+    sustained = features.voiced & (features.loudness > SILENT_EXAMPLE_DB)
     counts = np.concatenate([[0], np.cumsum(sustained)])
     in_window = counts[EXCERPT_FRAMES:] - counts[:-EXCERPT_FRAMES]
     return int(np.argmax(in_window))
 
 
-def excerpt(features: dict) -> dict:
-    """A file's features cut to its excerpt (excerpt_start), keys as extract_features'."""
+def excerpt(features: Features) -> Features:
+    """A file's features cut to its excerpt (excerpt_start)."""
     start = excerpt_start(features)
-    end = start + min(len(features["f0"]), EXCERPT_FRAMES)
-    cut = {key: features[key][start:end] for key, (hop, _) in PADDING.items() if hop == 1}
-    return {**features, **cut, "audio": features["audio"][start * HOP_LENGTH: end * HOP_LENGTH]}
+    end = start + min(len(features.f0), EXCERPT_FRAMES)
+    hop = features.hop_length
+    return replace(features, audio=features.audio[start * hop: end * hop],
+                   **{name: getattr(features, name)[start:end]
+                      for name in ("f0", "loudness", "mfcc", "voiced")})
 
 
-def padded_batch(features: list) -> dict:
-    """Feature dicts -> padded torch tensors (CPU): f0 [B, T, 1], loudness [B, T, 1],
-    mfcc [B, T, N_MFCC], audio [B, T * HOP_LENGTH], voiced [B, T], lengths [B]."""
-    n_frames = max(len(f["f0"]) for f in features)
-    batch = {key: torch.from_numpy(np.stack([pad_to(f[key], n_frames, 0, hop, value)
+def padded_batch(features: list, hop_length: int) -> Excerpts:
+    """Features -> Excerpts: padded torch tensors (CPU), each row padded to the longest."""
+    n_frames = max(len(f.f0) for f in features)
+    rows = {name: torch.from_numpy(np.stack([pad_to(getattr(f, name), n_frames, 0, hop, value)
                                              for f in features]))
-             for key, (hop, value) in PADDING.items()}
-    batch["f0"], batch["loudness"] = batch["f0"][..., None], batch["loudness"][..., None]
-    batch["lengths"] = torch.tensor([len(f["f0"]) for f in features])
-    return batch
+            for name, (hop, value) in padding(hop_length).items()}
+    rows["f0"], rows["loudness"] = rows["f0"][..., None], rows["loudness"][..., None]
+    return Excerpts(**rows, lengths=torch.tensor([len(f.f0) for f in features]))
 
 
-def collate(features: list, errors: dict | None = None) -> dict:
-    """extract_features dicts -> the batch described at the top of this file (CPU tensors).
-    file_features(batch, i) gives file i's excerpt back. A file with no window worth training
-    on (all silent or unpitched) is left out and listed in `errors` with a warning; when none
-    is left, AudioInputError."""
+def usable_files(features: list, errors: dict) -> list:
+    """[(features, split_examples of them)] of the files with a window worth training on; a
+    file without (all silent or unpitched) is listed in `errors` with a warning; when none is
+    left, AudioInputError."""
     import warnings
     from pathlib import Path
 
-    errors, usable = dict(errors or {}), []
+    usable = []
     for f in features:
         split = split_examples(f)
         if len(split["starts"]):
             usable.append((f, split))
         else:
-            errors[f["path"]] = (f"no {EXAMPLE_SECONDS:.0f} s stretch to train on: of its "
-                                 f"windows, {split['silent']} are silent and "
-                                 f"{split['unpitched']} mostly unpitched")
-            warnings.warn(f"{f['path']}: {errors[f['path']]}", stacklevel=2)
+            errors[f.path] = (f"no {EXAMPLE_SECONDS:.0f} s stretch to train on: of its "
+                              f"windows, {split['silent']} are silent and "
+                              f"{split['unpitched']} mostly unpitched")
+            warnings.warn(f"{f.path}: {errors[f.path]}", stacklevel=3)
     if not usable:
-        raise AudioInputError(", ".join(f["path"] for f in features) or "<none>",
+        raise AudioInputError(", ".join(f.path for f in features) or "<none>",
                               "no usable audio file (" + ("; ".join(
                                   f"{Path(p).name}: {r}" for p, r in errors.items())
                                   or "no files given") + ")")
-    features = [f for f, _ in usable]
-    parts = {key: [] for key in PADDING}
-    starts, lengths, sources, offset = [], [], [], 0
+    return usable
+
+
+def source_row(f: Features, split: dict) -> dict:
+    """What training used of one file: a row of TrainingSet.sources."""
+    from pathlib import Path
+
+    frame_rate = f.sample_rate / f.hop_length
+    covered = np.zeros(len(f.f0), dtype=bool)
+    for start, length in zip(split["starts"], split["lengths"]):
+        covered[start: start + length] = True
+    return {"file": Path(f.path).name, "seconds": len(f.f0) / frame_rate,
+            "examples": len(split["starts"]), "silent": split["silent"],
+            "unpitched": split["unpitched"], "seconds_used": float(covered.sum()) / frame_rate,
+            "excerpt_start_seconds": excerpt_start(f) / frame_rate}
+
+
+def collate(features: list, errors: dict | None = None) -> TrainingSet:
+    """Features (or dicts of their keys) -> the TrainingSet described at the top of this file
+    (CPU tensors); its files must share one sample rate and hop. A file with no window worth
+    training on is left out and listed in `errors` (usable_files)."""
+    features = [Features.from_mapping(f) for f in features]
+    framings = {(f.sample_rate, f.hop_length) for f in features}
+    if len(framings) > 1:
+        raise ValueError(f"files of different (sample rate, hop) {sorted(framings)} cannot "
+                         "be trained on together")
+    errors = dict(errors or {})
+    usable = usable_files(features, errors)
+    sample_rate, hop_length = framings.pop()
+    pad = padding(hop_length)
+    parts = {name: [] for name in FRAME_FIELDS}
+    starts, lengths, offset = [], [], 0
     for f, split in usable:
-        for key, (hop, value) in PADDING.items():
-            parts[key].append(pad_to(f[key], len(f["f0"]) + EXAMPLE_FRAMES, 0, hop, value))
+        for name, (hop, value) in pad.items():
+            parts[name].append(pad_to(getattr(f, name), len(f.f0) + EXAMPLE_FRAMES, 0, hop,
+                                      value))
         starts.append(split["starts"] + offset)
         lengths.append(split["lengths"])
-        covered = np.zeros(len(f["f0"]), dtype=bool)
-        for start, length in zip(split["starts"], split["lengths"]):
-            covered[start: start + length] = True
-        sources.append({"file": Path(f["path"]).name, "seconds": len(f["f0"]) / FRAME_RATE,
-                        "examples": len(split["starts"]), "silent": split["silent"],
-                        "unpitched": split["unpitched"],
-                        "seconds_used": float(covered.sum()) / FRAME_RATE,
-                        "excerpt_start_seconds": excerpt_start(f) / FRAME_RATE})
-        offset += len(f["f0"]) + EXAMPLE_FRAMES
-    examples = {key: torch.from_numpy(np.concatenate(parts[key])) for key in PADDING}
-    examples.update(starts=torch.from_numpy(np.concatenate(starts)),
-                    lengths=torch.from_numpy(np.concatenate(lengths)))
-    return {**padded_batch([excerpt(f) for f in features]),
-            "file_paths": [f["path"] for f in features], "errors": errors,
-            "sources": sources, "examples": examples}
+        offset += len(f.f0) + EXAMPLE_FRAMES
+    examples = Examples(**{name: torch.from_numpy(np.concatenate(parts[name]))
+                           for name in FRAME_FIELDS},
+                        starts=torch.from_numpy(np.concatenate(starts)),
+                        lengths=torch.from_numpy(np.concatenate(lengths)), hop_length=hop_length)
+    features = [f for f, _ in usable]
+    return TrainingSet(excerpts=padded_batch([excerpt(f) for f in features], hop_length),
+                       examples=examples, file_paths=[f.path for f in features],
+                       sources=[source_row(f, split) for f, split in usable], errors=errors,
+                       sample_rate=sample_rate, hop_length=hop_length)
 
 
-def batch_to_device(batch: dict, device) -> dict:
-    """The same dict with every tensor, also those of its examples, moved to `device`."""
-    return {k: batch_to_device(v, device) if isinstance(v, dict) and k == "examples" else
-            v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+def load_multiple_files(file_paths, progress: bool = True, cache_dir=None,
+                        n_workers: int | None = None, hop_length: int = HOP_LENGTH
+                        ) -> TrainingSet:
+    """Many files' features (features.extract_files: which files fail and why, `cache_dir`,
+    `n_workers`, the stop button, frames of `hop_length` samples) collated as a TrainingSet."""
+    features, errors = extract_files(file_paths, progress, cache_dir, n_workers, hop_length)
+    return collate(features, errors)
 
 
-def file_features(batch: dict, index: int) -> dict:
-    """File `index`'s excerpt from a padded batch, padding cut, as extract_features gave it
-    (numpy): path, audio [n * HOP_LENGTH], f0 [n] Hz, voiced [n], loudness [n] dB,
-    mfcc [n, N_MFCC]."""
-    n = int(batch["lengths"][index])
-    return {"path": batch["file_paths"][index],
-            "audio": batch["audio"][index, : n * HOP_LENGTH].cpu().numpy(),
-            "f0": batch["f0"][index, :n, 0].cpu().numpy(),
-            "voiced": batch["voiced"][index, :n].cpu().numpy(),
-            "loudness": batch["loudness"][index, :n, 0].cpu().numpy(),
-            "mfcc": batch["mfcc"][index, :n].cpu().numpy()}
+def batch_to_device(batch: TrainingSet, device) -> TrainingSet:
+    """batch.to(device): every tensor, the examples' too, on `device`."""
+    return batch.to(device)
+
+
+def file_features(batch, index: int) -> Features:
+    """batch.file_features(index): file `index`'s excerpt, padding cut, as extract_features gave
+    it; `batch` a TrainingSet, or a dict of its old keys (made by code from before it)."""
+    if isinstance(batch, TrainingSet):
+        return batch.file_features(index)
+    excerpts = Excerpts(**{name: batch[name] for name in (*FRAME_FIELDS, "lengths")})
+    return excerpts.features(index, batch["file_paths"][index],
+                             batch.get("sample_rate", SAMPLE_RATE),
+                             batch.get("hop_length", HOP_LENGTH))
 
 
 class StepBatches:
@@ -195,16 +233,16 @@ class StepBatches:
     load(step) writes step's examples into those same tensors, so a captured graph reading
     them sees each step's. With all examples in one step it is built once and never changes."""
 
-    def __init__(self, examples: dict, batch_size: int | None = None):
-        self.examples = examples
-        self.n_examples = len(examples["starts"])
+    def __init__(self, examples: Examples, batch_size: int | None = None):
+        self.examples = examples = Examples.from_mapping(examples)
+        self.n_examples = len(examples.starts)
         if self.n_examples == 0:
             raise ValueError("no training examples: StepBatches needs at least one")
         if batch_size is not None:
             batch_size = checked_number("batch_size", batch_size, whole=True, at_least=1)
         self.batch_size = min(batch_size or self.n_examples, self.n_examples)
         self.steps_per_epoch = math.ceil(self.n_examples / self.batch_size)
-        self.n_frames = int(examples["lengths"].max())
+        self.n_frames = int(examples.lengths.max())
         self.rows = torch.arange(self.batch_size)  # the examples `batch` holds
         self.batch = self.gather(self.rows)
 
@@ -224,15 +262,14 @@ class StepBatches:
     def gather(self, rows: torch.Tensor) -> dict:
         """The padded batch of examples `rows` (new tensors on the examples' device)."""
         examples = self.examples
-        device = examples["f0"].device
+        device, hop = examples.f0.device, examples.hop_length
         rows = rows.to(device)
-        frames = examples["starts"][rows, None] + torch.arange(self.n_frames, device=device)
-        samples = (frames[:, :, None] * HOP_LENGTH +
-                   torch.arange(HOP_LENGTH, device=device)).flatten(1)
-        return {"f0": examples["f0"][frames][..., None],
-                "loudness": examples["loudness"][frames][..., None],
-                "mfcc": examples["mfcc"][frames], "audio": examples["audio"][samples],
-                "voiced": examples["voiced"][frames], "lengths": examples["lengths"][rows]}
+        frames = examples.starts[rows, None] + torch.arange(self.n_frames, device=device)
+        samples = (frames[:, :, None] * hop + torch.arange(hop, device=device)).flatten(1)
+        return {"f0": examples.f0[frames][..., None],
+                "loudness": examples.loudness[frames][..., None],
+                "mfcc": examples.mfcc[frames], "audio": examples.audio[samples],
+                "voiced": examples.voiced[frames], "lengths": examples.lengths[rows]}
 
     def load(self, step: int) -> dict:
         """Write step `step`'s examples into `batch` (in place) and return it."""

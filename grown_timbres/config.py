@@ -14,6 +14,7 @@ LOUDNESS_FLOOR_DB = -80.0  # loudness is clipped here; the model scales it as db
 # from anything it learned, and a value like 1e30 is a bug, not a level.
 LOUDNESS_MAX_DB = 40.0
 N_MFCC = 20
+MFCC_MAX_ABS = 1e4  # MFCCs of audio within [-1, 1] stay within about +/-1200 (silence: -800)
 # The f0 a render takes: every MIDI note (0 to 127, what note lists and MIDI files name) with a
 # semitone to spare either side, for vibrato and glides. Outside, a value is a bug, not a pitch
 # (at 1e-30 Hz every harmonic sits at 0 Hz and the render is near-silence). Notes above

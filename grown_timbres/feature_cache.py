@@ -9,7 +9,7 @@ digest, and every member's size against the manifest and against what that many 
 before any member is inflated: a small entry cannot inflate to gigabytes.
 
     audio file -> digest (64 hex) -> <cache_dir>/<digest[:32]>.npz
-    entry -> {audio [N], f0 [T], voiced [T], loudness [T], mfcc [T, N_MFCC]}   (N = T * HOP_LENGTH)
+    entry -> {audio [N], f0 [T], voiced [T], loudness [T], mfcc [T, N_MFCC]}   (N = T * hop_length)
 """
 from __future__ import annotations
 
@@ -24,13 +24,11 @@ import numpy as np
 
 from .audio import MIN_AUDIO_SAMPLES
 from .files import file_kind
-from .config import HOP_LENGTH, MAX_AUDIO_SECONDS, N_MFCC, SAMPLE_RATE
+from .config import MAX_AUDIO_SECONDS, N_MFCC, SAMPLE_RATE
 
 FEATURE_KEYS = ("audio", "f0", "voiced", "loudness", "mfcc")
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 16  # a manifest is about 1 KiB
-MIN_FRAMES = -(-MIN_AUDIO_SAMPLES // HOP_LENGTH)
-MAX_FRAMES = int(MAX_AUDIO_SECONDS * SAMPLE_RATE) // HOP_LENGTH
 READ_BLOCK_BYTES = 1 << 20
 
 
@@ -79,9 +77,15 @@ def entry_path(cache_dir, digest: str) -> Path:
     return Path(cache_dir) / f"{digest[:32]}.npz"
 
 
-def member_layouts(n_frames: int) -> dict:
+def frame_limits(hop_length: int) -> tuple[int, int]:
+    """(fewest, most) frames of `hop_length` samples that an accepted audio file has."""
+    return (-(-MIN_AUDIO_SAMPLES // hop_length),
+            int(MAX_AUDIO_SECONDS * SAMPLE_RATE) // hop_length)
+
+
+def member_layouts(n_frames: int, hop_length: int) -> dict:
     """{key: (dtype, shape, bytes of its .npy member)} of an entry of n_frames frames."""
-    shapes = {"audio": (n_frames * HOP_LENGTH,), "f0": (n_frames,), "voiced": (n_frames,),
+    shapes = {"audio": (n_frames * hop_length,), "f0": (n_frames,), "voiced": (n_frames,),
               "loudness": (n_frames,), "mfcc": (n_frames, N_MFCC)}
     layouts = {}
     for key, shape in shapes.items():
@@ -94,9 +98,10 @@ def member_layouts(n_frames: int) -> dict:
     return layouts
 
 
-def max_entry_bytes() -> int:
+def max_entry_bytes(hop_length: int) -> int:
     """The largest entry a file of MAX_AUDIO_SECONDS can make, with room for the zip's own."""
-    members = sum(size for _, _, size in member_layouts(MAX_FRAMES).values())
+    most = frame_limits(hop_length)[1]
+    members = sum(size for _, _, size in member_layouts(most, hop_length).values())
     return members + MAX_MANIFEST_BYTES + (1 << 16)
 
 
@@ -114,7 +119,8 @@ def write_entry(tmp, digest: str, settings_json: str, arrays: dict) -> None:
             "n_frames": len(arrays["f0"]), "sizes": sizes}, sort_keys=True))
 
 
-def read_manifest(archive: zipfile.ZipFile, digest: str, settings_json: str) -> dict:
+def read_manifest(archive: zipfile.ZipFile, digest: str, settings_json: str,
+                  hop_length: int) -> dict:
     """The entry's manifest, checked: the right settings and audio file, a plausible length."""
     names = set(archive.namelist())
     if MANIFEST not in names:
@@ -135,9 +141,9 @@ def read_manifest(archive: zipfile.ZipFile, digest: str, settings_json: str) -> 
     if manifest["digest"] != digest:
         raise ValueError(f"was made from another audio file (its manifest names the digest "
                          f"{manifest['digest'][:32]}, this file's is {digest[:32]})")
-    if not MIN_FRAMES <= manifest["n_frames"] <= MAX_FRAMES:
-        raise ValueError(f"claims {manifest['n_frames']} frames; a file has {MIN_FRAMES} to "
-                         f"{MAX_FRAMES}")
+    fewest, most = frame_limits(hop_length)
+    if not fewest <= manifest["n_frames"] <= most:
+        raise ValueError(f"claims {manifest['n_frames']} frames; a file has {fewest} to {most}")
     missing = sorted({f"{key}.npy" for key in FEATURE_KEYS} - names)
     if missing:  # with at most as many members as expected (check_directory_end), no others
         raise ValueError(f"lacks {', '.join(missing)}")
@@ -159,19 +165,20 @@ def check_directory_end(file, size: int) -> None:
     file.seek(0)
 
 
-def read_entry(cached, digest: str, settings_json: str) -> dict:
+def read_entry(cached, digest: str, settings_json: str, hop_length: int) -> dict:
     """The arrays of the entry at `cached` (FEATURE_KEYS, their dtypes and shapes checked),
     after its manifest (read_manifest) and every member's size are checked. Raises
     FileNotFoundError when there is none, OldFormatEntry for an earlier version's entry, and
     ValueError (or zipfile's, json's or numpy's own errors) saying what else is wrong."""
     with open_regular(cached, "cache entry") as file:
         size = os.fstat(file.fileno()).st_size
-        if size > max_entry_bytes():
-            raise ValueError(f"is {size} bytes; the largest entry is {max_entry_bytes()}")
+        if size > max_entry_bytes(hop_length):
+            raise ValueError(f"is {size} bytes; the largest entry is "
+                             f"{max_entry_bytes(hop_length)}")
         check_directory_end(file, size)
         with zipfile.ZipFile(file) as archive:
-            manifest = read_manifest(archive, digest, settings_json)
-            layouts = member_layouts(manifest["n_frames"])
+            manifest = read_manifest(archive, digest, settings_json, hop_length)
+            layouts = member_layouts(manifest["n_frames"], hop_length)
             for key, (_, _, expected) in layouts.items():
                 declared = archive.getinfo(f"{key}.npy").file_size
                 if not declared == manifest["sizes"].get(key) == expected:

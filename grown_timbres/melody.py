@@ -10,7 +10,8 @@ import math
 import numpy as np
 
 from .config import FRAME_RATE, LOUDNESS_FLOOR_DB, MAX_RENDER_SECONDS
-from .notes import as_notes, midi_to_hz
+from .notes import as_notes
+from .pitch import midi_to_hz
 
 MELODY_LOUDNESS_DB = -20.0  # a note list's level unless told (see training_ranges)
 ATTACK_SECONDS = 0.03  # floor -> note level, linear in dB

@@ -15,10 +15,11 @@ import torch.nn as nn
 
 from .config import (HOP_LENGTH, LOUDNESS_FLOOR_DB, LOUDNESS_MAX_DB, RENDER_F0_MAX_HZ,
                      RENDER_F0_MIN_HZ, SAMPLE_RATE)
-from .features import MFCC_MAX_ABS, hz_to_midi
+from .config import MFCC_MAX_ABS
 from .harmonic_part import HarmonicPart
 from .model_config import ModelConfig
 from .noise_part import NoisePart
+from .pitch import hz_to_midi
 from .room_part import RoomPart
 
 # What a render takes (check_synthesis_inputs). Gains mute or fade a part (0 to 1); louder

@@ -33,11 +33,6 @@ class Note:
         return self.pitch_midi is None
 
 
-def midi_to_hz(midi):
-    """MIDI note number -> Hz (the inverse of hz_to_midi); numpy arrays, tensors or floats."""
-    return 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
-
-
 def note_to_midi(name: str) -> float:
     """'C4' -> 60, 'C#4' / 'Db4' -> 61, 'Bb3' -> 58, 'C-1' -> 0 (scientific pitch, letters in
     either case, one # or b), or a MIDI number as text ('60', '61.5'). Raises ValueError."""

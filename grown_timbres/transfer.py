@@ -8,6 +8,7 @@ another recording's f0 and loudness moved into the training range; the timbre is
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -43,9 +44,9 @@ def notes_to_melody(notes, training=None, pitch_shift: float = 0.0, loudness_shi
 def _voiced_frames(source) -> tuple[np.ndarray, np.ndarray]:
     """(f0 [K] Hz, loudness [K] dB), float64, of the voiced frames of a batch (valid frames
     only), of one extract_features dict, or of a list of them."""
-    if isinstance(source, dict) and "lengths" in source:
+    if isinstance(source, Mapping) and "lengths" in source:
         source = [file_features(source, i) for i in range(len(source["lengths"]))]
-    elif isinstance(source, dict):
+    elif isinstance(source, Mapping):
         source = [source]
     f0s, loudnesses = [np.zeros(0)], [np.zeros(0)]
     for features in source:
@@ -119,13 +120,13 @@ def recording_to_controls(recording, training=None, pitch_shift: float = 0.0,
             "octave_shift": octave_shift, "pitch_shift": float(pitch_shift),
             "loudness_shift": float(loudness_shift), "loudness_scale": scale,
             "loudness_offset": offset, "training_ranges": stats,
-            "path": str(features.get("path", "") if isinstance(recording, dict) else recording)}
+            "path": str(features.get("path", "") if isinstance(recording, Mapping) else recording)}
 
 
 def _recording_features(recording, cache_dir) -> dict:
     """An extract_features dict as is, or an audio file's features; a file longer than a
     melody may be (MAX_RENDER_SECONDS) is refused before they are computed."""
-    if isinstance(recording, dict):
+    if isinstance(recording, Mapping):
         return recording
     import soundfile as sf
 

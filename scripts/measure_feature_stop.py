@@ -49,7 +49,8 @@ def main() -> None:
                         help="seconds after the first entry is written")
     args = parser.parse_args()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a notebook kernel
-    from grown_timbres.features import compile_feature_kernels, load_multiple_files
+    from grown_timbres.batching import load_multiple_files
+    from grown_timbres.features import compile_feature_kernels
 
     compile_feature_kernels()  # the kernels of a warm environment: only extraction is timed
     with tempfile.TemporaryDirectory(prefix="ddsp_feature_stop_") as folder:

@@ -67,7 +67,7 @@ def measure(path: Path) -> dict:
     """In this (fresh) process: extract_features(path) without a cache, then collate."""
     import resource
 
-    from grown_timbres import features
+    from grown_timbres import analysis, features
     from grown_timbres.batching import collate
 
     spent = {"read": 0.0, "pyin": 0.0}
@@ -84,7 +84,7 @@ def measure(path: Path) -> dict:
     features.compile_feature_kernels()  # as load_multiple_files does; numba's cache is warm
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     features.load_audio = timed("read", features.load_audio)
-    features.pyin_frames = timed("pyin", features.pyin_frames)
+    analysis.pyin_frames = timed("pyin", analysis.pyin_frames)
     start = time.perf_counter()
     feats = features.extract_features(path)
     batch = collate([feats])

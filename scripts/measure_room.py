@@ -38,8 +38,7 @@ sys.path.insert(0, str(ROOT))
 from grown_timbres.audio import load_audio, write_wav  # noqa: E402
 from grown_timbres.files import atomic_write  # noqa: E402
 from grown_timbres.config import SAMPLE_RATE  # noqa: E402
-from grown_timbres.batching import batch_to_device  # noqa: E402
-from grown_timbres.features import load_multiple_files  # noqa: E402
+from grown_timbres.batching import batch_to_device, load_multiple_files  # noqa: E402
 from grown_timbres.loss import OptimizedMultiScaleSpectralLoss  # noqa: E402
 from grown_timbres.model import DDSPModel  # noqa: E402
 from grown_timbres.scoring import evaluate_batch  # noqa: E402

@@ -151,7 +151,7 @@ def unmet_requirements(wheels: list[Path]) -> list[str]:
 
 def fill_feature_cache() -> int:
     """The bundled tones' features into FEATURE_CACHE (pYIN runs here, once)."""
-    from grown_timbres.features import load_multiple_files
+    from grown_timbres.batching import load_multiple_files
 
     tones = sorted((ROOT / "scale_tones").glob("*.wav"))
     load_multiple_files(tones, progress=False, cache_dir=FEATURE_CACHE)

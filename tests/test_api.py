@@ -16,12 +16,12 @@ from conftest import REPO_ROOT
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
 PACKAGE = REPO_ROOT / "grown_timbres"
 # The data flow, as grown_timbres/__init__.py lists it: a file imports only files above it.
-FLOW = ["config", "markup", "device", "files", "audio", "batching", "numba_cache", "worker_pool",
-        "feature_cache", "features", "synth", "model_config", "part", "harmonic_part",
-        "noise_part", "room_part", "model", "loss", "checkpoints", "capture", "history",
-        "resume", "step", "train_options", "train", "stages", "growth", "scoring", "report",
-        "runs", "notes", "midi", "melody", "transfer", "plots", "notebook", "comparison",
-        "checks"]
+FLOW = ["config", "old_keys", "markup", "device", "files", "audio", "numba_cache", "worker_pool",
+        "feature_cache", "pitch", "analysis", "features", "training_set", "batching", "synth",
+        "model_config", "part", "harmonic_part", "noise_part", "room_part", "model", "loss",
+        "checkpoints", "capture", "history", "resume", "step", "train_options", "train",
+        "stages", "growth", "scoring", "report", "runs", "notes", "midi", "melody", "transfer",
+        "plots", "notebook", "comparison", "checks"]
 
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
@@ -89,6 +89,18 @@ def test_imports_run_one_way(name):
     imported = {node.module for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.level == 1}
     assert imported <= set(FLOW[: FLOW.index(name)]), sorted(imported)
+
+
+@pytest.mark.parametrize("name, data_stages", [
+    ("model", {"analysis", "features", "training_set", "batching"}),
+    ("features", {"training_set", "batching"})])
+def test_imports_follow_the_data(name, data_stages):
+    """The model takes pitch conversions from pitch.py, not from the features; the features
+    of a file know nothing of batches (batching imports features, never the reverse)."""
+    tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    imported = {node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level == 1}
+    assert not imported & data_stages, sorted(imported & data_stages)
 
 
 def test_import_is_light():

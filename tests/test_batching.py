@@ -11,7 +11,7 @@ from grown_timbres.batching import (EXAMPLE_FRAMES, EXAMPLE_HOP_FRAMES, EXCERPT_
                                     StepBatches, collate, example_starts, file_features,
                                     padded_batch)
 from grown_timbres.config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
-from grown_timbres.features import extract_features
+from grown_timbres.features import extract_features, feature_cache_path
 from grown_timbres.loss import MultiScaleSpectralLoss, OptimizedMultiScaleSpectralLoss
 from grown_timbres.model import DDSPModel
 from grown_timbres.resume import resume_training
@@ -109,10 +109,11 @@ def test_short_files_are_one_example_each_and_batch_as_before(bundled_features):
     assert [s["examples"] for s in batch["sources"]] == [1, 1, 1]
     feed = StepBatches(batch["examples"])
     assert (feed.batch_size, feed.steps_per_epoch, feed.changes) == (3, 1, False)
-    expected = padded_batch(bundled_features[:3])
-    for key, value in expected.items():
+    expected = padded_batch(bundled_features[:3], HOP_LENGTH)
+    for key in ("f0", "loudness", "mfcc", "audio", "voiced", "lengths"):
+        value = getattr(expected, key)
         torch.testing.assert_close(feed.batch[key], value, rtol=0, atol=0)
-        torch.testing.assert_close(batch[key], value, rtol=0, atol=0)
+        torch.testing.assert_close(getattr(batch.excerpts, key), value, rtol=0, atol=0)
 
 
 def test_the_excerpt_is_the_most_sustained_30_seconds(bundled_features):
@@ -286,3 +287,30 @@ def test_collate_of_no_files_says_so():
 
     with pytest.raises(AudioInputError, match=r"no usable audio file \(no files given\)"):
         collate([])
+
+
+def test_a_hop_set_where_the_data_is_made_reaches_the_steps(tmp_path, write_wav_file):
+    """Features made with a hop of 128 samples: twice the frames of config's 256 for the same
+    audio, cached under their own key and read back; collate carries the hop into the
+    TrainingSet and its examples, whose audio is 128 samples a frame; files of two hops are
+    refused together."""
+    t = np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
+    path = write_wav_file("a3.wav", 0.4 * np.sin(2 * np.pi * 220 * t))
+    cache = tmp_path / "cache"
+    fine = extract_features(path, cache, hop_length=128)
+    assert feature_cache_path(path, cache, 128) != feature_cache_path(path, cache)
+    assert feature_cache_path(path, cache, 128).is_file()
+    assert fine.hop_length == 128 and len(fine.f0) == len(t) // 128
+    assert len(fine.audio) == 128 * len(fine.f0) and fine.mfcc.shape == (len(fine.f0), N_MFCC)
+    assert np.median(fine.f0[fine.voiced]) == pytest.approx(220.0, rel=0.01)
+    hit = extract_features(path, cache, hop_length=128)
+    np.testing.assert_array_equal(hit.mfcc, fine.mfcc)
+    batch = collate([fine])
+    assert batch.hop_length == batch.examples.hop_length == 128
+    assert batch.excerpts.audio.shape == (1, 128 * len(fine.f0))
+    assert batch.sources[0]["seconds"] == pytest.approx(len(fine.f0) * 128 / SAMPLE_RATE)
+    np.testing.assert_array_equal(StepBatches(batch.examples).batch["audio"][0].numpy(),
+                                  fine.audio)
+    np.testing.assert_array_equal(file_features(batch, 0).audio, fine.audio)
+    with pytest.raises(ValueError, match=r"different \(sample rate, hop\)"):
+        collate([fine, extract_features(path)])

@@ -14,7 +14,8 @@ import pytest
 
 from grown_timbres import feature_cache
 from grown_timbres.feature_cache import FEATURE_KEYS, MANIFEST
-from grown_timbres.features import extract_features, feature_cache_path, load_multiple_files
+from grown_timbres.batching import load_multiple_files
+from grown_timbres.features import extract_features, feature_cache_path
 from test_features import cache_must_hit, manifest_of, old_format, rewrite_entry, short_tone
 
 GIB = 1 << 30

@@ -238,7 +238,7 @@ def test_every_midi_note_renders_and_the_f0_range_is_the_configs():
     and MIDI files may name) with a semitone to spare; MIDI 0 and 127 render, without a word
     below Nyquist."""
     from grown_timbres.config import RENDER_F0_MAX_HZ, RENDER_F0_MIN_HZ
-    from grown_timbres.notes import midi_to_hz
+    from grown_timbres.pitch import midi_to_hz
 
     assert midi_to_hz(-1) == pytest.approx(RENDER_F0_MIN_HZ) and RENDER_F0_MIN_HZ < 7.73
     assert midi_to_hz(128) == pytest.approx(RENDER_F0_MAX_HZ) and RENDER_F0_MAX_HZ > 13289

@@ -1,6 +1,7 @@
 """grown_timbres/train.py: the loop: seeds, checkpoints and exact resumption (NaN stops,
 interrupts and full disks: test_long_runs.py), the history it records, and its options
 (TrainOptions: old keywords, unknown ones and bad numbers refused, a learning-rate schedule)."""
+import dataclasses
 import math
 import time
 
@@ -202,8 +203,8 @@ def test_train_takes_whole_numbers_given_as_floats_and_numpy_numbers():
 
 def test_train_refuses_a_batch_without_training_examples():
     batch = tone_batch()
-    batch["examples"] = {**batch["examples"], "starts": batch["examples"]["starts"][:0],
-                         "lengths": batch["examples"]["lengths"][:0]}
+    batch = dataclasses.replace(batch, examples=dataclasses.replace(
+        batch.examples, starts=batch.examples.starts[:0], lengths=batch.examples.lengths[:0]))
     model, optimizer = fresh()
     with pytest.raises(ValueError, match="the batch has no training examples"):
         train(model, optimizer, batch, MultiScaleSpectralLoss(), 1, progress=False)

@@ -7,7 +7,8 @@ import torch
 
 from grown_timbres.config import FRAME_RATE, HOP_LENGTH, LOUDNESS_FLOOR_DB, N_MFCC, SAMPLE_RATE
 from grown_timbres.batching import collate
-from grown_timbres.features import estimate_f0, hz_to_midi
+from grown_timbres.analysis import estimate_f0
+from grown_timbres.pitch import hz_to_midi
 from grown_timbres.model import DDSPModel, render
 from grown_timbres.notes import Note, parse_note_list
 from grown_timbres.melody import MELODY_LOUDNESS_DB, notes_to_controls

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from grown_timbres import features as features_module
-from grown_timbres.features import load_multiple_files, stopped_message
+from grown_timbres.batching import load_multiple_files
+from grown_timbres.features import stopped_message
 from grown_timbres.worker_pool import run_here
 from test_features import short_tone
 from test_long_runs import python_sigint_handler  # noqa: F401 (a fixture)
@@ -32,10 +33,10 @@ def slow_for(name, seconds, monkeypatch):
     inherit it): without a working stop, the call would wait for them."""
     real = features_module.estimate_f0
 
-    def estimate_f0(audio, path="<audio>", chunk_seconds=None):
+    def estimate_f0(audio, path="<audio>", **options):
         if name in str(path):
             time.sleep(seconds)
-        return real(audio, path, chunk_seconds)
+        return real(audio, path, **options)
     monkeypatch.setattr(features_module, "estimate_f0", estimate_f0)
 
 
