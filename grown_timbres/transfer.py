@@ -28,11 +28,8 @@ def notes_to_melody(notes, training=None, pitch_shift: float = 0.0, loudness_shi
     `pitch_shift` semitones and the vibrato), original_f0, original_loudness (the same notes
     plain, at that level)}. training: a training batch, a training_ranges dict, or None (then
     MELODY_LOUDNESS_DB)."""
-    level = MELODY_LOUDNESS_DB
-    if training is not None:
-        stats = training if isinstance(training, dict) and "f0_median_hz" in training else (
-            training_ranges(training))
-        level = stats["loudness_median_db"]
+    stats = training_stats(training)
+    level = MELODY_LOUDNESS_DB if stats is None else stats["loudness_median_db"]
     f0, loudness = notes_to_controls(notes, loudness_db=level + loudness_shift,
                                      pitch_shift=pitch_shift, vibrato_rate=vibrato_rate,
                                      vibrato_depth_cents=vibrato_depth_cents)
@@ -76,6 +73,14 @@ def training_ranges(batch, percentiles: tuple = (5.0, 95.0)) -> dict:
             "percentiles": (float(low), float(high)), "n_frames": int(len(f0))}
 
 
+def training_stats(training) -> dict | None:
+    """`training` as training_ranges' dict: a training batch's ranges, a ranges dict as it is,
+    or None for None."""
+    if training is None or (isinstance(training, dict) and "f0_median_hz" in training):
+        return training
+    return training_ranges(training)
+
+
 def recording_to_controls(recording, training=None, pitch_shift: float = 0.0,
                           loudness_shift: float = 0.0, octave_shift="auto",
                           match_loudness: bool = True, cache_dir=None) -> dict:
@@ -101,10 +106,7 @@ def recording_to_controls(recording, training=None, pitch_shift: float = 0.0,
     original_f0 = np.asarray(features["f0"], dtype=np.float64).reshape(-1)
     original_loudness = np.asarray(features["loudness"], dtype=np.float64).reshape(-1)
     voiced = np.asarray(features["voiced"], bool).reshape(-1)
-    stats = None
-    if training is not None:
-        stats = training if isinstance(training, dict) and "f0_median_hz" in training else (
-            training_ranges(training))
+    stats = training_stats(training)
     own = training_ranges({"f0": original_f0, "loudness": original_loudness, "voiced": voiced},
                           (stats or {}).get("percentiles", (5.0, 95.0)))
     octave_shift = _octave_shift(octave_shift, own, stats)
